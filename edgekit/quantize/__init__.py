@@ -1,0 +1,1 @@
+"""Quantizers, one module per format family. Heavy libraries are imported inside functions."""
