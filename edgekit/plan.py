@@ -161,7 +161,7 @@ def plan(
     from edgekit.errors import EdgekitError
 
     arch = model.arch
-    ctx = ctx or min(arch.max_context, 8192)
+    ctx = min(arch.max_context, 8192) if ctx is None else ctx
     if ctx < 1 or batch < 1 or prompt_tokens < 1:
         raise EdgekitError("--ctx, --batch and --prompt-tokens must be positive")
     if kv_type not in KV_TYPES:

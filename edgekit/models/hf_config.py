@@ -16,6 +16,16 @@ from edgekit.models.arch import KNOWN_FAMILIES, Arch
 # HF defaults for tie_word_embeddings differ by family (PretrainedConfig's is True).
 _TIED_DEFAULT = {"gemma3": True, "gemma3_text": True}
 
+# Keys that official configs leave to transformers' class defaults (Gemma3TextConfig):
+# gemma-3-4b-it's text_config states neither its heads nor its vocabulary.
+_FAMILY_DEFAULTS = {
+    "gemma3": {
+        "vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+        "max_position_embeddings": 131072, "rope_theta": 1000000.0, "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+    },
+}  # fmt: skip
+
 
 def load_config_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -48,6 +58,9 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
             inner["model_type"] = "gemma3"
         inner.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", _TIED_DEFAULT.get(top_type, True)))
         cfg = inner
+    if cfg.get("model_type") == "gemma3_text":
+        cfg = {**cfg, "model_type": "gemma3"}
+    cfg = {**_FAMILY_DEFAULTS.get(cfg.get("model_type"), {}), **cfg}
     r = _Reader(cfg, source)
     family = r.str("model_type")
     if family not in KNOWN_FAMILIES:
