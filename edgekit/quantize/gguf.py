@@ -1,0 +1,395 @@
+"""One-pass Hugging Face safetensors -> quantized GGUF.
+
+llama.cpp's usual path writes a full F16 GGUF (convert_hf_to_gguf.py) and reads it back to
+quantize (llama-quantize). We stream instead: each tensor is read from safetensors, mapped
+to its GGUF name and layout, quantized with ggml's own kernels (`ggml_lib`), and written;
+one tensor is in memory at a time. The per-tensor types come from `gguf_mix`, which
+implements llama.cpp's mix rules, so the file matches what llama-quantize would write.
+The file appears at the destination only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.models.arch import Tensor
+from edgekit.quantize import ggml_types
+from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
+
+# HF model_type -> llama.cpp architecture name (gguf.MODEL_ARCH member)
+SUPPORTED = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}
+
+# llama_ftype values written to general.file_type (include/llama.h)
+FILE_TYPE = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_S": 11,
+    "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
+    "Q2_K_S": 21, "BF16": 32,
+}  # fmt: skip
+
+_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+@dataclass
+class Recipe:
+    mix: str = "Q4_K_M"
+    overrides: list[tuple[str, str]] = field(default_factory=list)
+    imatrix: dict[str, object] | None = None  # gguf tensor name -> per-column importance (numpy)
+    imatrix_source: str | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"mix": self.mix, "overrides": [f"{p}={t}" for p, t in self.overrides],
+                "imatrix": self.imatrix_source, "threads": self.threads}  # fmt: skip
+
+
+@dataclass
+class TensorRecord:
+    name: str
+    shape: tuple[int, ...]  # GGUF order
+    type: str
+    nbytes: int
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    mix: str
+    tensors: list[TensorRecord]
+    n_params: int
+    file_bytes: int
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * sum(t.nbytes for t in self.tensors) / self.n_params
+
+    def type_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.type] = out.get(t.type, 0) + 1
+        return dict(sorted(out.items()))
+
+
+@dataclass
+class _Planned:
+    name: str  # GGUF name
+    gguf_shape: tuple[int, ...]
+    role: str
+    layer: int
+    load: Callable[[], object]  # -> float32 numpy array in numpy order
+
+
+def parse_overrides(specs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for s in specs:
+        if "=" not in s:
+            raise EdgekitError(f"--tensor-type {s!r}: expected REGEX=TYPE")
+        pat, ty = s.rsplit("=", 1)
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise EdgekitError(f"--tensor-type {s!r}: bad regular expression ({e})") from None
+        if ty.upper() not in ggml_types.TYPES:
+            raise EdgekitError(f"--tensor-type {s!r}: unknown ggml type {ty!r}")
+        out.append((pat, ty.upper()))
+    return out
+
+
+def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str, int, int], None] | None = None) -> ConvertResult:
+    """Write `checkpoint` (edgekit.models.source.Checkpoint) as one GGUF file at `out_path`."""
+    import gguf
+    import numpy as np
+
+    from edgekit.models.weights import SafetensorsCheckpoint
+    from edgekit.quantize.gguf_vocab import bpe_vocab
+
+    mix = recipe.mix.upper()
+    if mix not in MIX_DEFAULT:
+        raise EdgekitError(f"unknown GGUF type '{recipe.mix}'", f"choose one of {', '.join(MIX_DEFAULT)}")
+    arch = checkpoint.entry.arch
+    family = arch.family
+    if family not in SUPPORTED:
+        raise EdgekitError(
+            f"GGUF conversion of '{family}' models is not supported yet",
+            f"supported: {', '.join(sorted(SUPPORTED))}",
+        )
+    cfg = json.loads((checkpoint.path / "config.json").read_text())
+    _check_rope_scaling(cfg)
+    vocab = bpe_vocab(checkpoint.path, arch.vocab)  # before any output: a missing tokenizer fails fast
+    weights = SafetensorsCheckpoint(checkpoint.safetensors_files())
+    try:
+        planned = _plan_tensors(weights, arch)
+        inventory = [Tensor(p.name, p.gguf_shape, p.role, p.layer) for p in planned]
+        types = assign_types(inventory, mix, arch, recipe.overrides, has_imatrix=bool(recipe.imatrix))
+        _check_imatrix(types, recipe)
+        gguf_arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, SUPPORTED[family])]
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        records: list[TensorRecord] = []
+        try:
+            w = gguf.GGUFWriter(tmp, gguf_arch)
+            _write_metadata(w, checkpoint, cfg, arch, mix, vocab, gguf)
+            for p in planned:
+                ty = types[p.name]
+                nbytes = _nbytes(p.gguf_shape, ty)
+                np_shape = tuple(reversed(p.gguf_shape))
+                if ty in ("F32", "F16"):
+                    w.add_tensor_info(p.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
+                else:
+                    byte_shape = (*np_shape[:-1], nbytes // _rows(p.gguf_shape))
+                    w.add_tensor_info(p.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=_qtype(ty, gguf))
+                records.append(TensorRecord(p.name, p.gguf_shape, ty, nbytes))
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            for i, p in enumerate(planned):
+                if progress:
+                    progress(p.name, i, len(planned))
+                data = _encode(p.load(), types[p.name], recipe, p.name, gguf)
+                w.write_tensor_data(data)
+                del data
+            if progress:
+                progress("", len(planned), len(planned))
+            w.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, out_path)
+        except OSError as e:
+            raise EdgekitError(f"cannot write {out_path}: {e.strerror or e}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    finally:
+        weights.close()
+    n_params = sum(_count(p.gguf_shape) for p in planned)
+    return ConvertResult(out_path, mix, records, n_params, out_path.stat().st_size)
+
+
+# ---- tensors -------------------------------------------------------------------------------
+
+
+def _plan_tensors(weights, arch) -> list[_Planned]:
+    import gguf
+
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, SUPPORTED[arch.family]), arch.n_layers)
+    planned: list[_Planned] = []
+    experts: dict[tuple[int, str], dict[int, str]] = {}
+    for name in weights.names():
+        if m := _EXPERT.match(name):
+            experts.setdefault((int(m.group(1)), m.group(3)), {})[int(m.group(2))] = name
+            continue
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise EdgekitError(f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config")
+        shape = weights.shape(name)
+        planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), _loader(weights, name, gname, arch)))
+    for (layer, proj), by_idx in sorted(experts.items()):
+        if sorted(by_idx) != list(range(arch.n_experts)):
+            raise EdgekitError(f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint")
+        gname = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}", try_suffixes=(".weight",))
+        gname = gname if gname.endswith(".weight") else gname + ".weight"
+        first = weights.shape(by_idx[0])
+        names = [by_idx[e] for e in range(arch.n_experts)]
+        planned.append(_Planned(gname, (first[1], first[0], arch.n_experts), "expert", layer, _stacker(weights, names)))
+    if arch.tied_embeddings:
+        planned = [p for p in planned if p.name != "output.weight"]
+    if not any(p.name == "token_embd.weight" for p in planned):
+        raise EdgekitError("the checkpoint has no token embedding (model.embed_tokens.weight)")
+    planned.sort(key=_write_order)
+    return planned
+
+
+def _write_order(p: _Planned):
+    # token embedding, then block by block, then the output norm and projection
+    if p.layer >= 0:
+        return (1, p.layer, p.name)
+    return (0 if p.name.startswith("token_embd") else 2, 0, p.name)
+
+
+def _loader(weights, hf_name: str, gname: str, arch):
+    permute = arch.family in ("llama", "mistral") and (".attn_q." in gname or ".attn_k." in gname) and gname.endswith(".weight")
+    heads = arch.n_heads if ".attn_q." in gname else arch.n_kv_heads
+
+    def load():
+        x = weights.load_f32(hf_name)
+        return _unpermute_rope(x, heads) if permute else x
+
+    return load
+
+
+def _stacker(weights, names: list[str]):
+    def load():
+        import numpy as np
+
+        return np.stack([weights.load_f32(n) for n in names])
+
+    return load
+
+
+def _unpermute_rope(w, n_heads: int):
+    """HF Llama checkpoints order each head's q/k rows as [all first halves, all second
+    halves] for rotate_half RoPE; llama.cpp's LLAMA graph rotates interleaved pairs. Within
+    each head, row j of the first half goes to 2j and row j of the second half to 2j + 1."""
+    rows = w.shape[0]
+    head_dim = rows // n_heads
+    return w.reshape(n_heads, 2, head_dim // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _role(gname: str) -> str:
+    if gname.startswith("token_embd"):
+        return "embed"
+    if gname.startswith("output."):
+        return "output"
+    if "norm" in gname:
+        return "norm"
+    if gname.endswith(".bias"):
+        return "bias"
+    if "ffn_gate_inp" in gname:
+        return "router"
+    if "_exps" in gname:
+        return "expert"
+    return "attn" if ".attn_" in gname else "ffn"
+
+
+def _layer(gname: str) -> int:
+    m = re.match(r"blk\.(\d+)\.", gname)
+    return int(m.group(1)) if m else -1
+
+
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _rows(gguf_shape) -> int:
+    return _count(gguf_shape) // gguf_shape[0]
+
+
+def _nbytes(gguf_shape, ty: str) -> int:
+    gt = ggml_types.get(ty)
+    return _rows(gguf_shape) * (gguf_shape[0] // gt.block) * gt.block_bytes
+
+
+def _qtype(ty: str, gguf):
+    return gguf.GGMLQuantizationType[ty]
+
+
+def _encode(x, ty: str, recipe: Recipe, name: str, gguf):
+    import numpy as np
+
+    if ty == "F32":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if ty == "F16":
+        return np.ascontiguousarray(x, dtype=np.float16)
+    if ty == "BF16":
+        return gguf.quants.quantize(np.ascontiguousarray(x, dtype=np.float32), gguf.GGMLQuantizationType.BF16)
+    from edgekit.quantize.ggml_lib import quantize_rows
+
+    n_per_row = x.shape[-1]
+    imat = recipe.imatrix.get(name) if recipe.imatrix else None
+    if x.ndim == 3:  # stacked experts: each expert has its own importance row
+        parts = []
+        for e in range(x.shape[0]):
+            im = None if imat is None else np.asarray(imat).reshape(x.shape[0], n_per_row)[e]
+            parts.append(quantize_rows(x[e], ty, im, recipe.threads))
+        return np.stack(parts)
+    return quantize_rows(x.reshape(-1, n_per_row), ty, imat, recipe.threads).reshape(*x.shape[:-1], -1)
+
+
+def _check_imatrix(types: dict[str, str], recipe: Recipe) -> None:
+    from edgekit.quantize.ggml_lib import requires_imatrix
+
+    needs = sorted({t for t in types.values() if t not in ("F32", "F16", "BF16") and requires_imatrix(t)})
+    if needs and not recipe.imatrix:
+        raise EdgekitError(f"{', '.join(needs)} need an importance matrix", "pass --imatrix auto or a file")
+
+
+def _check_rope_scaling(cfg: dict) -> None:
+    rp = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    kind = (rp.get("rope_type") or rp.get("type") or "default") if isinstance(rp, dict) else "default"
+    if kind not in ("default", "linear", "yarn"):
+        raise EdgekitError(f"RoPE scaling '{kind}' is not supported by edgekit's GGUF writer yet")
+
+
+# ---- metadata -----------------------------------------------------------------------------
+
+
+def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf) -> None:
+    entry = checkpoint.entry
+    total, _ = arch.param_counts()
+    w.add_type("model")
+    w.add_name(entry.name)
+    w.add_size_label(_size_label(total - arch.extra_params))
+    w.add_quantized_by("edgekit")
+    if entry.license.spdx or entry.license.key != "unknown":
+        w.add_license(entry.license.spdx or entry.license.name)
+    if entry.hub_id:
+        w.add_source_url(f"https://huggingface.co/{entry.hub_id}")
+        w.add_source_repo_url(f"https://huggingface.co/{entry.hub_id}")
+    w.add_context_length(arch.max_context)
+    w.add_embedding_length(arch.hidden)
+    w.add_block_count(arch.n_layers)
+    w.add_feed_forward_length(int(cfg.get("intermediate_size") or arch.ffn))
+    w.add_head_count(arch.n_heads)
+    w.add_head_count_kv(arch.n_kv_heads)
+    w.add_key_length(arch.head_dim)
+    w.add_value_length(arch.head_dim)
+    if SUPPORTED[arch.family] == "LLAMA":
+        w.add_rope_dimension_count(arch.head_dim)
+    w.add_rope_freq_base(_rope_theta(cfg, arch))
+    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    w.add_vocab_size(arch.vocab)
+    _rope_scaling(w, cfg, gguf)
+    if arch.is_moe:
+        w.add_expert_count(arch.n_experts)
+        w.add_expert_used_count(arch.experts_per_token)
+        w.add_expert_feed_forward_length(arch.expert_ffn)
+    w.add_file_type(FILE_TYPE[mix])
+    if mix not in ("F32", "F16", "BF16"):
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(vocab["pre"])
+    w.add_token_list(vocab["tokens"])
+    w.add_token_types(vocab["types"])
+    special = gguf.SpecialVocab(checkpoint.path, load_merges=True, n_vocab=arch.vocab)
+    special.add_to_gguf(w, quiet=True)
+
+
+def _rope_theta(cfg: dict, arch) -> float:
+    rp = cfg.get("rope_parameters")
+    if isinstance(rp, dict) and rp.get("rope_theta"):
+        return float(rp["rope_theta"])
+    return float(cfg.get("rope_theta", arch.rope_theta))
+
+
+def _rope_scaling(w, cfg: dict, gguf) -> None:
+    rp = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if not isinstance(rp, dict):
+        return
+    kind = rp.get("rope_type") or rp.get("type")
+    if kind == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rp["factor"]))
+    elif kind == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rp["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rp.get("original_max_position_embeddings", 0)))
+
+
+def _size_label(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B".replace(".0B", "B")
+    return f"{round(n / 1e6)}M"

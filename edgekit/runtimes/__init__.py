@@ -1,0 +1,1 @@
+"""Runtimes, one module per engine. Each imports its engine lazily, inside functions."""
