@@ -159,6 +159,9 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise MissingDependency("transformers and torch", "torch", "needed to import a GGUF checkpoint") from None
+    from edgekit._quiet import quiet_transformers
+
+    quiet_transformers()
     from edgekit.quantize.gguf_read import gguf_tokenizer_facts
 
     dest.parent.mkdir(parents=True, exist_ok=True)

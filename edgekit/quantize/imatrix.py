@@ -69,6 +69,9 @@ def collect(checkpoint, text: str, ctx: int = 512, max_chunks: int | None = None
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise MissingDependency("torch and transformers", "torch", "needed to compute an importance matrix") from None
+    from edgekit._quiet import quiet_transformers
+
+    quiet_transformers()
     import gguf
 
     from edgekit.quantize.gguf import SUPPORTED
@@ -104,7 +107,7 @@ def collect(checkpoint, text: str, ctx: int = 512, max_chunks: int | None = None
             gname = tmap.get_name(mod_name + ".weight", try_suffixes=(".weight",))
             if gname:
                 handles.append(mod.register_forward_pre_hook(_linear_hook(gname, add)))
-        elif hasattr(mod, "gate_up_proj") and hasattr(mod, "down_proj") and getattr(mod, "gate_up_proj").ndim == 3:
+        elif hasattr(mod, "gate_up_proj") and hasattr(mod, "down_proj") and mod.gate_up_proj.ndim == 3:
             layer = int(re.match(r"model\.layers\.(\d+)\.", mod_name).group(1))
             handles.append(mod.register_forward_pre_hook(_experts_hook(mod, layer, add)))
     try:

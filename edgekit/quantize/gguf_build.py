@@ -1,0 +1,135 @@
+"""Build a GGUF artifact: resolve the model, get an importance matrix, convert, write the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from edgekit.artifact import Artifact, load_artifact, safe_stem, sha256_file, tool_versions, write_manifest
+from edgekit.errors import EdgekitError
+from edgekit.paths import cache_dir
+
+# Q8_0 and the float types ignore an importance matrix (ggml's quantizers for them take none)
+_IMATRIX_USELESS = {"F32", "F16", "BF16", "Q8_0"}
+IMATRIX_CTX = 512
+
+
+def default_calibration_text() -> str:
+    return resources.files("edgekit.data").joinpath("calibration.txt").read_text(encoding="utf-8")
+
+
+def default_evaluation_text() -> str:
+    return resources.files("edgekit.data").joinpath("evaluation.txt").read_text(encoding="utf-8")
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI turns into progress bars; all optional."""
+
+    stage: Callable[[str], None] | None = None
+    tensor: Callable[[str, int, int], None] | None = None
+    chunk: Callable[[int, int], None] | None = None
+
+    def say(self, text: str) -> None:
+        if self.stage:
+            self.stage(text)
+
+
+def read_text_file(path: Path | str, what: str) -> str:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EdgekitError(f"{what} {path} not found") from None
+    except UnicodeDecodeError:
+        raise EdgekitError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise EdgekitError(f"cannot read {what} {path}: {e.strerror}") from None
+    if not text.strip():
+        raise EdgekitError(f"{what} {path} is empty")
+    return text
+
+
+def importance_matrix(checkpoint, mode: str, calibration: str | None = None, progress: Progress | None = None):
+    """(Imatrix or None, path of its file or None) for mode 'auto', 'none' or a file path."""
+    from edgekit.quantize import imatrix as im
+
+    progress = progress or Progress()
+    if mode == "none":
+        return None, None
+    if mode != "auto":
+        return im.load(Path(mode)), Path(mode)
+    text = read_text_file(calibration, "calibration text") if calibration else default_calibration_text()
+    key = hashlib.sha256(f"{checkpoint.revision}|{IMATRIX_CTX}|".encode() + text.encode()).hexdigest()[:16]
+    cached = cache_dir() / "imatrix" / f"{safe_stem(checkpoint.entry.name)}-{key}.imatrix.gguf"
+    if cached.is_file():
+        progress.say(f"importance matrix: cached {cached.name}")
+        return im.load(cached), cached
+    progress.say("importance matrix: running the reference model over the calibration text")
+    dataset = Path(calibration).name if calibration else "edgekit:calibration.txt"
+    result = im.collect(checkpoint, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk)
+    im.save(result, cached)
+    return result, cached
+
+
+def build_gguf(model: str, mix: str, out_dir: Path, imatrix: str = "auto", calibration: str | None = None,
+               overrides: list[str] | None = None, threads: int | None = None, force: bool = False,
+               progress: Progress | None = None) -> Artifact:  # fmt: skip
+    from edgekit.models.source import open_checkpoint
+    from edgekit.quantize.gguf import MIX_DEFAULT, Recipe, convert, parse_overrides
+
+    progress = progress or Progress()
+    mix = mix.upper()
+    if mix not in MIX_DEFAULT:
+        raise EdgekitError(f"unknown GGUF type '{mix}'", f"choose one of {', '.join(MIX_DEFAULT)}")
+    tt = parse_overrides(overrides or [])
+    if imatrix not in ("auto", "none") and not Path(imatrix).is_file():
+        raise EdgekitError(f"importance matrix file {imatrix} not found")
+    progress.say(f"resolving {model}")
+    ck = open_checkpoint(model)
+    out_dir = Path(out_dir)
+    stem = safe_stem(ck.entry.name)
+    use_imatrix = imatrix if mix not in _IMATRIX_USELESS else "none"
+    suffix = "" if use_imatrix == "none" else "-imat"
+    dest = out_dir / f"{stem}-{mix}{suffix}.gguf"
+    existing = load_artifact(dest)
+    if existing and not force and existing.manifest.get("source", {}).get("revision") == ck.revision \
+            and existing.manifest.get("recipe", {}).get("overrides") == [f"{p}={t}" for p, t in tt]:  # fmt: skip
+        progress.say(f"up to date: {dest}")
+        return existing
+    im, im_path = importance_matrix(ck, use_imatrix, calibration, progress)
+    recipe = Recipe(mix=mix, overrides=tt, imatrix=im.importances() if im else None,
+                    imatrix_source=str(im_path) if im_path else None, threads=threads)  # fmt: skip
+    progress.say(f"converting {ck.entry.name} to {mix} (one pass)")
+    t0 = time.perf_counter()
+    result = convert(ck, dest, recipe, progress.tensor)
+    seconds = time.perf_counter() - t0
+    imatrix_file = None
+    if im_path is not None:
+        imatrix_file = out_dir / f"{stem}.imatrix.gguf"
+        if im_path.resolve() != imatrix_file.resolve():
+            tmp = imatrix_file.with_name("." + imatrix_file.name + ".part")
+            shutil.copyfile(im_path, tmp)
+            tmp.replace(imatrix_file)
+    manifest = {
+        "format": f"gguf:{mix}",
+        "file": dest.name,
+        "size_bytes": result.file_bytes,
+        "sha256": sha256_file(dest),
+        "bits_per_weight": round(result.bits_per_weight, 4),
+        "n_params": result.n_params,
+        "tensor_types": result.type_counts(),
+        "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
+        "source": {**ck.to_dict(), "hub_id": ck.entry.hub_id, "license": ck.entry.license.to_dict()},
+        "recipe": {**recipe.to_dict(), "imatrix": imatrix_file.name if imatrix_file else None,
+                   "imatrix_summary": im.summary() if im else None, "calibration": calibration or
+                   ("edgekit:calibration.txt" if im else None)},  # fmt: skip
+        "convert_seconds": round(seconds, 2),
+        "tool_versions": tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
+    }
+    return write_manifest(dest, manifest)
