@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, UnknownName
 from edgekit.models.catalogue import ModelEntry, from_local, get, resolve
 from edgekit.paths import cache_dir
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt", "LICENSE*", "README.md"]
 
 
@@ -47,7 +49,12 @@ def open_checkpoint(arg: str) -> Checkpoint:
         return _local(p, origin="local")
     if p.exists():
         raise EdgekitError(f"{p}: not a model directory or a .gguf file")
-    entry = resolve(arg)
+    try:
+        entry = resolve(arg)
+    except UnknownName:
+        if _HUB_ID.match(arg):
+            return from_hub(arg)  # an uncatalogued hub id: its config.json says what it is
+        raise
     if entry.embedded:
         return embedded(entry)
     return from_hub(entry.hub_id or arg, entry)
@@ -106,7 +113,9 @@ def from_hub(repo_id: str, entry: ModelEntry | None = None) -> Checkpoint:
         raise MissingDependency("huggingface_hub", "all") from None
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        # read the cache location now, not when huggingface_hub was imported
+        cache = os.environ.get("HF_HUB_CACHE") or None
+        path = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, cache_dir=cache))
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise EdgekitError(f"{repo_id} is not in the local Hugging Face cache and {why}") from None

@@ -2,7 +2,7 @@
 
 The format is an 8-byte little-endian header length, a JSON header mapping names to dtype,
 shape and byte offsets into the data section, then the data. We read the header, check
-every entry against the file size, and memory-map tensors only when asked, so converting a
+every entry against the file size, and read each tensor only when asked, so converting a
 model holds one tensor in memory rather than the model. numpy has no bfloat16: BF16 is
 widened to float32 exactly (shift into the high half of a 32-bit word).
 """
@@ -10,6 +10,7 @@ widened to float32 exactly (shift into the high half of a 32-bit word).
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class SafetensorsCheckpoint:
                 if e.name in self.entries:
                     raise EdgekitError(f"{f}: tensor {e.name} also appears in {self.entries[e.name].file.name}")
                 self.entries[e.name] = e
-        self._maps: dict[Path, object] = {}
+        self._fds: dict[Path, int] = {}
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -55,32 +56,44 @@ class SafetensorsCheckpoint:
 
     def load_f32(self, name: str):
         """The tensor as a float32 numpy array (a fresh copy)."""
+        e = self.entries[name]
+        rows = e.shape[0] if e.shape else 1
+        return self.rows_f32(name, 0, rows).reshape(e.shape)
+
+    def rows_f32(self, name: str, r0: int, r1: int):
+        """Rows r0..r1 of the tensor (along its first dimension) as float32, flattened per row."""
         import numpy as np
 
         e = self.entries[name]
         if e.dtype in ("F8_E4M3", "F8_E5M2", "BOOL"):
             raise EdgekitError(f"{e.file}: tensor {name} is {e.dtype}; edgekit converts from F32/F16/BF16 checkpoints")
-        mm = self._map(e.file)
+        rows = e.shape[0] if e.shape else 1
+        row_bytes = e.nbytes // rows if rows else 0
+        # pread into private memory rather than mmap: a mapped file counts its touched pages
+        # in the process's RSS, and we want to hold a slice of one tensor, not the model
+        buf = os.pread(self._fd(e.file), (r1 - r0) * row_bytes, e.start + r0 * row_bytes)
+        if len(buf) != (r1 - r0) * row_bytes:
+            raise EdgekitError(f"{e.file}: truncated while reading tensor {name}")
         np_dtype, _ = _DTYPES[e.dtype]
-        raw = np.frombuffer(mm, dtype=np_dtype, count=e.nbytes // np.dtype(np_dtype).itemsize, offset=e.start)
+        raw = np.frombuffer(buf, dtype=np_dtype)
         if e.dtype == "BF16":
-            out = (raw.astype(np.uint32) << 16).view(np.float32)
+            out = raw.astype(np.uint32)
+            del raw, buf
+            out <<= 16
+            out = out.view(np.float32)
         else:
             out = raw.astype(np.float32)
-        return out.reshape(e.shape)
+        return out.reshape(r1 - r0, -1)
 
-    def _map(self, path: Path):
-        import mmap
-
-        if path not in self._maps:
-            with open(path, "rb") as fh:
-                self._maps[path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._maps[path]
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
 
     def close(self) -> None:
-        for m in self._maps.values():
-            m.close()
-        self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def read_header(path: Path) -> list[TensorEntry]:

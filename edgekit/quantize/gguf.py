@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +82,13 @@ class _Planned:
     gguf_shape: tuple[int, ...]
     role: str
     layer: int
-    load: Callable[[], object]  # -> float32 numpy array in numpy order
+    chunks: Callable[[], Iterator[tuple[int, object]]]  # -> (expert, float32 rows) in file order
+
+
+# rows are read, converted and quantized in slices of at most this many elements (16 MiB
+# of float32): peak memory stays flat however large a tensor is, and since every ggml
+# quantizer works row by row the bytes are the same as quantizing the whole tensor
+CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 
 def parse_overrides(specs: list[str]) -> list[tuple[str, str]]:
@@ -154,9 +160,7 @@ def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str,
             for i, p in enumerate(planned):
                 if progress:
                     progress(p.name, i, len(planned))
-                data = _encode(p.load(), types[p.name], recipe, p.name, gguf)
-                w.write_tensor_data(data)
-                del data
+                w.write_tensor_data(_Streamed(p, types[p.name], recipe, records[i].nbytes))
             if progress:
                 progress("", len(planned), len(planned))
             w.close()
@@ -193,7 +197,8 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
         if gname is None:
             raise EdgekitError(f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config")
         shape = weights.shape(name)
-        planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), _loader(weights, name, gname, arch)))
+        chunks = _chunker(weights, name, gname, arch)
+        planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks))
     for (layer, proj), by_idx in sorted(experts.items()):
         if sorted(by_idx) != list(range(arch.n_experts)):
             raise EdgekitError(f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint")
@@ -201,7 +206,7 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
         gname = gname if gname.endswith(".weight") else gname + ".weight"
         first = weights.shape(by_idx[0])
         names = [by_idx[e] for e in range(arch.n_experts)]
-        planned.append(_Planned(gname, (first[1], first[0], arch.n_experts), "expert", layer, _stacker(weights, names)))
+        planned.append(_Planned(gname, (first[1], first[0], arch.n_experts), "expert", layer, _expert_chunker(weights, names)))
     if arch.tied_embeddings:
         planned = [p for p in planned if p.name != "output.weight"]
     if not any(p.name == "token_embd.weight" for p in planned):
@@ -217,24 +222,59 @@ def _write_order(p: _Planned):
     return (0 if p.name.startswith("token_embd") else 2, 0, p.name)
 
 
-def _loader(weights, hf_name: str, gname: str, arch):
+def _chunker(weights, hf_name: str, gname: str, arch):
     permute = arch.family in ("llama", "mistral") and (".attn_q." in gname or ".attn_k." in gname) and gname.endswith(".weight")
     heads = arch.n_heads if ".attn_q." in gname else arch.n_kv_heads
 
-    def load():
-        x = weights.load_f32(hf_name)
-        return _unpermute_rope(x, heads) if permute else x
+    def chunks():
+        if permute:  # rows move within each head: take the tensor whole (it is small)
+            x = _unpermute_rope(weights.load_f32(hf_name), heads)
+            yield 0, x.reshape(x.shape[0], -1)
+            return
+        yield from ((0, rows) for rows in _row_slices(weights, hf_name))
 
-    return load
+    return chunks
 
 
-def _stacker(weights, names: list[str]):
-    def load():
-        import numpy as np
+def _expert_chunker(weights, names: list[str]):
+    def chunks():
+        for e, name in enumerate(names):
+            yield from ((e, rows) for rows in _row_slices(weights, name))
 
-        return np.stack([weights.load_f32(n) for n in names])
+    return chunks
 
-    return load
+
+def _row_slices(weights, name: str):
+    shape = weights.shape(name)
+    if len(shape) < 2:
+        yield weights.load_f32(name).reshape(1, -1)
+        return
+    rows = shape[0]
+    step = max(1, CHUNK_ELEMENTS // max(1, _count(shape[1:])))
+    for r0 in range(0, rows, step):
+        yield weights.rows_f32(name, r0, min(rows, r0 + step))
+
+
+class _Streamed:
+    """Stands in for a numpy array in GGUFWriter.write_tensor_data: the writer asks for
+    `nbytes` and calls `tofile`, which converts and writes the tensor slice by slice."""
+
+    def __init__(self, planned: _Planned, ty: str, recipe: Recipe, nbytes: int):
+        self.planned, self.ty, self.recipe, self.nbytes = planned, ty, recipe, nbytes
+
+    def tofile(self, fout) -> None:
+        imat = self.recipe.imatrix.get(self.planned.name) if self.recipe.imatrix else None
+        written = 0
+        for expert, rows in self.planned.chunks():
+            row_imat = None
+            if imat is not None:
+                n = rows.shape[-1]
+                row_imat = imat.reshape(-1, n)[expert] if imat.size > n else imat
+            data = _encode_rows(rows, self.ty, row_imat, self.recipe.threads)
+            data.tofile(fout)
+            written += data.nbytes
+        if written != self.nbytes:
+            raise RuntimeError(f"{self.planned.name}: wrote {written} bytes, planned {self.nbytes}")
 
 
 def _unpermute_rope(w, n_heads: int):
@@ -287,26 +327,19 @@ def _qtype(ty: str, gguf):
     return gguf.GGMLQuantizationType[ty]
 
 
-def _encode(x, ty: str, recipe: Recipe, name: str, gguf):
+def _encode_rows(rows, ty: str, imatrix, threads: int | None):
+    import gguf
     import numpy as np
 
     if ty == "F32":
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(rows, dtype=np.float32)
     if ty == "F16":
-        return np.ascontiguousarray(x, dtype=np.float16)
+        return np.ascontiguousarray(rows, dtype=np.float16)
     if ty == "BF16":
-        return gguf.quants.quantize(np.ascontiguousarray(x, dtype=np.float32), gguf.GGMLQuantizationType.BF16)
+        return gguf.quants.quantize(np.ascontiguousarray(rows, dtype=np.float32), gguf.GGMLQuantizationType.BF16)
     from edgekit.quantize.ggml_lib import quantize_rows
 
-    n_per_row = x.shape[-1]
-    imat = recipe.imatrix.get(name) if recipe.imatrix else None
-    if x.ndim == 3:  # stacked experts: each expert has its own importance row
-        parts = []
-        for e in range(x.shape[0]):
-            im = None if imat is None else np.asarray(imat).reshape(x.shape[0], n_per_row)[e]
-            parts.append(quantize_rows(x[e], ty, im, recipe.threads))
-        return np.stack(parts)
-    return quantize_rows(x.reshape(-1, n_per_row), ty, imat, recipe.threads).reshape(*x.shape[:-1], -1)
+    return quantize_rows(rows, ty, imatrix, threads)
 
 
 def _check_imatrix(types: dict[str, str], recipe: Recipe) -> None:

@@ -60,16 +60,34 @@ def test_f32_gguf_logits_match_transformers(name, f32_gguf, record_property):
     assert max_abs < 0.05 * float(ref.std())
 
 
+@pytest.fixture(scope="module")
+def tiny_imatrix(f32_gguf):
+    from edgekit.quantize import imatrix
+    from edgekit.quantize.gguf_build import default_calibration_text
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            ck, _ = f32_gguf(name)
+            cache[name] = imatrix.collect(ck, default_calibration_text(), ctx=256, max_chunks=4).importances()
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("mix", ["Q8_0", "Q6_K", "Q4_K_M", "Q2_K"])
 @pytest.mark.parametrize("name", ["tiny_qwen3", "tiny_qwen3_moe"])
-def test_one_pass_is_byte_identical_to_llama_quantize(name, mix, f32_gguf, tmp_path):
+def test_one_pass_is_byte_identical_to_llama_quantize(name, mix, with_imatrix, f32_gguf, tiny_imatrix, tmp_path):
     from edgekit.quantize.gguf import Recipe, convert
     from edgekit.quantize.gguf_twostep import llama_quantize
 
     ck, f32 = f32_gguf(name)
+    imp = tiny_imatrix(name) if with_imatrix else None
     one, two = tmp_path / "one.gguf", tmp_path / "two.gguf"
-    convert(ck, one, Recipe(mix=mix))
-    llama_quantize(f32, two, mix)
+    convert(ck, one, Recipe(mix=mix, imatrix=imp))
+    llama_quantize(f32, two, mix, imatrix=imp)
     a, b = tensors_of(one), tensors_of(two)
     assert set(a) == set(b)
     assert {n: a[n][0] for n in a} == {n: b[n][0] for n in b}
