@@ -107,9 +107,9 @@ def main() -> None:
                 f16.unlink()
     med = statistics.median
     t_one = med(r["wall"] for r in one)
-    t_two = med(a["wall"] + b["wall"] for a, b in zip(two_a, two_b))
+    t_two = med(a["wall"] + b["wall"] for a, b in zip(two_a, two_b, strict=True))
     m_one = med(r["peak_rss_bytes"] for r in one)
-    m_two = med(max(a["peak_rss_bytes"], b["peak_rss_bytes"]) for a, b in zip(two_a, two_b))
+    m_two = med(max(a["peak_rss_bytes"], b["peak_rss_bytes"]) for a, b in zip(two_a, two_b, strict=True))
     import llama_cpp
 
     result = {

@@ -60,7 +60,7 @@ def main() -> None:
             res = convert(ck, path, recipe)
             q = llamacpp.load(path, n_ctx=512)
             kl, same = [], []
-            for w, p in zip(wins, ref_lp):
+            for w, p in zip(wins, ref_lp, strict=True):
                 lq = log_softmax(q.logits(w)[256:])
                 kl.append((np.exp(p) * (p - lq)).sum(-1))
                 same.append(p.argmax(-1) == lq.argmax(-1))
