@@ -18,8 +18,10 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from edgekit.cli import eval as eval_
     from edgekit.cli import models, plan, quantize, targets
 
+    cli.add_command(eval_.eval_cmd)
     cli.add_command(models.models)
     cli.add_command(quantize.quantize_cmd)
     cli.add_command(targets.targets)

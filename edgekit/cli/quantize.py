@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -11,22 +12,40 @@ from edgekit.cli import render
 
 @click.command("quantize")
 @click.argument("model")
-@click.option("--format", "fmt", required=True, help="gguf:Q4_K_M, gguf:Q8_0, ... (one format).")
+@click.option("--target", "-t", "target", default=None, help="Pick the smallest format that fits TARGET and meets --bar.")
+@click.option("--format", "fmt", default=None, help="Build one format instead (gguf:Q4_K_M, gguf:Q8_0, ...).")
+@click.option("--bar", default="kld<=0.03", show_default=True, help="Quality bar: kld<=X, ppl<=+N%, same_top>=X.")
+@click.option("--formats", "formats_csv", default=None, help="Comma-separated candidate ladder [default: Q2_K..Q8_0].")
+@click.option("--ctx", type=int, default=None, help="Context the pick must fit [default: min(model, 8192)].")
+@click.option("--evaluation", type=click.Path(dir_okay=False), default=None,
+              help="Held-out evaluation text [default: edgekit's own].")
 @click.option("--imatrix", default="auto", show_default=True,
               help="auto (from the calibration text), none, or an imatrix GGUF file.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="Calibration text for the importance matrix [default: edgekit's own].")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
               help="Force a ggml type on matching tensors (repeatable), as llama-quantize --tensor-type.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory [default: artifacts/ for --format, runs/ for --target].")
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
-def quantize_cmd(model, fmt, imatrix, calibration, tensor_types, out_dir, threads, force, as_json) -> None:
-    """Quantize MODEL (catalogue name, hub id, local directory or .gguf) to one format."""
+def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix, calibration, tensor_types, out_dir,
+                 threads, force, as_json) -> None:  # fmt: skip
+    """Quantize MODEL (catalogue name, hub id, local directory or .gguf).
+
+    With --target: plan what fits, measure candidates against the unquantized model, pick the
+    smallest that meets --bar, and write report.json / report.md / pareto.png. With --format:
+    build that one artifact.
+    """
     from edgekit.errors import EdgekitError
     from edgekit.formats import get_format
 
+    if target and not fmt:
+        return _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json)
+    if not fmt:
+        raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
+    out_dir = out_dir or "artifacts"
     f = get_format(fmt)
     if f.family != "gguf":
         raise EdgekitError(f"{f.id}: only GGUF formats can be built in this version", "try --format gguf:Q4_K_M")
@@ -50,6 +69,45 @@ def quantize_cmd(model, fmt, imatrix, calibration, tensor_types, out_dir, thread
         c.print(f"  [yellow]experts without calibration tokens:[/yellow] {r['imatrix_summary']['unseen_experts']}")
     c.print(f"  sha256         {m['sha256']}")
     c.print(f"  manifest       {art.path.name}.manifest.json")
+
+
+def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json) -> None:
+    from edgekit.bench.mainjob import run_main_job
+
+    formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
+    with _progress(not as_json) as progress:
+        report = run_main_job(model, target, bar, formats, ctx, imatrix, Path(out_dir or "runs"), calibration,
+                              evaluation, progress)  # fmt: skip
+    if as_json:
+        render.emit_json(json.loads((report.run_dir / "report.json").read_text()))
+        return
+    from rich.table import Table
+
+    c = render.console()
+    t = Table(title=f"{report.model['name']} on {report.target['name']} — bar {report.bar.text}")
+    for col in ("format", "size", "bpw", "KLD", "same-top", "PPL ratio", "status", "why"):
+        t.add_column(col, justify="right" if col in ("size", "bpw", "KLD", "same-top", "PPL ratio") else "left")
+    for cand in report.candidates:
+        q, a = cand.quality, cand.artifact
+        colour = {"pick": "green", "below the bar": "red", "too big": "red"}.get(cand.status, "white")
+        t.add_row(
+            cand.format,
+            render.size(a["size_bytes"] if a else cand.planned_bytes) + ("" if a else " (plan)"),
+            f"{a['bits_per_weight']:.2f}" if a else "-",
+            f"{q.kld_mean:.4f}±{q.kld_stderr:.4f}" if q else "-",
+            f"{100 * q.same_top:.1f}%" if q else "-",
+            f"{q.ppl_ratio:.4f}" if q else "-",
+            f"[{colour}]{cand.status}[/{colour}]",
+            cand.reason,
+        )
+    c.print(t)
+    if report.pick:
+        c.print(f"[bold green]pick:[/bold green] {report.pick.format} -> {report.pick.artifact['path']}")
+    else:
+        c.print("[bold red]no candidate that fits meets the bar[/bold red]")
+    for n in report.notes:
+        c.print(f"  note: {n}")
+    c.print(f"reports: {report.run_dir}/report.json, report.md, pareto.png")
 
 
 class _progress:
