@@ -70,7 +70,7 @@ class RunReport:
             "method": {
                 "quality": "reference = the unquantized checkpoint (F32 GGUF in llama.cpp); windows of "
                 f"{self.reference.get('window')} tokens of the evaluation text, the second half of each scored; "
-                f"KLD over the reference's top-{self.reference.get('k')} tokens plus one bucket for the rest "
+                f"KLD over the reference's most likely tokens (until 99.9 % of its mass, at most {self.reference.get('k_max')}) plus one bucket for the rest "
                 "(a lower bound of the full-vocabulary KLD); same-top = candidate argmax equals the reference's; "
                 "PPL ratio paired per position; standard errors over positions",
                 "search": "candidates sorted by planned size; bisection for the smallest passing one, "

@@ -12,7 +12,7 @@ from edgekit.bench.quality import QualityResult, ReferenceStore, StoreKey, build
 from edgekit.paths import cache_dir
 
 DEFAULT_WINDOW = 512
-DEFAULT_K = 64
+DEFAULT_K = 8192
 # references up to this size are run in F32 (exactly the checkpoint's values, F32 compute);
 # larger ones as BF16 GGUF, which holds BF16 weights exactly but computes in lower precision
 F32_REFERENCE_MAX_BYTES = 4 * 1024**3

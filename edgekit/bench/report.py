@@ -31,7 +31,7 @@ def markdown(report, data: dict) -> str:
         "",
         f"Reference: {ref.get('reference')} ({ref.get('runtime')}), perplexity {ref['ppl']:.3f} on "
         f"{ref['positions']:,} scored positions ({ref.get('windows')} windows of {ref['window']} tokens, "
-        f"second half scored), top-{ref['k']} store.",
+        f"second half scored); store keeps the reference tokens holding {ref.get('coverage')} of the mass (mean {ref.get('kept_mean')} per position).",
         "",
         "| format | planned | on disk | bpw | KLD (mean ± se) | KLD p99 | same-top | PPL ratio | status | why |",
         "|---|---|---|---|---|---|---|---|---|---|",

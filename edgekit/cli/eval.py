@@ -33,7 +33,7 @@ def eval_cmd(artifact, reference, evaluation, as_json) -> None:
         render.emit_json(d)
         return
     c = render.console()
-    c.print(f"[bold]{path.name}[/bold] against {ck.entry.name} ({q.positions:,} positions, top-{q.k} store)")
+    c.print(f"[bold]{path.name}[/bold] against {ck.entry.name} ({q.positions:,} positions)")
     c.print(f"  KLD        {q.kld_mean:.5f} ± {q.kld_stderr:.5f}  (p99 {q.kld_p99:.4f}, lower bound of the full KLD)")
     c.print(f"  same-top   {100 * q.same_top:.2f}% ± {100 * q.same_top_stderr:.2f}%")
     c.print(f"  PPL        {q.ppl:.4f} ± {q.ppl_stderr:.4f} (reference {q.ppl_ref:.4f}, ratio {q.ppl_ratio:.4f} ± {q.ppl_ratio_stderr:.4f})")

@@ -1,0 +1,73 @@
+"""The main job end to end on a tiny model: plan, build, measure, pick, report; then from cache."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli.main import cli
+
+pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_main_job_on_a_tiny_model_and_rerun_from_cache(tiny_qwen3, tmp_path):
+    args = ["quantize", str(tiny_qwen3), "--target", "cpu", "--bar", "kld<=0.05", "--out", str(tmp_path), "--json"]
+    d = json.loads(run_cli(*args).output)
+    run_dir = next(tmp_path.iterdir())
+    assert {p.name for p in run_dir.iterdir()} >= {"report.json", "report.md", "pareto.png", "artifacts"}
+    statuses = {c["format"]: c["status"] for c in d["candidates"]}
+    measured = [c for c in d["candidates"] if c["quality"]]
+    assert 1 <= len(measured) <= 5  # 10 candidates: ceil(log2 10) + 1
+    if d["pick"]:
+        pick = next(c for c in d["candidates"] if c["format"] == d["pick"])
+        assert pick["quality"]["kld_mean"] <= 0.05 and statuses[d["pick"]] == "pick"
+        smaller = [c for c in measured if c["planned_bytes"] < pick["planned_bytes"]]
+        assert all(c["quality"]["kld_mean"] > 0.05 for c in smaller)
+    assert all(c["reason"] for c in d["candidates"])
+    assert "KLD" in (run_dir / "report.md").read_text()
+    mtimes = {p: p.stat().st_mtime_ns for p in (run_dir / "artifacts").iterdir()}
+    d2 = json.loads(run_cli(*args).output)
+    assert d2["pick"] == d["pick"]
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "artifacts").iterdir()} == mtimes
+
+
+def _edgekit(*args):
+    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ))  # fmt: skip
+
+
+def _one_line(r, needle):
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_malformed_bar(tiny_qwen3, tmp_path):
+    _one_line(_edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--bar", "kld>=oops", "--out", str(tmp_path)),
+              "malformed quality bar")  # fmt: skip
+    assert not any(tmp_path.iterdir())
+
+
+def test_evaluation_text_shorter_than_a_window(tiny_qwen3, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to fill a window.")
+    out = tmp_path / "out"
+    _one_line(_edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--evaluation", str(short), "--out", str(out)),
+              "fewer than one window")  # fmt: skip
+    assert not list(out.rglob("report.*"))
+
+
+def test_reference_that_cannot_be_loaded(tiny_qwen3, copy_dir, tmp_path):
+    d = copy_dir(tiny_qwen3)
+    (d / "model.safetensors").write_bytes(b"\x00" * 16)
+    out = tmp_path / "out"
+    _one_line(_edgekit("quantize", str(d), "--target", "cpu", "--out", str(out)), "safetensors")
+    assert not list(out.rglob("report.*"))
+    _one_line(_edgekit("eval", str(tmp_path / "missing.gguf"), "--reference", str(tiny_qwen3)), "missing.gguf")
