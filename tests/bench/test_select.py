@@ -42,7 +42,7 @@ def test_search_is_logarithmic_and_right_on_monotone_ladders(n):
         bar = parse_bar(f"kld<={bar_value:.12f}")
         built = []
 
-        def measure(i):
+        def measure(i, built=built):
             built.append(i)
             return q(kld=kld[i])
 
