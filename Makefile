@@ -8,10 +8,8 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/edgekit models show smollm2-135m
 	$(VENV)/bin/edgekit plan smollm2-135m --target cpu --ctx 8192
-	$(VENV)/bin/edgekit plan qwen3-8b --target rtx4090 --ctx 32768
-	$(VENV)/bin/edgekit quantize smollm2-135m --format gguf:Q4_K_M --out artifacts
+	$(VENV)/bin/edgekit quantize smollm2-135m --target cpu
 
 test: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
