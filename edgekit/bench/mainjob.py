@@ -107,7 +107,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     run_dir = Path(out_dir) / f"{safe_stem(ck.entry.name)}-{safe_stem(target.name)}"
     art_dir = run_dir / "artifacts"
     progress.say("reference: scoring the unquantized model on the evaluation text")
-    store = reference_store(ck, eval_text, progress=progress.chunk)
+    store = reference_store(ck, eval_text, progress=progress.windows)
     candidates = [Candidate(r.format, r.weights_bytes, r.fits, r.to_dict()) for r in p.rows]
     ladder = [c for c in candidates if c.fits]
     scores_dir = run_dir / "scores"
@@ -123,7 +123,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         if cached.is_file():
             q = QualityResult(**json.loads(cached.read_text()))
         else:
-            q = score_gguf(art.path, store, progress=progress.chunk)
+            q = score_gguf(art.path, store, progress=progress.windows)
             atomic.write_json(cached, q.to_dict())
         c.quality = q
         return q

@@ -26,8 +26,9 @@ def eval_cmd(artifact, reference, evaluation, as_json) -> None:
     check_gguf(path)
     text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     ck = open_checkpoint(reference)
-    store = reference_store(ck, text)
-    q = score_gguf(path, store)
+    with render.progress_bars(not as_json) as progress:
+        store = reference_store(ck, text, progress=progress.windows)
+        q = score_gguf(path, store, progress=progress.windows)
     d = {"artifact": str(path), "reference": {**store.meta, "ppl": store.reference_ppl()}, "quality": q.to_dict()}
     if as_json:
         render.emit_json(d)

@@ -51,7 +51,7 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
         raise EdgekitError(f"{f.id}: only GGUF formats can be built in this version", "try --format gguf:Q4_K_M")
     from edgekit.quantize.gguf_build import build_gguf
 
-    with _progress(not as_json) as progress:
+    with render.progress_bars(not as_json) as progress:
         art = build_gguf(model, f.variant, Path(out_dir), imatrix=imatrix, calibration=calibration,
                          overrides=list(tensor_types), threads=threads, force=force, progress=progress)  # fmt: skip
     if as_json:
@@ -75,7 +75,7 @@ def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibra
     from edgekit.bench.mainjob import run_main_job
 
     formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
-    with _progress(not as_json) as progress:
+    with render.progress_bars(not as_json) as progress:
         report = run_main_job(model, target, bar, formats, ctx, imatrix, Path(out_dir or "runs"), calibration,
                               evaluation, progress)  # fmt: skip
     if as_json:
@@ -108,43 +108,3 @@ def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibra
     for n in report.notes:
         c.print(f"  note: {n}")
     c.print(f"reports: {report.run_dir}/report.json, report.md, pareto.png")
-
-
-class _progress:
-    """Rich progress bars for the long steps, or silence."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        from edgekit.quantize.gguf_build import Progress
-
-        if not self.enabled:
-            return Progress()
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as Bar
-
-        self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=render.console(), transient=False)  # fmt: skip
-        self.bar.start()
-        self.tasks = {}
-
-        def stage(text):
-            self.bar.console.print(f"[dim]{text}[/dim]")
-
-        def counter(key, label):
-            def update(done, total):
-                if key not in self.tasks:
-                    self.tasks[key] = self.bar.add_task(label, total=total)
-                self.bar.update(self.tasks[key], completed=done, total=total)
-
-            return update
-
-        chunk = counter("chunks", "importance matrix")
-        tensors = counter("tensors", "tensors")
-        return Progress(stage=stage, tensor=lambda name, i, n: tensors(i, n), chunk=chunk)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False

@@ -51,3 +51,44 @@ def rate(x: float) -> str:
     if x >= 100:
         return f"{x:,.0f}"
     return f"{x:.1f}"
+
+
+class progress_bars:
+    """Rich progress bars for the long steps, or silence."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        from edgekit.quantize.gguf_build import Progress
+
+        if not self.enabled:
+            return Progress()
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console(), transient=False)  # fmt: skip
+        self.bar.start()
+        self.tasks = {}
+
+        def stage(text):
+            self.bar.console.print(f"[dim]{text}[/dim]")
+
+        def counter(key, label):
+            def update(done, total):
+                if key not in self.tasks:
+                    self.tasks[key] = self.bar.add_task(label, total=total)
+                self.bar.update(self.tasks[key], completed=done, total=total)
+
+            return update
+
+        chunk = counter("chunks", "importance matrix")
+        tensors = counter("tensors", "tensors")
+        windows = counter("windows", "quality windows")
+        return Progress(stage=stage, tensor=lambda name, i, n: tensors(i, n), chunk=chunk, windows=windows)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False

@@ -33,7 +33,8 @@ class Progress:
 
     stage: Callable[[str], None] | None = None
     tensor: Callable[[str, int, int], None] | None = None
-    chunk: Callable[[int, int], None] | None = None
+    chunk: Callable[[int, int], None] | None = None  # importance-matrix windows
+    windows: Callable[[int, int], None] | None = None  # reference / scoring windows
 
     def say(self, text: str) -> None:
         if self.stage:
