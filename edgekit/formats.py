@@ -9,6 +9,7 @@ embeddings, lm_head, norms and MoE routers in BF16. Pure Python: no heavy import
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -60,20 +61,13 @@ class Format:
 
     def bits_per_weight(self, arch: Arch) -> float:
         plan = self.tensor_plan(arch)
-        n = sum(_elements(t.shape) for t in plan)
+        n = sum(math.prod(t.shape) for t in plan)
         return 8.0 * sum(t.nbytes for t in plan) / n
 
     def runtime_for(self, device_kind: str) -> str:
         if self.family == "gguf":
             return "llama.cpp"
         return "vllm" if device_kind == "gpu" else "transformers"
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 # ---- registry ------------------------------------------------------------------------
@@ -183,15 +177,9 @@ def _tensor_plan(fmt: Format, arch: Arch) -> list[TensorPlan]:
         from edgekit.quantize.gguf_mix import assign_types
 
         types = assign_types(tensors, fmt.variant, arch)
-        return [TensorPlan(t.name, t.role, t.shape, types[t.name], _gguf_bytes(t, types[t.name])) for t in tensors]
+        return [TensorPlan(t.name, t.role, t.shape, ty := types[t.name], ggml_types.tensor_nbytes(t.shape, ty))
+                for t in tensors]  # fmt: skip
     return [_safetensors_plan(fmt, t) for t in tensors]
-
-
-def _gguf_bytes(t: Tensor, type_name: str) -> int:
-    gt = ggml_types.get(type_name)
-    rows = t.n_elements // t.shape[0]
-    # ggml stores each row as whole blocks; shape[0] is a multiple of the block size
-    return rows * (t.shape[0] // gt.block) * gt.block_bytes
 
 
 def _safetensors_plan(fmt: Format, t: Tensor) -> TensorPlan:

@@ -9,6 +9,7 @@ roofline and a compute-bound prefill estimate. Every formula is named in `METHOD
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from edgekit import __version__
@@ -193,7 +194,7 @@ def _row(arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch:
     layout = choose_layout(arch, runtime, target.count, fp8_block=fmt.id == "fp8:block128")
     plan_t = fmt.tensor_plan(arch)
     weights = sum(t.nbytes for t in plan_t)
-    n_elems = sum(_n(t.shape) for t in plan_t)
+    n_elems = sum(math.prod(t.shape) for t in plan_t)
 
     def budget(c: int) -> tuple[DeviceBudget, int]:
         w_dev, host = _weights_per_device(arch, plan_t, layout, runtime, dev.kind)
@@ -229,13 +230,6 @@ def _row(arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch:
         prefill_tok_s=prefill,
         notes=tuple(list(layout.notes) + notes),
     )
-
-
-def _n(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _weights_per_device(arch: Arch, plan_t, layout: Layout, runtime: str, kind: str) -> tuple[int, int]:

@@ -4,6 +4,7 @@ Kept as a small table so the planner needs neither numpy nor the gguf package; a
 checks every row against gguf.constants.GGML_QUANT_SIZES.
 """
 
+import math
 from dataclasses import dataclass
 
 
@@ -63,3 +64,10 @@ BY_ID: dict[int, GGMLType] = {t.id: t for t in TYPES.values()}
 
 def get(name: str) -> GGMLType:
     return TYPES[name.upper()]
+
+
+def tensor_nbytes(shape: tuple[int, ...], type_name: str) -> int:
+    """Bytes of a tensor in GGUF order (shape[0] = row length, a multiple of the block)."""
+    gt = get(type_name)
+    rows = math.prod(shape) // shape[0]
+    return rows * (shape[0] // gt.block) * gt.block_bytes

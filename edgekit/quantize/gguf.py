@@ -11,6 +11,7 @@ The file appears at the destination only when complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -146,7 +147,7 @@ def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str,
             _write_metadata(w, checkpoint, cfg, arch, mix, vocab, gguf)
             for p in planned:
                 ty = types[p.name]
-                nbytes = _nbytes(p.gguf_shape, ty)
+                nbytes = ggml_types.tensor_nbytes(p.gguf_shape, ty)
                 np_shape = tuple(reversed(p.gguf_shape))
                 if ty in ("F32", "F16"):
                     w.add_tensor_info(p.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
@@ -174,7 +175,7 @@ def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str,
                 tmp.unlink()
     finally:
         weights.close()
-    n_params = sum(_count(p.gguf_shape) for p in planned)
+    n_params = sum(math.prod(p.gguf_shape) for p in planned)
     return ConvertResult(out_path, mix, records, n_params, out_path.stat().st_size)
 
 
@@ -250,7 +251,7 @@ def _row_slices(weights, name: str):
         yield weights.load_f32(name).reshape(1, -1)
         return
     rows = shape[0]
-    step = max(1, CHUNK_ELEMENTS // max(1, _count(shape[1:])))
+    step = max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
     for r0 in range(0, rows, step):
         yield weights.rows_f32(name, r0, min(rows, r0 + step))
 
@@ -307,20 +308,8 @@ def _layer(gname: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _count(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def _rows(gguf_shape) -> int:
-    return _count(gguf_shape) // gguf_shape[0]
-
-
-def _nbytes(gguf_shape, ty: str) -> int:
-    gt = ggml_types.get(ty)
-    return _rows(gguf_shape) * (gguf_shape[0] // gt.block) * gt.block_bytes
+    return math.prod(gguf_shape) // gguf_shape[0]
 
 
 def _qtype(ty: str, gguf):
