@@ -115,7 +115,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     def measure(i: int) -> QualityResult:
         c = ladder[i]
         progress.say(f"candidate {c.format}")
-        art = build_gguf(model, get_format(c.format).variant, art_dir, imatrix=imatrix, calibration=calibration,
+        art = build_gguf(ck, get_format(c.format).variant, art_dir, imatrix=imatrix, calibration=calibration,
                          progress=Progress(stage=None, tensor=progress.tensor, chunk=progress.chunk))  # fmt: skip
         c.artifact = {"path": str(art.path), "size_bytes": art.size_bytes, "sha256": art.manifest["sha256"],
                       "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": art.manifest["recipe"]["imatrix"]}  # fmt: skip

@@ -78,7 +78,7 @@ def importance_matrix(checkpoint, mode: str, calibration: str | None = None, pro
     return result, cached
 
 
-def build_gguf(model: str, mix: str, out_dir: Path, imatrix: str = "auto", calibration: str | None = None,
+def build_gguf(model, mix: str, out_dir: Path, imatrix: str = "auto", calibration: str | None = None,
                overrides: list[str] | None = None, threads: int | None = None, force: bool = False,
                progress: Progress | None = None) -> Artifact:  # fmt: skip
     from edgekit.models.source import open_checkpoint
@@ -91,8 +91,11 @@ def build_gguf(model: str, mix: str, out_dir: Path, imatrix: str = "auto", calib
     tt = parse_overrides(overrides or [])
     if imatrix not in ("auto", "none") and not Path(imatrix).is_file():
         raise EdgekitError(f"importance matrix file {imatrix} not found")
-    progress.say(f"resolving {model}")
-    ck = open_checkpoint(model)
+    if isinstance(model, str):
+        progress.say(f"resolving {model}")
+        ck = open_checkpoint(model)
+    else:
+        ck = model  # an already resolved Checkpoint
     out_dir = Path(out_dir)
     stem = safe_stem(ck.entry.name)
     use_imatrix = imatrix if mix not in _IMATRIX_USELESS else "none"
