@@ -120,6 +120,12 @@ def get_format(spec: str) -> Format:
     reg = registry()
     if key in reg:
         return reg[key]
+    if key.startswith("gguf:"):
+        from edgekit.quantize.gguf_mix import MIX_DEFAULT
+
+        if key[5:] in MIX_DEFAULT:  # buildable, though not on the default planning ladder
+            mix = key[5:]
+            return Format(key, "gguf", mix, f"llama.cpp {mix} mix", ("llama.cpp",), "int8" if "_" in mix else "fp16")
     if m := _GPTQ_RE.match(key):
         bits, group = int(m.group(2)), int(m.group(3))
         if bits not in (2, 3, 4, 8) or group not in (32, 64, 128, 256):

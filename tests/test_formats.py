@@ -35,6 +35,7 @@ def test_fp8_keeps_router_bf16():
 def test_format_parsing():
     assert get_format("GGUF:q4_k_m").id == "gguf:Q4_K_M"
     assert get_format("gptq:w4g32").group == 32
+    assert get_format("gguf:f32").variant == "F32" and get_format("gguf:Q4_0").family == "gguf"
     with pytest.raises(UnknownName):
         get_format("gguf:Q9_K")
     with pytest.raises(EdgekitError):

@@ -78,7 +78,7 @@ def probe(as_json: bool) -> None:
 
     facts = cpu.read_cpu_facts()
     result = cpu.run_probe()
-    cpu._write_cache(facts, result)
+    cpu.save_probe(facts, result)
     if as_json:
         render.emit_json(result)
         return

@@ -113,7 +113,7 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
         max_context=max_ctx,
         rope_theta=r.float("rope_theta", default=_rope_theta(cfg)),
         qk_norm=family in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text"),
-        qkv_bias=family in ("qwen2", "qwen2_moe") or bool(cfg.get("attention_bias", False)) and family != "qwen3",
+        qkv_bias=family in ("qwen2", "qwen2_moe") or (family != "qwen3" and bool(cfg.get("attention_bias", False))),
         n_experts=n_experts if is_moe else 0,
         experts_per_token=r.int("num_experts_per_tok", default=0) if is_moe else 0,
         expert_ffn=expert_ffn,

@@ -123,7 +123,7 @@ def bandwidth(facts: CpuFacts, probe: bool = True) -> tuple[float, str]:
     if not probe:
         return 10e9, "not measured yet; assumed 10 GB/s"
     result = run_probe()
-    _write_cache(facts, result)
+    save_probe(facts, result)
     return result["read_bytes_s"], "measured now by a streaming-read probe"
 
 
@@ -189,7 +189,7 @@ def _read_cache(facts: CpuFacts) -> dict | None:
     return None
 
 
-def _write_cache(facts: CpuFacts, result: dict) -> None:
+def save_probe(facts: CpuFacts, result: dict) -> None:
     try:
         atomic.write_json(_cache_path(facts), result)
     except OSError:

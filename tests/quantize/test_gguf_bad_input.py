@@ -155,12 +155,13 @@ def test_interrupted_run_leaves_no_partial_file(tiny_qwen3, tmp_path):
     import time
 
     deadline = time.time() + 60
-    while time.time() < deadline and not (out.exists() and any(out.iterdir())):
+    while time.time() < deadline and p.poll() is None and not (out.exists() and any(out.iterdir())):
         time.sleep(0.01)
     p.send_signal(signal.SIGINT)
-    p.wait(timeout=60)
+    _, err = p.communicate(timeout=60)
     finals = [f for f in out.iterdir() if not f.name.startswith(".")] if out.exists() else []
     if p.returncode == 0:
         pytest.skip("the conversion finished before the interrupt arrived")
+    assert p.returncode == 130 and b"interrupted" in err, err[-300:]
     assert finals == []
     shutil.rmtree(out, ignore_errors=True)
