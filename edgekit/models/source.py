@@ -171,6 +171,7 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
     from edgekit._quiet import quiet_transformers
 
     quiet_transformers()
+    from edgekit.artifact import sha256_file
     from edgekit.quantize.gguf_read import gguf_tokenizer_facts
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -188,12 +189,9 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         _restore_pre_tokenizer(tmp / "tokenizer.json", facts.get("pre"))
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
+        digest = sha256_file(path)
         (tmp / "edgekit-import.json").write_text(json.dumps({
-            "source": str(path), "source_sha256": h.hexdigest(), "revision": "gguf-" + h.hexdigest()[:16],
+            "source": str(path), "source_sha256": digest, "revision": "gguf-" + digest[:16],
             "dtype": "bfloat16", "tokenizer": facts, "transformers": _version("transformers"),
             "torch": torch.__version__,
         }, indent=2))  # fmt: skip

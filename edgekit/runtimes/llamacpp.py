@@ -20,12 +20,6 @@ def available() -> tuple[bool, str]:
     return True, f"llama-cpp-python {llama_cpp.__version__}"
 
 
-def gpu_offload_supported() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
 def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | None = None, logits_all: bool = True,
          seed: int = 0) -> LlamaCppSession:  # fmt: skip
     try:
