@@ -13,3 +13,9 @@ def quiet_transformers() -> None:
         transformers.logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def quiet_tqdm() -> None:
+    """llm-compressor and compressed-tensors draw tqdm bars for every stage; tqdm honours
+    TQDM_DISABLE (>= 4.66) for bars created after this call."""
+    os.environ.setdefault("TQDM_DISABLE", "1")

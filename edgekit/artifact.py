@@ -36,6 +36,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def artifact_size(path: Path) -> int:
+    """Bytes of a file artifact, or of the files of a directory artifact (safetensors checkpoints)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file; for a directory, sha256 over its sorted `name sha256` lines."""
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(path.iterdir()):
+        if p.is_file():
+            h.update(f"{p.name} {sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
 def tool_versions(*packages: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {"edgekit": __version__}
     for p in packages:
@@ -72,12 +90,12 @@ def write_manifest(artifact: Path, manifest: dict) -> Artifact:
 def load_artifact(path: Path) -> Artifact | None:
     """The artifact at `path` if it exists with a manifest whose size and digest still match."""
     mp = manifest_path(path)
-    if not (path.is_file() and mp.is_file()):
+    if not ((path.is_file() or path.is_dir()) and mp.is_file()):
         return None
     try:
         m = json.loads(mp.read_text())
     except ValueError:
         return None
-    if m.get("size_bytes") != path.stat().st_size:
+    if m.get("size_bytes") != artifact_size(path):
         return None
     return Artifact(path, m)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgekit import atomic
 from edgekit.artifact import safe_stem, tool_versions
-from edgekit.bench.quality import QualityResult
+from edgekit.bench.quality import QualityResult, fmt_kld
 from edgekit.bench.select import Bar, max_measurements, parse_bar, search
 from edgekit.errors import EdgekitError
 from edgekit.quantize.gguf_build import Progress
@@ -17,6 +17,34 @@ from edgekit.quantize.gguf_build import Progress
 # the GGUF ladder the main job searches (unquantized F16/BF16 are the reference, not candidates)
 DEFAULT_LADDER = ("gguf:Q2_K", "gguf:Q3_K_S", "gguf:Q3_K_M", "gguf:Q3_K_L", "gguf:Q4_K_S", "gguf:Q4_K_M",
                   "gguf:Q5_K_S", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0")  # fmt: skip
+# on a GPU target the safetensors formats join the ladder where the device runs them natively
+GPU_LADDER = ("gptq:w4g128", "awq:w4g128", "gptq:w8g128", "fp8:dynamic", "fp8:block128")
+
+
+def default_ladder(device) -> list[str]:
+    """GGUF everywhere; GPTQ/AWQ/FP8 on GPUs whose kernels run them natively (so FP8 W8A8
+    only from compute capability 8.9, and block-FP8 only where it is not a slow fallback,
+    which leaves per-channel FP8 for an RTX 4090)."""
+    from edgekit.formats import get_format, support
+
+    out = list(DEFAULT_LADDER)
+    if device.kind == "gpu":
+        out += [f for f in GPU_LADDER if support(get_format(f), device).level == "native"]
+    return out
+
+
+def check_requested(fmts, device, target_name: str) -> None:
+    """Formats the user named explicitly that the target cannot run: say what would."""
+    from edgekit.formats import support
+
+    for f in fmts:
+        if f.family == "fp8" and device.kind == "gpu" and (device.compute_capability or (0, 0)) < (8, 9) \
+                and f.variant == "dynamic":  # fmt: skip
+            cc = ".".join(map(str, device.compute_capability or (0, 0)))
+            raise EdgekitError(f"{f.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {cc}",
+                               "use gptq:w8g128 or gguf:Q8_0 for 8-bit weights there")  # fmt: skip
+        if support(f, device).level == "no":
+            raise EdgekitError(f"{f.id} does not run on {target_name}: {support(f, device).reason}")
 
 
 @dataclass
@@ -29,6 +57,7 @@ class Candidate:
     quality: QualityResult | None = None
     status: str = ""
     reason: str = ""
+    blocked: str = ""  # why this format cannot be built for this model, if it cannot
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +101,9 @@ class RunReport:
                 f"{self.reference.get('window')} tokens of the evaluation text, the second half of each scored; "
                 f"KLD over the reference's most likely tokens (until 99.9 % of its mass, at most {self.reference.get('k_max')}) plus one bucket for the rest "
                 "(a lower bound of the full-vocabulary KLD); same-top = candidate argmax equals the reference's; "
+                "GGUF candidates run in llama.cpp, GPTQ/AWQ/FP8 in transformers with float32 logits on the "
+                "store's own tokens; runtime_floor_kld is the unquantized checkpoint in transformers against "
+                "the same store (what two runtimes disagree by with no quantization at all); "
                 "PPL ratio paired per position; standard errors over positions",
                 "search": "candidates sorted by planned size; bisection for the smallest passing one, "
                 "assuming quality falls with size: at most ceil(log2 n) + 1 are built and measured",
@@ -86,20 +118,22 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
                  ctx: int | None = None, imatrix: str = "auto", out_dir: Path = Path("runs"),
                  calibration: str | None = None, evaluation: str | None = None,
                  progress: Progress | None = None) -> RunReport:  # fmt: skip
-    from edgekit.bench.reference import reference_store, score_gguf
+    from edgekit.bench.reference import reference_store, score_artifact
     from edgekit.formats import get_format
     from edgekit.models.source import open_checkpoint
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
-    from edgekit.quantize.gguf_build import build_gguf, default_evaluation_text, read_text_file
+    from edgekit.quantize.gguf_build import default_evaluation_text, read_text_file
+    from edgekit.quantize.registry import build
 
     progress = progress or Progress()
     bar = parse_bar(bar_text)  # a malformed bar fails before any work
     target = get_target(target_name)
-    fmts = [get_format(f) for f in (formats or DEFAULT_LADDER)]
-    non_gguf = [f.id for f in fmts if f.family != "gguf"]
-    if non_gguf:
-        raise EdgekitError(f"{', '.join(non_gguf)}: only GGUF candidates can be built in this version")
+    fmts = [get_format(f) for f in (formats or default_ladder(target.device))]
+    if formats:
+        check_requested(fmts, target.device, target.name)
+    if any(f.family == "bf16" for f in fmts):
+        raise EdgekitError("bf16 is the reference every candidate is measured against, not a candidate")
     eval_text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     progress.say(f"resolving {model}")
     ck = open_checkpoint(model)
@@ -109,26 +143,49 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     progress.say("reference: scoring the unquantized model on the evaluation text")
     store = reference_store(ck, eval_text, progress=progress.windows)
     candidates = [Candidate(r.format, r.weights_bytes, r.fits, r.to_dict()) for r in p.rows]
-    ladder = [c for c in candidates if c.fits]
+    for c in candidates:
+        c.blocked = _unbuildable(ck, get_format(c.format))
+    ladder = [c for c in candidates if c.fits and not c.blocked]
     scores_dir = run_dir / "scores"
 
     def measure(i: int) -> QualityResult:
         c = ladder[i]
         progress.say(f"candidate {c.format}")
-        art = build_gguf(ck, get_format(c.format).variant, art_dir, imatrix=imatrix, calibration=calibration,
-                         progress=Progress(stage=None, tensor=progress.tensor, chunk=progress.chunk))  # fmt: skip
+        fmt = get_format(c.format)
+        sub = Progress(stage=progress.stage if fmt.family != "gguf" else None, tensor=progress.tensor,
+                       chunk=progress.chunk)  # fmt: skip
+        options = {"imatrix": imatrix} if fmt.family == "gguf" else {}
+        art = build(ck, fmt, art_dir, calibration=calibration if fmt.family in ("gguf", "gptq", "awq") else None,
+                    progress=sub, **options)  # fmt: skip
+        recipe = art.manifest["recipe"]
         c.artifact = {"path": str(art.path), "size_bytes": art.size_bytes, "sha256": art.manifest["sha256"],
-                      "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": art.manifest["recipe"]["imatrix"]}  # fmt: skip
+                      "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": recipe.get("imatrix"),
+                      "runtime": "llama.cpp" if fmt.family == "gguf" else "transformers"}  # fmt: skip
         cached = scores_dir / f"{art.manifest['sha256'][:16]}-{store.key.slug()}.json"
         if cached.is_file():
             q = QualityResult(**json.loads(cached.read_text()))
         else:
-            q = score_gguf(art.path, store, progress=progress.windows)
+            q = score_artifact(art, store, progress=progress.windows)
             atomic.write_json(cached, q.to_dict())
         c.quality = q
         return q
 
-    outcome = search(ladder, measure, bar)
+    floor: dict = {}
+
+    def measure_with_floor(i: int) -> QualityResult:
+        if get_format(ladder[i].format).family != "gguf" and not floor:
+            cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}.json"
+            if cached.is_file():
+                floor.update(json.loads(cached.read_text()))
+            else:
+                progress.say("runtime floor: the unquantized checkpoint in transformers against the store")
+                from edgekit.bench.reference import score_checkpoint_dir
+
+                floor.update(score_checkpoint_dir(ck.path, store, progress=progress.windows).to_dict())
+                atomic.write_json(cached, floor)
+        return measure(i)
+
+    outcome = search(ladder, measure_with_floor, bar)
     pick = ladder[outcome.pick] if outcome.pick is not None else None
     _explain(candidates, ladder, pick, bar, target.name)
     report = RunReport(
@@ -138,12 +195,22 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         ctx=p.ctx,
         candidates=candidates,
         pick=pick,
-        reference={**store.meta, "ppl": round(store.reference_ppl(), 4), "positions": store.positions,
-                   "window": store.key.window, "k": store.key.k},  # fmt: skip
+        reference={
+            **store.meta,
+            "ppl": round(store.reference_ppl(), 4),
+            "positions": store.positions,
+            "window": store.key.window,
+            "k": store.key.k,
+            "runtime_floor_kld": floor.get("kld_mean"),
+            "runtime_floor_same_top": floor.get("same_top"),
+        },  # fmt: skip
         measured_order=[ladder[i].format for i in outcome.order],
         run_dir=run_dir,
-        notes=[f"measured {len(outcome.order)} of {len(ladder)} fitting candidates "
-               f"(bisection bound: {max_measurements(len(ladder))})"] + ([ck.note] if ck.note else []),  # fmt: skip
+        notes=[
+            f"measured {len(outcome.order)} of {len(ladder)} fitting candidates "
+            f"(bisection bound: {max_measurements(len(ladder))})"
+        ]
+        + ([ck.note] if ck.note else []),  # fmt: skip
     )
     from edgekit.bench.report import write_reports
 
@@ -151,34 +218,65 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     return report
 
 
-def _explain(candidates: list[Candidate], ladder: list[Candidate], pick: Candidate | None, bar: Bar, target: str):
+def _explain(
+    candidates: list[Candidate], ladder: list[Candidate], pick: Candidate | None, bar: Bar, target: str
+):
     def gib(n: float) -> str:
         return f"{n / 1024**3:.2f} GiB"
 
     failed_sizes = [c.planned_bytes for c in ladder if c.quality and not bar.passes(c.quality)]
     largest_fail = max(failed_sizes, default=None)
     for c in candidates:
-        if not c.fits:
+        if c.blocked:
+            c.status, c.reason = "not buildable", c.blocked
+        elif not c.fits:
             row = c.plan_row["per_device"]
-            c.status, c.reason = "too big", f"needs {gib(row['total'])} per device, {target} has {gib(row['capacity'])}"
+            c.status, c.reason = (
+                "too big",
+                f"needs {gib(row['total'])} per device, {target} has {gib(row['capacity'])}",
+            )
         elif c is pick:
             c.status, c.reason = "pick", f"smallest that meets {bar.text} ({_observed(bar, c.quality)})"
         elif c.quality is not None:
             if bar.passes(c.quality):
-                c.status, c.reason = "passes", f"meets {bar.text} ({_observed(bar, c.quality)}) but is larger than the pick"
+                c.status, c.reason = (
+                    "passes",
+                    f"meets {bar.text} ({_observed(bar, c.quality)}) but is larger than the pick",
+                )
             else:
                 c.status, c.reason = "below the bar", f"{_observed(bar, c.quality)} misses {bar.text}"
         elif pick is not None and c.planned_bytes > pick.planned_bytes:
             c.status, c.reason = "not built", "larger than the pick"
         elif largest_fail is not None and c.planned_bytes <= largest_fail:
-            c.status, c.reason = "not built", "smaller than a candidate that missed the bar (quality falls with size)"
+            c.status, c.reason = (
+                "not built",
+                "smaller than a candidate that missed the bar (quality falls with size)",
+            )
         else:
             c.status, c.reason = "not built", "not needed by the search"
 
 
+def _unbuildable(ck, fmt) -> str:
+    """Why `fmt` cannot be made of this checkpoint (architecture, group divisibility,
+    missing producer), or "" when it can."""
+    if fmt.family == "gguf":
+        from edgekit.quantize.gguf import SUPPORTED
+
+        return "" if ck.entry.arch.family in SUPPORTED else f"no GGUF converter for {ck.entry.arch.family}"
+    from edgekit.quantize import compressed
+
+    try:
+        compressed.check_architecture(ck, fmt)
+        compressed.check_groups(ck, fmt)
+        compressed.require_llmcompressor()
+    except EdgekitError as e:
+        return e.one_line()
+    return ""
+
+
 def _observed(bar: Bar, q: QualityResult) -> str:
     if bar.metric == "kld":
-        return f"KLD {q.kld_mean:.4f} ± {q.kld_stderr:.4f}"
+        return f"KLD {fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)}"
     if bar.metric == "ppl":
         return f"PPL {100 * (q.ppl_ratio - 1):+.2f}% ± {100 * q.ppl_ratio_stderr:.2f}%"
     return f"same-top {100 * q.same_top:.1f}% ± {100 * q.same_top_stderr:.1f}%"

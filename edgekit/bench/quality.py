@@ -163,6 +163,11 @@ def build_reference(session, tokens: list[int], key: StoreKey, meta: dict,
                           np.concatenate(nxt).astype(np.float32), meta)  # fmt: skip
 
 
+def fmt_kld(x: float) -> str:
+    """Four decimals where they carry information, two significant digits below 0.001."""
+    return f"{x:.4f}" if x >= 1e-3 or x == 0 else f"{x:.1e}"
+
+
 @dataclass
 class QualityResult:
     positions: int

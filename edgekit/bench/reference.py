@@ -64,3 +64,30 @@ def score_gguf(path: Path, store: ReferenceStore, threads: int | None = None,
         return score(session, store, progress)
     finally:
         session.close()
+
+
+def score_artifact(artifact, store: ReferenceStore, threads: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+    """Score any artifact against the store through the runtime that serves its format on
+    this machine: llama.cpp for GGUF, transformers (float32 logits) for the safetensors formats.
+    Tokens are the store's, so every format is compared on exactly the same positions."""
+    if artifact.format.startswith("gguf:"):
+        return score_gguf(artifact.path, store, threads=threads, progress=progress)
+    return score_checkpoint_dir(artifact.path, store, threads=threads, progress=progress)
+
+
+def score_checkpoint_dir(path: Path, store: ReferenceStore, threads: int | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+    from edgekit.runtimes import transformers as rt
+
+    session = rt.load(path, dtype="float32", threads=threads)
+    try:
+        if int(store.top_ids.max()) >= session.n_vocab:
+            from edgekit.errors import EdgekitError
+
+            raise EdgekitError(
+                f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens"
+            )
+        return score(session, store, progress)
+    finally:
+        session.close()

@@ -4,6 +4,7 @@ against KLD with the bar and the pick). Each is written atomically."""
 from __future__ import annotations
 
 from edgekit import atomic
+from edgekit.bench.quality import fmt_kld
 
 
 def write_reports(report) -> None:
@@ -41,7 +42,7 @@ def markdown(report, data: dict) -> str:
         lines.append(
             f"| {c.format} | {c.planned_bytes / 2**20:.1f} MiB | "
             + (f"{a['size_bytes'] / 2**20:.1f} MiB | {a['bits_per_weight']:.2f} | " if a else "- | - | ")
-            + (f"{q.kld_mean:.4f} ± {q.kld_stderr:.4f} | {q.kld_p99:.3f} | {100 * q.same_top:.1f} % | "
+            + (f"{fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)} | {q.kld_p99:.3f} | {100 * q.same_top:.1f} % | "
                f"{q.ppl_ratio:.4f} ± {q.ppl_ratio_stderr:.4f} | " if q else "- | - | - | - | ")  # fmt: skip
             + f"{c.status} | {c.reason} |"
         )

@@ -12,26 +12,66 @@ from edgekit.cli import render
 
 @click.command("quantize")
 @click.argument("model")
-@click.option("--target", "-t", "target", default=None, help="Pick the smallest format that fits TARGET and meets --bar.")
-@click.option("--format", "fmt", default=None, help="Build one format instead (gguf:Q4_K_M, gguf:Q8_0, ...).")
-@click.option("--bar", default="kld<=0.03", show_default=True, help="Quality bar: kld<=X, ppl<=+N%, same_top>=X.")
-@click.option("--formats", "formats_csv", default=None, help="Comma-separated candidate ladder [default: Q2_K..Q8_0].")
+@click.option(
+    "--target",
+    "-t",
+    "target",
+    default=None,
+    help="Pick the smallest format that fits TARGET and meets --bar.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="Build one format instead (gguf:Q4_K_M, gptq:w4g128, awq:w4g128, fp8:dynamic, fp8:block128, ...).",
+)
+@click.option(
+    "--bar", default="kld<=0.03", show_default=True, help="Quality bar: kld<=X, ppl<=+N%, same_top>=X."
+)
+@click.option(
+    "--formats", "formats_csv", default=None, help="Comma-separated candidate ladder [default: Q2_K..Q8_0]."
+)
 @click.option("--ctx", type=int, default=None, help="Context the pick must fit [default: min(model, 8192)].")
-@click.option("--evaluation", type=click.Path(dir_okay=False), default=None,
-              help="Held-out evaluation text [default: edgekit's own].")
-@click.option("--imatrix", default="auto", show_default=True,
-              help="auto (from the calibration text), none, or an imatrix GGUF file.")
-@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-              help="Calibration text for the importance matrix [default: edgekit's own].")
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
-              help="Force a ggml type on matching tensors (repeatable), as llama-quantize --tensor-type.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output directory [default: artifacts/ for --format, runs/ for --target].")
+@click.option(
+    "--evaluation",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Held-out evaluation text [default: edgekit's own].",
+)
+@click.option(
+    "--imatrix",
+    default="auto",
+    show_default=True,
+    help="auto (from the calibration text), none, or an imatrix GGUF file.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration text for the importance matrix / GPTQ / AWQ [default: edgekit's own].",
+)
+@click.option(
+    "--samples", type=int, default=None, help="GPTQ/AWQ: at most this many 512-token calibration windows."
+)
+@click.option(
+    "--tensor-type",
+    "tensor_types",
+    multiple=True,
+    metavar="REGEX=TYPE",
+    help="Force a ggml type on matching tensors (repeatable), as llama-quantize --tensor-type.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory [default: artifacts/ for --format, runs/ for --target].",
+)
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
-def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix, calibration, tensor_types, out_dir,
-                 threads, force, as_json) -> None:  # fmt: skip
+def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix, calibration, samples, tensor_types,
+                 out_dir, threads, force, as_json) -> None:  # fmt: skip
     """Quantize MODEL (catalogue name, hub id, local directory or .gguf).
 
     With --target: plan what fits, measure candidates against the unquantized model, pick the
@@ -42,18 +82,26 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
     from edgekit.formats import get_format
 
     if target and not fmt:
-        return _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json)
+        return _main_job(
+            model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json
+        )
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
     out_dir = out_dir or "artifacts"
     f = get_format(fmt)
-    if f.family != "gguf":
-        raise EdgekitError(f"{f.id}: only GGUF formats can be built in this version", "try --format gguf:Q4_K_M")
-    from edgekit.quantize.gguf_build import build_gguf
+    if f.family != "gguf" and (tensor_types or threads or imatrix != "auto"):
+        raise EdgekitError(f"{f.id}: --tensor-type, --threads and --imatrix apply to GGUF formats only")
+    if f.family == "gguf" and samples:
+        raise EdgekitError("--samples applies to GPTQ and AWQ only")
+    from edgekit.models.source import open_checkpoint
+    from edgekit.quantize.registry import build
 
+    options = dict(imatrix=imatrix, overrides=list(tensor_types), threads=threads) if f.family == "gguf" \
+        else dict(samples=samples)  # fmt: skip
     with render.progress_bars(not as_json) as progress:
-        art = build_gguf(model, f.variant, Path(out_dir), imatrix=imatrix, calibration=calibration,
-                         overrides=list(tensor_types), threads=threads, force=force, progress=progress)  # fmt: skip
+        progress.say(f"resolving {model}")
+        ck = open_checkpoint(model)
+        art = build(ck, f, Path(out_dir), calibration=calibration, force=force, progress=progress, **options)
     if as_json:
         d = art.to_dict()
         d.pop("tensors", None)
@@ -61,17 +109,41 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
         return
     m = art.manifest
     c = render.console()
-    c.print(f"[bold]{art.path}[/bold]  {render.size(m['size_bytes'])}, {m['bits_per_weight']:.2f} bits per weight")
-    c.print("  tensor types   " + ", ".join(f"{k} x{v}" for k, v in m["tensor_types"].items()))
+    c.print(
+        f"[bold]{art.path}[/bold]  {render.size(m['size_bytes'])}, {m['bits_per_weight']:.2f} bits per weight"
+    )
     r = m["recipe"]
+    if m.get("layout") == "compressed-tensors":
+        c.print(f"  layout         compressed-tensors ({r['modifier']}, llm-compressor)")
+        c.print(
+            f"  calibration    {r['calibration'] or 'none (data-free)'}"
+            + (
+                f", {r['calibration_samples']} windows, {r['calibration_tokens']} tokens"
+                if r["calibration"]
+                else ""
+            )
+        )
+        cov = r.get("expert_coverage")
+        if cov and cov["unseen_experts"]:
+            c.print(
+                f"  [yellow]experts that no calibration token was routed to:[/yellow] {cov['unseen_experts']}"
+            )
+        c.print(f"  sha256         {m['sha256']} (over the directory's files)")
+        c.print(f"  manifest       {art.path.name}.manifest.json")
+        return
+    c.print("  tensor types   " + ", ".join(f"{k} x{v}" for k, v in m["tensor_types"].items()))
     c.print(f"  importance     {r['imatrix'] or 'none'}")
     if r.get("imatrix_summary") and r["imatrix_summary"].get("unseen_experts"):
-        c.print(f"  [yellow]experts without calibration tokens:[/yellow] {r['imatrix_summary']['unseen_experts']}")
+        c.print(
+            f"  [yellow]experts without calibration tokens:[/yellow] {r['imatrix_summary']['unseen_experts']}"
+        )
     c.print(f"  sha256         {m['sha256']}")
     c.print(f"  manifest       {art.path.name}.manifest.json")
 
 
-def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json) -> None:
+def _main_job(
+    model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json
+) -> None:
     from edgekit.bench.mainjob import run_main_job
 
     formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
@@ -83,10 +155,14 @@ def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibra
         return
     from rich.table import Table
 
+    from edgekit.bench.quality import fmt_kld
+
     c = render.console()
     t = Table(title=f"{report.model['name']} on {report.target['name']} — bar {report.bar.text}")
     for col in ("format", "size", "bpw", "KLD", "same-top", "PPL ratio", "status", "why"):
-        t.add_column(col, justify="right" if col in ("size", "bpw", "KLD", "same-top", "PPL ratio") else "left")
+        t.add_column(
+            col, justify="right" if col in ("size", "bpw", "KLD", "same-top", "PPL ratio") else "left"
+        )
     for cand in report.candidates:
         q, a = cand.quality, cand.artifact
         colour = {"pick": "green", "below the bar": "red", "too big": "red"}.get(cand.status, "white")
@@ -94,7 +170,7 @@ def _main_job(model, target, bar, formats_csv, ctx, evaluation, imatrix, calibra
             cand.format,
             render.size(a["size_bytes"] if a else cand.planned_bytes) + ("" if a else " (plan)"),
             f"{a['bits_per_weight']:.2f}" if a else "-",
-            f"{q.kld_mean:.4f}±{q.kld_stderr:.4f}" if q else "-",
+            f"{fmt_kld(q.kld_mean)}±{fmt_kld(q.kld_stderr)}" if q else "-",
             f"{100 * q.same_top:.1f}%" if q else "-",
             f"{q.ppl_ratio:.4f}" if q else "-",
             f"[{colour}]{cand.status}[/{colour}]",

@@ -1,0 +1,1 @@
+"""Packaging artifacts for runtimes: Ollama (Modelfile, create, store, verify)."""

@@ -1,0 +1,23 @@
+"""AWQ (activation-aware weight scaling, Lin et al. 2023) through llm-compressor, the
+maintained home of AutoAWQ's algorithm: per-channel scales searched on calibration
+activations are folded into the preceding layer, then int4 group-wise rounding.
+
+Symmetric (no zero point): asymmetric int4 checkpoints failed to load in transformers on
+these machines (MoE always), while symmetric ones load everywhere (DEPENDENCIES.md)."""
+
+from __future__ import annotations
+
+NEEDS_CALIBRATION = True
+
+
+def scheme(fmt) -> dict:
+    return {"weights": {"num_bits": fmt.bits, "type": "int", "symmetric": True, "strategy": "group",
+                        "group_size": fmt.group}, "input_activations": None}  # fmt: skip
+
+
+def modifier(fmt, ignore: list[str]):
+    from llmcompressor.modifiers.awq import AWQModifier
+
+    return AWQModifier(
+        targets=["Linear"], ignore=ignore, config_groups={"group_0": {"targets": ["Linear"], **scheme(fmt)}}
+    )

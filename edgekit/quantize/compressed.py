@@ -1,0 +1,336 @@
+"""GPTQ, AWQ and FP8 checkpoints through llm-compressor, saved as compressed-tensors.
+
+Why llm-compressor for all three: it is the maintained successor of both AutoGPTQ's and
+AutoAWQ's algorithms, installs beside the CPU torch and transformers 5 that the rest of
+edgekit uses, quantizes dense and MoE models on a CPU, and writes compressed-tensors, the
+format vLLM loads natively and transformers loads on a CPU. (GPTQModel writes the classic
+GPTQ/AWQ layouts but pins numpy 2.2.6 and, from 7.7, a CUDA torch; see the README.)
+
+The three family modules (gptq.py, awq.py, fp8.py) say which llm-compressor modifier and
+scheme a format means; this module does everything they share: calibration data, the MoE
+expert-coverage count, the run, an atomic save, and the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.artifact import (
+    Artifact,
+    artifact_sha256,
+    artifact_size,
+    safe_stem,
+    tool_versions,
+    write_manifest,
+)
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.quantize.gguf_build import Progress, default_calibration_text, read_text_file
+
+# HF model types the llm-compressor path is tested on (dense and MoE)
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe")
+# modules that stay unquantized whatever the scheme: the output head and MoE routers
+# (q_norm / k_norm and every other norm are not Linear layers, so no scheme touches them)
+ALWAYS_IGNORE = ["lm_head", "re:.*mlp\\.gate$", "re:.*shared_expert_gate$"]
+SEQ_LEN = 512
+MAX_SAMPLES = 64
+TOOLS = ("llmcompressor", "compressed-tensors", "transformers", "torch")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    name: str  # what the manifest records: "edgekit:calibration.txt" or the file's name
+    samples: list[list[int]]  # token windows
+    sha256: str
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+
+def family_module(family: str):
+    from edgekit.quantize import awq, fp8, gptq
+
+    mods = {"gptq": gptq, "awq": awq, "fp8": fp8}
+    if family not in mods:
+        raise EdgekitError(f"no llm-compressor quantizer for the '{family}' family")
+    return mods[family]
+
+
+def require_llmcompressor() -> None:
+    import importlib.util
+
+    for mod, what in (("llmcompressor", "llm-compressor"), ("compressed_tensors", "compressed-tensors"),
+                      ("torch", "torch"), ("transformers", "transformers")):  # fmt: skip
+        if importlib.util.find_spec(mod) is None:
+            raise MissingDependency(what, "quant", "it makes the GPTQ, AWQ and FP8 checkpoints")
+
+
+def check_architecture(checkpoint, fmt) -> None:
+    family = checkpoint.entry.arch.family
+    if family not in SUPPORTED:
+        from edgekit.quantize.gguf import SUPPORTED as GGUF_SUPPORTED
+
+        hint = "gguf:Q4_K_M and the other gguf:* formats support it" if family in GGUF_SUPPORTED else \
+            f"edgekit quantizes {', '.join(SUPPORTED)} this way"  # fmt: skip
+        raise EdgekitError(f"{fmt.id} is not available for architecture '{family}'", hint)
+
+
+def check_groups(checkpoint, fmt) -> None:
+    """Group-wise int formats need every quantized matrix's input width to be a multiple of
+    the group; say which group would work rather than let the producer fail half-way."""
+    if fmt.family not in ("gptq", "awq"):
+        return
+    from edgekit.formats import _QUANTIZED_ROLES
+
+    widths = sorted(
+        {t.shape[0] for t in checkpoint.entry.arch.tensors() if t.role in _QUANTIZED_ROLES and t.is_matrix}
+    )
+    bad = [w for w in widths if w % fmt.group]
+    if bad:
+        fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]
+        hint = f"try {fmt.family}:w{fmt.bits}g{fits[0]}" if fits else "use a gguf:* format"
+        raise EdgekitError(f"{fmt.id}: {checkpoint.entry.name} has layers {bad[0]} inputs wide, not a multiple "
+                           f"of the group size {fmt.group}", hint)  # fmt: skip
+
+
+def calibration_windows(checkpoint, calibration: str | None, seq_len: int = SEQ_LEN,
+                        max_samples: int = MAX_SAMPLES) -> Calibration:  # fmt: skip
+    from transformers import AutoTokenizer
+
+    try:
+        text = read_text_file(calibration, "calibration text") if calibration else default_calibration_text()
+    except EdgekitError as e:
+        raise EdgekitError(
+            e.message, "GPTQ and AWQ need calibration text; fp8:dynamic and fp8:block128 are data-free"
+        ) from None
+    tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < 16:
+        raise EdgekitError(f"calibration text has only {len(ids)} tokens; give at least a few paragraphs",
+                           "or use fp8:dynamic, which needs none")  # fmt: skip
+    windows = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
+    if len(windows) > 1 and len(windows[-1]) < seq_len // 4:
+        windows.pop()  # a stub tail adds little and costs a full forward pass
+    name = Path(calibration).name if calibration else "edgekit:calibration.txt"
+    return Calibration(name, windows[:max_samples], hashlib.sha256(text.encode()).hexdigest())
+
+
+def expert_coverage(model, samples: list[list[int]]) -> dict | None:
+    """Tokens each expert of each MoE layer is routed by the unquantized model, and the
+    experts that received none. llm-compressor also sends every calibration token through
+    every expert (so none is left uncalibrated), which is exactly why the real routing has to
+    be counted separately."""
+    import torch
+
+    routers = [(n, m) for n, m in model.named_modules() if n.endswith("mlp.gate") and hasattr(m, "top_k")]
+    if not routers:
+        return None
+    counts: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in routers:
+        n_exp = int(getattr(mod, "num_experts", 0) or mod.weight.shape[0])
+        counts[name] = torch.zeros(n_exp, dtype=torch.long)
+
+        def hook(module, args, out, name=name):
+            idx = out[2] if isinstance(out, tuple) and len(out) >= 3 else None
+            if idx is None:  # an older router returns logits only: take its top-k
+                logits = out[0] if isinstance(out, tuple) else out
+                idx = torch.topk(logits, module.top_k, dim=-1).indices
+            counts[name] += torch.bincount(idx.reshape(-1).cpu(), minlength=len(counts[name]))
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            for s in samples:
+                model(torch.tensor([s], device=model.device))
+    finally:
+        for h in handles:
+            h.remove()
+    layers = {name.removesuffix(".mlp.gate"): c.tolist() for name, c in counts.items()}
+    unseen = {layer: [i for i, c in enumerate(cs) if c == 0] for layer, cs in layers.items()}
+    return {
+        "layers": len(layers),
+        "experts_per_layer": max(len(c) for c in layers.values()),
+        "tokens_per_expert": layers,
+        "unseen_experts": {k: v for k, v in unseen.items() if v},
+        "note": "tokens routed by the unquantized model over the calibration samples; "
+        "every expert is still calibrated on all calibration tokens (moe_calibrate_all_experts)",
+    }
+
+
+@contextlib.contextmanager
+def cpu_only_fixes():
+    """llm-compressor's AWQ pins cached activations in page-locked memory for faster copies
+    to an accelerator; without one, torch refuses (`Cannot access accelerator device`).
+    Pinning is only a transfer optimisation, so on a machine without CUDA it is skipped
+    for the duration of the run and restored afterwards."""
+    import torch
+
+    if torch.cuda.is_available():
+        yield False
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *a, **k: None
+    try:
+        yield True
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
+def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, samples: int | None = None,
+          force: bool = False, progress: Progress | None = None) -> Artifact:  # fmt: skip
+    """Quantize `checkpoint` to `fmt` (a gptq/awq/fp8 Format) into a directory under out_dir."""
+    from edgekit.artifact import load_artifact
+
+    progress = progress or Progress()
+    mod = family_module(fmt.family)
+    check_architecture(checkpoint, fmt)
+    check_groups(checkpoint, fmt)
+    if mod.NEEDS_CALIBRATION is False and calibration:
+        raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
+    require_llmcompressor()
+    out_dir = Path(out_dir)
+    dest = out_dir / f"{safe_stem(checkpoint.entry.name)}-{fmt.id.replace(':', '-')}"
+    existing = load_artifact(dest)
+    if existing and not force and existing.manifest.get("source", {}).get("revision") == checkpoint.revision \
+            and existing.manifest.get("recipe", {}).get("calibration") == (calibration or
+            ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None)):  # fmt: skip
+        progress.say(f"up to date: {dest}")
+        return existing
+
+    from edgekit._quiet import quiet_tqdm, quiet_transformers
+
+    quiet_transformers()
+    quiet_tqdm()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    calib = calibration_windows(checkpoint, calibration, max_samples=samples or MAX_SAMPLES) \
+        if mod.NEEDS_CALIBRATION else None  # fmt: skip
+    progress.say(f"loading {checkpoint.entry.name} (BF16)")
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=torch.bfloat16)
+    tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
+    coverage = expert_coverage(model, calib.samples) if calib and checkpoint.entry.arch.is_moe else None
+    if coverage and coverage["unseen_experts"]:
+        n = sum(len(v) for v in coverage["unseen_experts"].values())
+        progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
+    modifier = mod.modifier(fmt, ignore=list(ALWAYS_IGNORE))
+    modifier_name = "+".join(type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier]))
+    progress.say(f"quantizing to {fmt.id} with llm-compressor ({modifier_name})")
+    t0 = time.perf_counter()
+    _oneshot(model, modifier, calib)
+    seconds = time.perf_counter() - t0
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=out_dir))
+    try:
+        model.save_pretrained(tmp, save_compressed=True)
+        tok.save_pretrained(tmp)
+        _copy_license(checkpoint.path, tmp)
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        if not any(p.suffix == ".safetensors" for p in files):
+            raise EdgekitError(f"llm-compressor wrote no safetensors for {fmt.id}")
+        qcfg = json.loads((tmp / "config.json").read_text()).get("quantization_config", {})
+        _replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = {
+        "format": fmt.id,
+        "file": dest.name,
+        "layout": "compressed-tensors",
+        "size_bytes": artifact_size(dest),
+        "sha256": artifact_sha256(dest),
+        "files": {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()},
+        "bits_per_weight": round(fmt.bits_per_weight(checkpoint.entry.arch), 4),
+        "source": {
+            **checkpoint.to_dict(),
+            "hub_id": checkpoint.entry.hub_id,
+            "license": checkpoint.entry.license.to_dict(),
+        },  # fmt: skip
+        "recipe": {
+            "producer": "llm-compressor",
+            "modifier": modifier_name,
+            "scheme": mod.scheme(fmt),
+            "ignore": list(ALWAYS_IGNORE),
+            "calibration": calib.name if calib else None,
+            "calibration_sha256": calib.sha256 if calib else None,
+            "calibration_samples": len(calib.samples) if calib else 0,
+            "calibration_tokens": calib.tokens if calib else 0,
+            "moe_calibrate_all_experts": bool(checkpoint.entry.arch.is_moe),
+            "expert_coverage": coverage,
+            "quantization_config": qcfg,
+            "cpu_only_fixes": ["IntermediatesCache.pin_memory skipped (no accelerator)"]
+            if fmt.family == "awq" and not torch.cuda.is_available()
+            else [],
+        },
+        "quantize_seconds": round(seconds, 2),
+        "tool_versions": tool_versions(*TOOLS),
+    }
+    return write_manifest(dest, manifest)
+
+
+def _oneshot(model, modifier, calib: Calibration | None) -> None:
+    import logging
+
+    from llmcompressor import oneshot
+
+    kwargs = {}
+    if calib is not None:
+        from datasets import Dataset
+
+        ds = Dataset.from_dict(
+            {"input_ids": calib.samples, "attention_mask": [[1] * len(s) for s in calib.samples]}
+        )
+        kwargs = dict(dataset=ds, num_calibration_samples=len(calib.samples), max_seq_length=SEQ_LEN,
+                      shuffle_calibration_samples=False)  # fmt: skip
+    with cpu_only_fixes(), _quiet_loguru():
+        logging.getLogger("llmcompressor").setLevel(logging.WARNING)
+        oneshot(model=model, recipe=modifier, moe_calibrate_all_experts=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet_loguru():
+    """llm-compressor logs every module at INFO through loguru; keep warnings only."""
+    try:
+        from loguru import logger
+    except ImportError:
+        yield
+        return
+    import sys
+
+    logger.remove()
+    sink = logger.add(sys.stderr, level="WARNING")
+    try:
+        yield
+    finally:
+        logger.remove(sink)
+
+
+def _copy_license(src: Path, dst: Path) -> None:
+    for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE", "README.md"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Move a finished directory into place; an older one is removed only after the new one
+    is complete, so an interruption leaves either the old artifact or the new one."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
