@@ -223,7 +223,8 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
     if coverage and coverage["unseen_experts"]:
         n = sum(len(v) for v in coverage["unseen_experts"].values())
         progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
-    modifier = mod.modifier(fmt, ignore=list(ALWAYS_IGNORE))
+    with _quiet_loguru():
+        modifier = mod.modifier(fmt, ignore=list(ALWAYS_IGNORE))
     modifier_name = "+".join(type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier]))
     progress.say(f"quantizing to {fmt.id} with llm-compressor ({modifier_name})")
     t0 = time.perf_counter()
@@ -300,7 +301,7 @@ def _oneshot(model, modifier, calib: Calibration | None) -> None:
 
 @contextlib.contextmanager
 def _quiet_loguru():
-    """llm-compressor logs every module at INFO through loguru; keep warnings only."""
+    """llm-compressor logs every module through loguru; keep errors only."""
     try:
         from loguru import logger
     except ImportError:
@@ -309,7 +310,7 @@ def _quiet_loguru():
     import sys
 
     logger.remove()
-    sink = logger.add(sys.stderr, level="WARNING")
+    sink = logger.add(sys.stderr, level="ERROR")  # llm-compressor logs per-module METRIC lines above WARNING
     try:
         yield
     finally:
