@@ -249,3 +249,28 @@ def test_vllm_loads_fp8_and_w4a16_and_generates(built):
         out = llm.generate(["def main"], vllm.SamplingParams(max_tokens=8, temperature=0))
         assert out[0].outputs[0].token_ids
         del llm
+
+
+def test_main_job_scores_gguf_and_safetensors_candidates_on_one_store(tiny_qwen3, tmp_path):
+    """One metric for every family: a GGUF and an FP8 candidate measured against the same
+    store, with the runtime floor (the unquantized model in transformers) reported."""
+    from edgekit.bench.mainjob import run_main_job
+
+    reports = {}
+    for f in ("fp8:dynamic", "gguf:Q8_0"):
+        rep = run_main_job(str(tiny_qwen3), "cpu", "kld<=0.01", formats=[f], out_dir=tmp_path / f.replace(":", "-"))
+        reports[f] = json.loads((rep.run_dir / "report.json").read_text())
+    fp8, q8 = reports["fp8:dynamic"], reports["gguf:Q8_0"]
+    assert fp8["candidates"][0]["artifact"]["runtime"] == "transformers" and fp8["pick"] == "fp8:dynamic"
+    assert q8["candidates"][0]["artifact"]["runtime"] == "llama.cpp" and q8["pick"] == "gguf:Q8_0"
+    assert 0 <= fp8["reference"]["runtime_floor_kld"] < 1e-6
+    assert q8["reference"]["runtime_floor_kld"] is None  # no transformers candidate, no floor needed
+    assert fp8["reference"]["positions"] == q8["reference"]["positions"]
+    assert fp8["reference"]["ppl"] == q8["reference"]["ppl"]
+
+
+def test_main_job_marks_formats_a_model_cannot_take(smollm2_checkpoint):
+    from edgekit.bench.mainjob import _unbuildable
+
+    assert "576" in _unbuildable(smollm2_checkpoint, get_format("gptq:w4g128"))
+    assert _unbuildable(smollm2_checkpoint, get_format("gptq:w4g64")) == ""
