@@ -67,6 +67,8 @@ class Format:
     def runtime_for(self, device_kind: str) -> str:
         if self.family == "gguf":
             return "llama.cpp"
+        if self.family == "onnx":
+            return "onnxruntime"
         return "vllm" if device_kind == "gpu" else "transformers"
 
 
@@ -93,6 +95,11 @@ def registry() -> dict[str, Format]:
         ("vllm", "transformers"), "fp8", bits=8, group=128,
     )  # fmt: skip
     out["bf16"] = Format("bf16", "bf16", "bf16", "unquantized BF16 safetensors", ("transformers", "vllm"), "fp16")
+    for variant, bits, what in (("fp32", 32, "FP32 ONNX graph with KV cache (torch.onnx export)"),
+                                ("int8", 8, "ONNX, MatMulNBits int8 weights, blocks of 32, symmetric"),
+                                ("int4", 4, "ONNX, MatMulNBits int4 weights, blocks of 32, with zero points")):  # fmt: skip
+        out[f"onnx:{variant}"] = Format(f"onnx:{variant}", "onnx", variant, what, ("onnxruntime",), "fp16",
+                                        bits=bits, group=32 if bits < 32 else 0, symmetric=bits != 4)  # fmt: skip
     return out
 
 
@@ -146,6 +153,10 @@ def support(fmt: Format, device) -> Support:
     """How a device runs a format, from its compute capability or CPU features."""
     if fmt.id in device.formats_unsupported or fmt.family in device.formats_unsupported:
         return Support("no", f"{device.name} lists {fmt.id} as unsupported")
+    if fmt.family == "onnx":
+        if device.kind == "cpu":
+            return Support("native", "onnxruntime CPU kernels (MatMulNBits for int8/int4)")
+        return Support("slow", "onnxruntime CUDA runs the fp32 graph: no fp16 export yet")
     if device.kind == "cpu":
         if fmt.family == "gguf":
             return Support("native", "llama.cpp CPU kernels")
@@ -190,6 +201,13 @@ def _tensor_plan(fmt: Format, arch: Arch) -> list[TensorPlan]:
 
 def _safetensors_plan(fmt: Format, t: Tensor) -> TensorPlan:
     n = t.n_elements
+    if fmt.family == "onnx":
+        # onnxruntime holds the graph in fp32; MatMulNBits quantizes the linear layers only
+        if fmt.bits == 32 or t.role not in _QUANTIZED_ROLES or not t.is_matrix:
+            return TensorPlan(t.name, t.role, t.shape, "fp32", 4 * n)
+        blocks = n // 32 + (1 if n % 32 else 0)
+        nbytes = n * fmt.bits // 8 + 4 * blocks + (blocks // 2 if not fmt.symmetric else 0)
+        return TensorPlan(t.name, t.role, t.shape, f"int{fmt.bits}-b32", nbytes)
     if fmt.family == "bf16" or t.role not in _QUANTIZED_ROLES or not t.is_matrix:
         return TensorPlan(t.name, t.role, t.shape, "bf16", 2 * n)
     cols = t.shape[0]

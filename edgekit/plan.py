@@ -20,9 +20,10 @@ from edgekit.models.catalogue import ModelEntry
 from edgekit.profiles.target import GIB, Target
 
 # bytes per cached element; llama.cpp's q8_0 / q4_0 blocks carry an fp16 scale per 32
-KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0}
+KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0, "f32": 4.0}
 # which cache types each runtime offers, and what it falls back to otherwise
-_RUNTIME_KV = {"llama.cpp": ("f16", "bf16", "q8_0", "q4_0"), "vllm": ("f16", "bf16", "fp8"), "transformers": ("f16", "bf16")}
+_RUNTIME_KV = {"llama.cpp": ("f16", "bf16", "q8_0", "q4_0"), "vllm": ("f16", "bf16", "fp8"), "transformers": ("f16", "bf16"),
+               "onnxruntime": ("f32",)}  # edgekit's ONNX export is an fp32 graph, its cache too
 _KV_FALLBACK = {"fp8": "q8_0", "q8_0": "fp8", "q4_0": "fp8"}
 
 VLLM_GPU_UTIL = 0.90
@@ -188,7 +189,7 @@ def _row(arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch:
     if kv_type not in _RUNTIME_KV[runtime]:
         kv_type = _KV_FALLBACK.get(kv_type, "f16")
         if kv_type not in _RUNTIME_KV[runtime]:
-            kv_type = "f16"
+            kv_type = _RUNTIME_KV[runtime][0]
         notes.append(f"{runtime} has no {kv_req} KV cache: planned with {kv_type}")
     kv_elem = KV_TYPES[kv_type]
     layout = choose_layout(arch, runtime, target.count, fp8_block=fmt.id == "fp8:block128")

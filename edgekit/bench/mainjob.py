@@ -160,7 +160,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         recipe = art.manifest["recipe"]
         c.artifact = {"path": str(art.path), "size_bytes": art.size_bytes, "sha256": art.manifest["sha256"],
                       "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": recipe.get("imatrix"),
-                      "runtime": "llama.cpp" if fmt.family == "gguf" else "transformers"}  # fmt: skip
+                      "runtime": fmt.runtime_for("cpu")}  # fmt: skip
         cached = scores_dir / f"{art.manifest['sha256'][:16]}-{store.key.slug()}.json"
         if cached.is_file():
             q = QualityResult(**json.loads(cached.read_text()))
@@ -173,7 +173,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     floor: dict = {}
 
     def measure_with_floor(i: int) -> QualityResult:
-        if get_format(ladder[i].format).family != "gguf" and not floor:
+        if get_format(ladder[i].format).family not in ("gguf", "onnx") and not floor:
             cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}.json"
             if cached.is_file():
                 floor.update(json.loads(cached.read_text()))
@@ -263,6 +263,11 @@ def _unbuildable(ck, fmt) -> str:
         from edgekit.quantize.gguf import SUPPORTED
 
         return "" if ck.entry.arch.family in SUPPORTED else f"no GGUF converter for {ck.entry.arch.family}"
+    if fmt.family == "onnx":
+        from edgekit.runtimes import onnxruntime as ort
+
+        ok, why = ort.available()
+        return "" if ok else why
     from edgekit.quantize import compressed
 
     try:

@@ -73,6 +73,14 @@ def score_artifact(artifact, store: ReferenceStore, threads: int | None = None,
     Tokens are the store's, so every format is compared on exactly the same positions."""
     if artifact.format.startswith("gguf:"):
         return score_gguf(artifact.path, store, threads=threads, progress=progress)
+    if artifact.format.startswith("onnx:"):
+        from edgekit.runtimes import onnxruntime as ort
+
+        session = ort.load(artifact.path, threads=threads, n_ctx=store.key.window)
+        try:
+            return score(session, store, progress)
+        finally:
+            session.close()
     return score_checkpoint_dir(artifact.path, store, threads=threads, progress=progress)
 
 

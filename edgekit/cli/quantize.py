@@ -109,10 +109,14 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
         return
     m = art.manifest
     c = render.console()
-    c.print(
-        f"[bold]{art.path}[/bold]  {render.size(m['size_bytes'])}, {m['bits_per_weight']:.2f} bits per weight"
-    )
-    r = m["recipe"]
+    bpw = f", {m['bits_per_weight']:.2f} bits per weight" if m.get("bits_per_weight") else ""
+    c.print(f"[bold]{art.path}[/bold]  {render.size(m['size_bytes'])}{bpw}")
+    r = m.get("recipe", {})
+    if m.get("layout") == "onnx":
+        c.print(f"  layout         ONNX ({m['format']}), runs in onnxruntime")
+        c.print(f"  sha256         {m['sha256']} (over the directory's files)")
+        c.print(f"  manifest       {art.path.name}.manifest.json")
+        return
     if m.get("layout") == "compressed-tensors":
         c.print(f"  layout         compressed-tensors ({r['modifier']}, llm-compressor)")
         c.print(

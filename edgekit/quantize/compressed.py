@@ -85,9 +85,18 @@ def check_architecture(checkpoint, fmt) -> None:
 def check_groups(checkpoint, fmt) -> None:
     """Group-wise int formats need every quantized matrix's input width to be a multiple of
     the group; say which group would work rather than let the producer fail half-way."""
+    from edgekit.formats import _QUANTIZED_ROLES
+
+    if fmt.id == "fp8:block128":
+        dims = sorted({d for t in checkpoint.entry.arch.tensors() if t.role in _QUANTIZED_ROLES and t.is_matrix
+                       for d in t.shape[:2]})  # fmt: skip
+        bad = [d for d in dims if d % 128]
+        if bad:
+            raise EdgekitError(f"fp8:block128: {checkpoint.entry.name} has a layer dimension of {bad[0]}, not a "
+                               "multiple of the 128x128 block", "fp8:dynamic (one scale per channel) works")  # fmt: skip
+        return
     if fmt.family not in ("gptq", "awq"):
         return
-    from edgekit.formats import _QUANTIZED_ROLES
 
     widths = sorted(
         {t.shape[0] for t in checkpoint.entry.arch.tensors() if t.role in _QUANTIZED_ROLES and t.is_matrix}
@@ -225,7 +234,9 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
         progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
     with _quiet_loguru():
         modifier = mod.modifier(fmt, ignore=list(ALWAYS_IGNORE))
-    modifier_name = "+".join(type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier]))
+    modifier_name = "+".join(
+        type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier])
+    )
     progress.say(f"quantizing to {fmt.id} with llm-compressor ({modifier_name})")
     t0 = time.perf_counter()
     _oneshot(model, modifier, calib)
@@ -314,7 +325,9 @@ def _quiet_loguru():
     try:
         yield
     finally:
-        logger.remove(sink)
+        # llm-compressor reconfigures loguru when it is first imported, dropping our sink
+        with contextlib.suppress(ValueError):
+            logger.remove(sink)
 
 
 def _copy_license(src: Path, dst: Path) -> None:

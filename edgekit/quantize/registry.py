@@ -26,7 +26,17 @@ def _compressed(
     return compressed.build(checkpoint, fmt, out_dir, calibration=calibration, progress=progress, **options)
 
 
-QUANTIZERS = {"gguf": _gguf, "gptq": _compressed, "awq": _compressed, "fp8": _compressed}
+def _onnx(checkpoint, fmt, out_dir: Path, calibration=None, progress=None, imatrix: str = "auto", force=False, **_):
+    from edgekit.runtimes import onnx_export
+
+    if calibration:
+        raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
+    say = progress.say if progress else None
+    dest = out_dir / onnx_export.default_name(checkpoint.entry.name, fmt.variant)
+    return onnx_export.export(checkpoint, dest, precision=fmt.variant, force=force, say=say)
+
+
+QUANTIZERS = {"gguf": _gguf, "gptq": _compressed, "awq": _compressed, "fp8": _compressed, "onnx": _onnx}
 
 
 def build(checkpoint, fmt, out_dir: Path, **options):

@@ -19,6 +19,8 @@ name = "transformers"
 formats = ("bf16", "gptq", "awq", "fp8")
 devices = ("cpu", "cuda")
 extra = "torch"
+description = "transformers on CPU or CUDA: the BF16 reference and compressed-tensors GPTQ/AWQ/FP8 (dequantized on CPU)"
+packages = ("transformers", "torch", "compressed-tensors")
 
 
 def available() -> tuple[bool, str]:
@@ -147,6 +149,31 @@ class TransformersSession:
         text = self.tokenizer.decode(out, skip_special_tokens=True)
         return Generation(text, len(toks), len(out), self.load_s, first - t0, end - first,
                           extra={"device": self.device, "load_path": self.load_path})  # fmt: skip
+
+    def generate_tokens(self, tokens: list[int], max_tokens: int, batch: int = 1) -> Generation:
+        """Exactly `max_tokens` greedy tokens for `batch` copies of the prompt, KV cache on,
+        from an empty cache; prompt_s is the time to the first token of every sequence."""
+        import torch
+
+        sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
+        dev = self.model.device
+        with torch.no_grad():
+            x = torch.tensor([tokens] * batch, device=dev)
+            sync()
+            t0 = time.perf_counter()
+            res = self.model(x, use_cache=True)
+            nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+            sync()
+            first = time.perf_counter()
+            past = res.past_key_values
+            for _ in range(max_tokens - 1):
+                res = self.model(nxt, past_key_values=past, use_cache=True)
+                past = res.past_key_values
+                nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+            sync()
+            end = time.perf_counter()
+        return Generation("", len(tokens), max_tokens, self.load_s, first - t0, end - first,
+                          extra={"device": self.device, "load_path": self.load_path}, batch=batch)  # fmt: skip
 
     def close(self) -> None:
         self.model = None

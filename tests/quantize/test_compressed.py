@@ -235,6 +235,9 @@ def test_group_size_that_does_not_divide_suggests_one_that_does(smollm2_checkpoi
         check_groups(smollm2_checkpoint, get_format("gptq:w4g128"))
     assert "gptq:w4g64" in e.value.one_line()
     check_groups(smollm2_checkpoint, get_format("awq:w4g64"))  # 576 and 1536 are multiples of 64
+    with pytest.raises(EdgekitError, match="128x128 block") as e:  # 576 and k_proj's 192 are not
+        check_groups(smollm2_checkpoint, get_format("fp8:block128"))
+    assert "fp8:dynamic" in e.value.one_line()
 
 
 @pytest.mark.gpu
