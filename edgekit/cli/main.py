@@ -18,20 +18,26 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from edgekit.cli import bench, models, package, plan, quantize, runtimes, targets
     from edgekit.cli import eval as eval_
-    from edgekit.cli import models, plan, quantize, targets
 
+    cli.add_command(bench.bench_cmd)
+    cli.add_command(runtimes.runtimes_cmd)
     cli.add_command(eval_.eval_cmd)
     cli.add_command(models.models)
     cli.add_command(quantize.quantize_cmd)
     cli.add_command(targets.targets)
     cli.add_command(plan.plan_cmd)
+    cli.add_command(package.package)
 
 
 _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    # third-party tqdm bars (llm-compressor, compressed-tensors) would interleave with
+    # edgekit's own rich progress; tqdm reads this when it is first imported
+    os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         rv = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as e:
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug of ours: one line, the traceback only on request
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
-        click.echo(f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for details)", err=True)
+        click.echo(
+            f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for details)", err=True
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -212,7 +212,8 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
     existing = load_artifact(dest)
     if existing and not force and existing.manifest.get("source", {}).get("revision") == checkpoint.revision \
             and existing.manifest.get("recipe", {}).get("calibration") == (calibration or
-            ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None)):  # fmt: skip
+            ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None)) \
+            and existing.manifest.get("recipe", {}).get("max_samples") == (samples or MAX_SAMPLES):  # fmt: skip
         progress.say(f"up to date: {dest}")
         return existing
 
@@ -277,6 +278,7 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
             "calibration": calib.name if calib else None,
             "calibration_sha256": calib.sha256 if calib else None,
             "calibration_samples": len(calib.samples) if calib else 0,
+            "max_samples": samples or MAX_SAMPLES,
             "calibration_tokens": calib.tokens if calib else 0,
             "moe_calibrate_all_experts": bool(checkpoint.entry.arch.is_moe),
             "expert_coverage": coverage,

@@ -7,9 +7,14 @@ import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.runtimes.base import Generation
+from edgekit.runtimes.base import Generation, NotSupported
 
 name = "llama.cpp"
+formats = ("gguf",)
+devices = ("cpu", "cuda")
+extra = "gguf"
+description = "GGUF through llama-cpp-python (CPU; CUDA when built with it)"
+packages = ("llama-cpp-python",)
 
 
 def available() -> tuple[bool, str]:
@@ -21,7 +26,10 @@ def available() -> tuple[bool, str]:
 
 
 def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | None = None, logits_all: bool = True,
-         seed: int = 0) -> LlamaCppSession:  # fmt: skip
+         seed: int = 0, device: str | None = None, scoring: bool | None = None) -> LlamaCppSession:  # fmt: skip
+    """`device` and `scoring` are the registry's common options (edgekit.runtimes.base):
+    device "cpu" keeps every layer on the CPU, "cuda" offloads all; scoring=False drops
+    the per-position logits (`logits_all`), which `generate` and `generate_tokens` never need."""
     try:
         import llama_cpp
     except ImportError:
@@ -30,8 +38,20 @@ def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | 
 
     path = Path(path)
     check_gguf(path)
+    if scoring is not None:
+        logits_all = scoring
+    offload = llama_cpp.llama_supports_gpu_offload()
+    if device == "cuda" and not offload:
+        raise EdgekitError("this llama-cpp-python build has no GPU offload",
+                           "reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")  # fmt: skip
+    if device not in (None, "cpu", "cuda"):
+        raise EdgekitError(f"llama.cpp runs on cpu or cuda, not '{device}'")
+    if device == "cpu":
+        gpu_layers = 0
+    elif device == "cuda" and not gpu_layers:
+        gpu_layers = -1
     if gpu_layers is None:
-        gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        gpu_layers = -1 if offload else 0
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(
@@ -41,14 +61,15 @@ def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | 
         )  # fmt: skip
     except (ValueError, RuntimeError) as e:
         raise EdgekitError(f"{path}: llama.cpp cannot load it ({str(e).splitlines()[0][:120]})") from None
-    return LlamaCppSession(llm, time.perf_counter() - t0)
+    return LlamaCppSession(llm, time.perf_counter() - t0, "cuda" if offload and gpu_layers != 0 else "cpu")
 
 
 class LlamaCppSession:
-    def __init__(self, llm, load_s: float):
+    def __init__(self, llm, load_s: float, device: str = "cpu"):
         self.llm = llm
         self.load_s = load_s
         self.n_vocab = llm.n_vocab()
+        self.device = device
 
     def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
@@ -78,6 +99,35 @@ class LlamaCppSession:
         first = first or end
         text = self.llm.detokenize(out).decode("utf-8", errors="replace")
         return Generation(text, len(toks), len(out), self.load_s, first - t0, end - first)
+
+    def generate_tokens(self, tokens: list[int], max_tokens: int, batch: int = 1) -> Generation:
+        """Exactly `max_tokens` greedy tokens after `tokens`, EOS ignored, from an empty cache.
+
+        The loop is llama-cpp-python's own generator and nothing else per token, so it costs
+        what a bare llama-cpp-python loop costs (benchmarks/bench_overhead.py checks it)."""
+        if batch != 1:
+            raise NotSupported("llama-cpp-python's Llama decodes one sequence at a time (batch 1 only)")
+        if max_tokens < 1:
+            raise EdgekitError("max_tokens must be at least 1")
+        if len(tokens) + max_tokens > self.llm.n_ctx():
+            raise EdgekitError(f"{len(tokens)} + {max_tokens} tokens do not fit the context of {self.llm.n_ctx()}")
+        llm = self.llm
+        llm.reset()  # no prefix reuse: every call prefills the whole prompt
+        perf, cpu = time.perf_counter, time.process_time
+        n = 0
+        first = cpu_first = 0.0
+        t0 = perf()
+        for _ in llm.generate(tokens, temp=0.0, reset=True):
+            n += 1
+            if n == 1:
+                first, cpu_first = perf(), cpu()
+            if n >= max_tokens:
+                break
+        end, cpu_end = perf(), cpu()
+        # CPU seconds of this process (all threads) while decoding: unlike wall time, not
+        # inflated when other processes compete for the cores
+        return Generation("", len(tokens), n, self.load_s, first - t0, end - first,
+                          extra={"decode_cpu_s": cpu_end - cpu_first})  # fmt: skip
 
     def close(self) -> None:
         self.llm.close()

@@ -1,0 +1,183 @@
+"""`edgekit bench`: speed and memory of an artifact on this device, and the results store."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from edgekit.cli import render
+
+
+class _BenchGroup(click.Group):
+    """`edgekit bench ARTIFACT ...` runs a benchmark (`edgekit bench run`); `report` and
+    `import` are subcommands. A path that collides with one of those names: write ./report."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("bench", cls=_BenchGroup)
+def bench_cmd() -> None:
+    """Measure ARTIFACT|MODEL on this device (`edgekit bench ARTIFACT`), or show and merge stored results.
+
+    \b
+    edgekit bench ./artifacts/smollm2-135m-Q4_K_M.gguf --repeat 5
+    edgekit bench smollm2-135m --runtime transformers      # the BF16 model
+    edgekit bench report                                   # every device in the store, side by side
+    edgekit bench import ~/from-the-h100/runs              # merge another machine's store
+    """
+
+
+@bench_cmd.command("run")
+@click.argument("subject", metavar="ARTIFACT|MODEL")
+@click.option("--runtime", "-r", default=None, help="Runtime to measure through [default: the one serving the format].")
+@click.option("--prompt-tokens", type=int, default=512, show_default=True, help="Prompt length in tokens.")
+@click.option("--gen-tokens", type=int, default=128, show_default=True, help="Tokens generated per sequence.")
+@click.option("--batch", "batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,16.")
+@click.option("--repeat", "repeats", type=int, default=3, show_default=True, help="Measured repeats per batch size.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Uncounted warmup generations.")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: all].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Where to run [default: the runtime's best].")
+@click.option("--ctx", "n_ctx", type=int, default=None, help="Context to allocate [default: prompt + gen tokens].")
+@click.option("--label", default=None, help="Name of this device in the results store [default: host name].")
+@click.option("--no-save", is_flag=True, help="Do not add the result to the results store.")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
+@click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
+def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup, threads, device, n_ctx, label,
+            no_save, store, as_json) -> None:  # fmt: skip
+    """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL."""
+    from edgekit.bench.speed import Settings, bench, parse_batches
+
+    settings = Settings(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, batches=parse_batches(batch),
+                        repeats=repeats, warmup=warmup, threads=threads, device=device, n_ctx=n_ctx)  # fmt: skip
+    def started(subj, info):
+        if not as_json:
+            from rich.markup import escape
+
+            render.console().print(f"[dim]measuring {escape(str(subj.path))} ({subj.format}) through {escape(info.name)} "
+                                   f"in a child process: {warmup} warmup + {repeats} repeats...[/dim]")  # fmt: skip
+
+    result = bench(subject, runtime=runtime, settings=settings, label=label, save=not no_save, store=store,
+                   on_start=started)  # fmt: skip
+    if as_json:
+        render.emit_json(result.to_dict())
+        return
+    print_result(result)
+
+
+def _ms(stat) -> str:
+    if not stat or stat.n == 0:
+        return "-"
+    return f"{1000 * stat.median:,.1f} ({1000 * stat.min:,.1f}-{1000 * stat.max:,.1f})"
+
+
+def _rate(stat) -> str:
+    if not stat or stat.n == 0:
+        return "-"
+    return f"{render.rate(stat.median)} ({render.rate(stat.min)}-{render.rate(stat.max)})"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.0f}%" if isinstance(x, int | float) and math.isfinite(x) else "-"
+
+
+def print_result(r) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = render.console()
+    s, p = r.subject, r.planner
+    c.print(f"[bold]{escape(s['path'])}[/bold]  {escape(s['format'])}, {render.size(s['size_bytes'])}"
+            f"  on {escape(r.runtime['name'])} ({escape(str(r.runtime['version']))}), {r.device}")  # fmt: skip
+    h = r.host
+    gpus = ", ".join(f"{g['name']} {g['memory_gib']:.0f} GiB CC {g['compute_capability']}" for g in h["gpus"])
+    c.print(f"  device   {escape(h['label'])}: {escape(h['cpu']['model'])}, {h['cpu']['logical_cores']} threads, "
+            f"{h['ram_gib']:.0f} GiB RAM; {escape(gpus or 'no GPU (' + h['gpu_note'] + ')')}")  # fmt: skip
+    st = r.settings
+    c.print(f"  settings prompt {st['prompt_tokens']} tokens, generate {st['gen_tokens']}, ctx {st['n_ctx']}, "
+            f"threads {st['threads_used']}, {st['repeats']} repeats after {st['warmup']} warmup")  # fmt: skip
+    mem = f"peak RSS {render.size(r.peak_rss_bytes)}"
+    if r.peak_vram_bytes:
+        mem += f", peak VRAM {render.size(r.peak_vram_bytes)}"
+    c.print(f"  load     {r.load_s:.2f} s   {mem}")
+    if p.get("predicted_peak_bytes"):
+        c.print(f"  planner  {render.size(p['predicted_peak_bytes'])} predicted for {p['target']} "
+                f"(weights {render.size(p['predicted_weights_bytes'])} + KV {render.size(p['predicted_kv_bytes'])} + "
+                f"overhead {render.size(p['predicted_overhead_bytes'])}) / {p['measured_what']} measured = "
+                f"{p['predicted_over_measured']:.2f}")  # fmt: skip
+    elif p.get("reason"):
+        c.print(f"  planner  {escape(p['reason'])}")
+    t = Table(title=None)
+    for col in ("batch", "TTFT ms", "prefill tok/s", "decode tok/s", "roofline"):
+        t.add_column(col, justify="right")
+    for b in r.batches:
+        if not b.measured:
+            t.add_row(str(b.batch), "-", "-", "-", escape(f"not measured: {b.reason}"))
+            continue
+        roof = b.roofline or {}
+        rl = (f"{_pct(roof['fraction'])} of {render.rate(roof['bound_tok_s'])} tok/s"
+              if roof.get("fraction") is not None else escape(roof.get("reason", "-")))  # fmt: skip
+        t.add_row(str(b.batch), _ms(b.ttft_s), _rate(b.prefill_tok_s), _rate(b.decode_tok_s), rl)
+    c.print(t)
+    c.print("[dim]median (min-max) over repeats; roofline = decode / (bandwidth / bytes read per token)"
+            + (f", bandwidth {p['bandwidth_gbs']} GB/s" if p.get("bandwidth_gbs") else "") + "[/dim]")
+    for n in r.notes:
+        c.print(f"[dim]{escape(n)}[/dim]")
+
+
+@bench_cmd.command("report")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
+@click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
+def report_cmd(store, as_json) -> None:
+    """Every stored result, devices side by side (decode tok/s median and roofline share)."""
+    from edgekit.bench.results_store import compare, load_runs, store_dir
+
+    runs, problems = load_runs(store)
+    table = compare(runs)
+    if as_json:
+        render.emit_json({"store": str(store_dir(store)), "runs": len(runs), "problems": problems, **table})
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = render.console()
+    if not runs:
+        c.print(f"no results in {store_dir(store)} yet: run `edgekit bench ARTIFACT`")
+        return
+    devs = table["devices"]
+    t = Table(title=f"edgekit bench results ({len(runs)} runs, {store_dir(store)})")
+    for col in ("model", "format", "runtime", "prompt/gen", "batch"):
+        t.add_column(col)
+    for label in devs.values():
+        t.add_column(escape(label) + "\ndecode tok/s (roofline)", justify="right")
+    for row in table["rows"]:
+        cells = []
+        for dev in devs:
+            cell = row["devices"].get(dev)
+            cells.append("" if cell is None else f"{render.rate(cell['decode_tok_s'] or float('nan'))} "
+                         f"({_pct(cell['roofline_fraction'])})")  # fmt: skip
+        t.add_row(escape(str(row["model"])), escape(str(row["format"])), escape(row["runtime"]),
+                  f"{row['prompt_tokens']}/{row['gen_tokens']}", str(row["batch"]), *cells)  # fmt: skip
+    c.print(t)
+    for p in problems:
+        c.print(f"[yellow]skipped[/yellow] {escape(p)}")
+
+
+@bench_cmd.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
+@click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
+def import_cmd(sources, store, as_json) -> None:
+    """Merge results from other machines (their store directories or run files) into this store."""
+    from edgekit.bench.results_store import import_runs
+
+    out = import_runs(list(sources), store)
+    if as_json:
+        render.emit_json(out)
+        return
+    click.echo(f"{out['added']} runs added, {out['already_present']} already present ({out['store']})")
+    for p in out["problems"]:
+        click.echo(f"skipped {p}")
