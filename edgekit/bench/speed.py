@@ -73,11 +73,15 @@ class Stat:
         if not v:
             nan = float("nan")
             return cls(nan, nan, nan, nan, nan, 0, ())
-        q1, q3 = (statistics.quantiles(v, n=4, method="inclusive")[i] for i in (0, 2)) if len(v) > 1 else (v[0], v[0])
+        q1, q3 = (
+            (statistics.quantiles(v, n=4, method="inclusive")[i] for i in (0, 2))
+            if len(v) > 1
+            else (v[0], v[0])
+        )
         return cls(statistics.median(v), min(v), max(v), q1, q3, len(v), tuple(v))
 
     def to_dict(self, digits: int = 4) -> dict:
-        r = (lambda x: round(x, digits) if math.isfinite(x) else None)  # noqa: E731
+        r = lambda x: round(x, digits) if math.isfinite(x) else None  # noqa: E731
         return {"median": r(self.median), "min": r(self.min), "max": r(self.max), "q1": r(self.q1),
                 "q3": r(self.q3), "n": self.n, "values": [r(x) for x in self.values]}  # fmt: skip
 
@@ -91,7 +95,9 @@ class BatchResult:
     prefill_tok_s: Stat | None = None
     decode_tok_s: Stat | None = None
     roofline: dict | None = None  # bound_tok_s, bytes_per_token, bandwidth_gbs, fraction | reason
-    decode_tok_per_cpu_s: Stat | None = None  # decode tokens per CPU-second of the process, when the runtime reports it
+    decode_tok_per_cpu_s: Stat | None = (
+        None  # decode tokens per CPU-second of the process, when the runtime reports it
+    )
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -106,7 +112,9 @@ class BatchResult:
             "prefill_tok_s": self.prefill_tok_s.to_dict(2) if self.prefill_tok_s else None,
             "decode_tok_s": self.decode_tok_s.to_dict(2) if self.decode_tok_s else None,
             "roofline": self.roofline,
-            "decode_tok_per_cpu_s": self.decode_tok_per_cpu_s.to_dict(2) if self.decode_tok_per_cpu_s else None,
+            "decode_tok_per_cpu_s": self.decode_tok_per_cpu_s.to_dict(2)
+            if self.decode_tok_per_cpu_s
+            else None,
         }
 
 
@@ -323,7 +331,11 @@ def choose_runtime(subject: Subject, runtime: str | None, device: str | None, ho
     if runtime:
         info = registry.find(runtime)
         if info.module is not None and info.formats and not info.serves(subject.format):
-            serving = [i.name for i in registry.discover(check=False) if i.module is not None and i.serves(subject.format)]
+            serving = [
+                i.name
+                for i in registry.discover(check=False)
+                if i.module is not None and i.serves(subject.format)
+            ]
             raise EdgekitError(f"runtime {info.name} does not serve {subject.format} (it serves {', '.join(info.formats)})",
                                f"runtimes that do: {', '.join(serving)}" if serving else "see `edgekit runtimes`")  # fmt: skip
         if not info.available:
@@ -339,7 +351,9 @@ def choose_runtime(subject: Subject, runtime: str | None, device: str | None, ho
             pass
         info = registry.for_format(subject.format, preferred)
     if device and device not in info.devices:
-        raise EdgekitError(f"runtime {info.name} does not run on {device} (it runs on {', '.join(info.devices)})")
+        raise EdgekitError(
+            f"runtime {info.name} does not run on {device} (it runs on {', '.join(info.devices)})"
+        )
     return info
 
 
@@ -367,7 +381,12 @@ def measure(runtime: str, path: Path, settings: Settings) -> dict:
     spec = {
         "runtime": runtime,
         "path": str(path),
-        "load": {"n_ctx": settings.ctx, "threads": settings.threads, "device": settings.device, "scoring": False},
+        "load": {
+            "n_ctx": settings.ctx,
+            "threads": settings.threads,
+            "device": settings.device,
+            "scoring": False,
+        },
         "prompt_tokens": settings.prompt_tokens,
         "gen_tokens": settings.gen_tokens,
         "batches": list(settings.batches),
@@ -386,7 +405,9 @@ def measure(runtime: str, path: Path, settings: Settings) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                raise EdgekitError(f"the benchmark ran past {settings.timeout_s:.0f} s and was stopped") from None
+                raise EdgekitError(
+                    f"the benchmark ran past {settings.timeout_s:.0f} s and was stopped"
+                ) from None
             except BaseException:
                 proc.kill()
                 proc.wait()
@@ -461,7 +482,8 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
                                    decode_tok_per_cpu_s=Stat.of(cpu) if cpu else None))  # fmt: skip
     measured_peak = raw["vram"]["peak_bytes"] if device == "cuda" else raw["peak_rss_bytes"]
     target, target_note = devmod.planner_target(host, device)
-    planner = planner_figures(subject, target, target_note, settings, batches, measured_peak, device)
+    planner = planner_figures(subject, target, target_note, settings, batches, measured_peak, device,
+                              runtime=getattr(info, "name", None))  # fmt: skip
     return BenchResult(
         id=f"{time.strftime('%Y%m%dT%H%M%S')}-{host.fingerprint[:8]}-{secrets.token_hex(3)}",
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -469,8 +491,12 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
         runtime={"name": raw["runtime"], "version": raw["runtime_version"], "entry_point": info.target},
         device=device,
         host=host.to_dict(),
-        settings={**asdict(settings), "batches": list(settings.batches), "n_ctx": settings.ctx,
-                  "threads_used": settings.threads or os.cpu_count()},  # fmt: skip
+        settings={
+            **asdict(settings),
+            "batches": list(settings.batches),
+            "n_ctx": settings.ctx,
+            "threads_used": settings.threads or os.cpu_count(),
+        },  # fmt: skip
         load_s=raw["load_s"],
         peak_rss_bytes=raw["peak_rss_bytes"],
         peak_vram_bytes=raw["vram"]["peak_bytes"],
@@ -478,8 +504,12 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
         planner=planner,
         vram=raw["vram"],
         foreign_cpu_share=busy,
-        tool_versions={**raw["packages"], "edgekit": __version__, "python": platform.python_version(),
-                       **_parent_versions()},  # fmt: skip
+        tool_versions={
+            **raw["packages"],
+            "edgekit": __version__,
+            "python": platform.python_version(),
+            **_parent_versions(),
+        },  # fmt: skip
         notes=notes,
     )
 
@@ -504,7 +534,7 @@ def _parent_versions() -> dict:
 
 
 def planner_figures(subject: Subject, target, target_note: str, settings: Settings, batches: list[BatchResult],
-                    measured_peak: int | None, device: str) -> dict:  # fmt: skip
+                    measured_peak: int | None, device: str, runtime: str | None = None) -> dict:  # fmt: skip
     """Roofline per batch (filled into `batches`) and the memory prediction against the peak."""
     from edgekit.formats import get_format
     from edgekit.plan import plan
@@ -521,6 +551,8 @@ def planner_figures(subject: Subject, target, target_note: str, settings: Settin
         return skip(target_note)
     try:
         fmt = get_format(subject.format)
+        if runtime == "onnxruntime" and fmt.family == "bf16":
+            fmt = get_format("onnx:fp32")  # onnxruntime runs a checkpoint as its fp32 export
     except EdgekitError:
         return skip(f"the planner has no size model for '{subject.format}'")
     decode_ctx = settings.prompt_tokens + settings.gen_tokens // 2
@@ -548,18 +580,20 @@ def planner_figures(subject: Subject, target, target_note: str, settings: Settin
         return out
     r = rows[0]
     predicted = r.per_device.total
-    out.update({
-        "runtime_planned": r.runtime,
-        "ctx": settings.ctx,
-        "batch": big,
-        "predicted_weights_bytes": r.per_device.weights,
-        "predicted_kv_bytes": r.per_device.kv_cache,
-        "predicted_overhead_bytes": r.per_device.overhead,
-        "predicted_peak_bytes": predicted,
-        "measured_peak_bytes": measured_peak,
-        "measured_what": "peak VRAM" if device == "cuda" else "peak RSS",
-        "predicted_over_measured": round(predicted / measured_peak, 4) if measured_peak else None,
-    })
+    out.update(
+        {
+            "runtime_planned": r.runtime,
+            "ctx": settings.ctx,
+            "batch": big,
+            "predicted_weights_bytes": r.per_device.weights,
+            "predicted_kv_bytes": r.per_device.kv_cache,
+            "predicted_overhead_bytes": r.per_device.overhead,
+            "predicted_peak_bytes": predicted,
+            "measured_peak_bytes": measured_peak,
+            "measured_what": "peak VRAM" if device == "cuda" else "peak RSS",
+            "predicted_over_measured": round(predicted / measured_peak, 4) if measured_peak else None,
+        }
+    )
     if subject.size_bytes and subject.kind == "artifact" and subject.format.startswith("gguf:"):
         out["planned_weights_over_file"] = round(r.weights_bytes / subject.size_bytes, 4)
     return out

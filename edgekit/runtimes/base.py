@@ -44,6 +44,7 @@ Optional module attributes
 ``install: str``       install hint shown when unavailable (overrides the one built from ``extra``)
 ``description: str``   one line for ``edgekit runtimes``
 ``packages: tuple[str, ...]``  distributions whose versions go into reports ("llama-cpp-python")
+``prepare(path) -> path``  one-time work before a load (e.g. an export), kept out of bench's load time
 
 Session
 -------

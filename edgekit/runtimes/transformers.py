@@ -32,10 +32,12 @@ def available() -> tuple[bool, str]:
     return True, f"transformers {transformers.__version__}, torch {torch.__version__}"
 
 
-def load(path, device: str | None = None, dtype: str = "float32", threads: int | None = None,
-         **_ignored) -> TransformersSession:  # fmt: skip
-    """Load a checkpoint directory. On a CPU the logits are computed in float32 (what the
-    quality store compares against); `dtype="bfloat16"` for speed measurements."""
+def load(path, device: str | None = None, dtype: str | None = None, threads: int | None = None,
+         scoring: bool | None = None, **_ignored) -> TransformersSession:  # fmt: skip
+    """Load a checkpoint directory. For scoring the logits are computed in float32 (what the
+    quality store compares against); a speed measurement (`scoring=False`) runs the model as
+    it is deployed, in bfloat16."""
+    dtype = dtype or ("bfloat16" if scoring is False else "float32")
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
