@@ -33,26 +33,57 @@ def bench_cmd() -> None:
 
 @bench_cmd.command("run")
 @click.argument("subject", metavar="ARTIFACT|MODEL")
-@click.option("--runtime", "-r", default=None, help="Runtime to measure through [default: the one serving the format].")
+@click.option(
+    "--runtime", "-r", default=None, help="Runtime to measure through [default: the one serving the format]."
+)
 @click.option("--prompt-tokens", type=int, default=512, show_default=True, help="Prompt length in tokens.")
 @click.option("--gen-tokens", type=int, default=128, show_default=True, help="Tokens generated per sequence.")
-@click.option("--batch", "batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,16.")
-@click.option("--repeat", "repeats", type=int, default=3, show_default=True, help="Measured repeats per batch size.")
+@click.option(
+    "--batch", "batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,16."
+)
+@click.option(
+    "--repeat", "repeats", type=int, default=3, show_default=True, help="Measured repeats per batch size."
+)
 @click.option("--warmup", type=int, default=1, show_default=True, help="Uncounted warmup generations.")
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Where to run [default: the runtime's best].")
-@click.option("--ctx", "n_ctx", type=int, default=None, help="Context to allocate [default: prompt + gen tokens].")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Where to run [default: the runtime's best].",
+)
+@click.option(
+    "--ctx", "n_ctx", type=int, default=None, help="Context to allocate [default: prompt + gen tokens]."
+)
 @click.option("--label", default=None, help="Name of this device in the results store [default: host name].")
 @click.option("--no-save", is_flag=True, help="Do not add the result to the results store.")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
+@click.option(
+    "--target", "-t", "target", default=None, help="With --dry-run: the GPUs to plan vLLM for (8xh100)."
+)
+@click.option(
+    "--format", "fmt", default="bf16", show_default=True, help="With --dry-run: the checkpoint format served."
+)
+@click.option(
+    "--gpu-memory-utilization", type=float, default=0.90, show_default=True, help="With --dry-run (vLLM)."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="--runtime vllm: print the layout, memory per GPU and commands; run nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup, threads, device, n_ctx, label,
-            no_save, store, as_json) -> None:  # fmt: skip
+            no_save, store, target, fmt, gpu_memory_utilization, dry_run, as_json) -> None:  # fmt: skip
     """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL."""
     from edgekit.bench.speed import Settings, bench, parse_batches
 
+    if dry_run or runtime == "vllm":
+        return _vllm_dry_run(subject, runtime, target, fmt, n_ctx, gpu_memory_utilization, dry_run, as_json)
+
     settings = Settings(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, batches=parse_batches(batch),
                         repeats=repeats, warmup=warmup, threads=threads, device=device, n_ctx=n_ctx)  # fmt: skip
+
     def started(subj, info):
         if not as_json:
             from rich.markup import escape
@@ -122,8 +153,11 @@ def print_result(r) -> None:
               if roof.get("fraction") is not None else escape(roof.get("reason", "-")))  # fmt: skip
         t.add_row(str(b.batch), _ms(b.ttft_s), _rate(b.prefill_tok_s), _rate(b.decode_tok_s), rl)
     c.print(t)
-    c.print("[dim]median (min-max) over repeats; roofline = decode / (bandwidth / bytes read per token)"
-            + (f", bandwidth {p['bandwidth_gbs']} GB/s" if p.get("bandwidth_gbs") else "") + "[/dim]")
+    c.print(
+        "[dim]median (min-max) over repeats; roofline = decode / (bandwidth / bytes read per token)"
+        + (f", bandwidth {p['bandwidth_gbs']} GB/s" if p.get("bandwidth_gbs") else "")
+        + "[/dim]"
+    )
     for n in r.notes:
         c.print(f"[dim]{escape(n)}[/dim]")
 
@@ -181,3 +215,36 @@ def import_cmd(sources, store, as_json) -> None:
     click.echo(f"{out['added']} runs added, {out['already_present']} already present ({out['store']})")
     for p in out["problems"]:
         click.echo(f"skipped {p}")
+
+
+def _vllm_dry_run(model, runtime, target, fmt, ctx, util, dry_run, as_json) -> None:
+    from edgekit.errors import EdgekitError
+    from edgekit.runtimes.vllm_launch import launch_plan
+
+    if runtime != "vllm":
+        raise EdgekitError("--dry-run plans a vLLM launch", "add --runtime vllm")
+    if not dry_run:
+        raise EdgekitError("measuring through vLLM needs the vllm extra and a CUDA GPU, which this version does "
+                           "not drive yet", "--dry-run prints the layout and the exact vllm commands")  # fmt: skip
+    if not target:
+        raise EdgekitError("--dry-run needs --target (e.g. 8xh100)")
+    launch = launch_plan(model, target, fmt, ctx=ctx, gpu_memory_utilization=util)
+    if as_json:
+        render.emit_json(launch.to_dict())
+        return
+    c = render.console()
+    lay = launch.layout
+    g = launch.per_gpu
+    c.print(f"[bold]{launch.model}[/bold] ({launch.format}) on {launch.target}: {lay['strategy']}, "
+            f"TP {lay['tp']} x PP {lay['pp']}" + (f", EP {lay['ep']}" if lay["ep"] > 1 else "")
+            + (f", {launch.nodes} nodes" if launch.nodes > 1 else ""))  # fmt: skip
+    c.print(f"  per GPU: weights {render.gib(g['weights'])}, runtime {render.gib(g['non_kv_overhead'])}, "
+            f"KV cache {render.gib(g['kv_budget'])} of {render.gib(g['usable'])} usable "
+            f"({g['kv_tokens']:,} tokens, {g['concurrent_full_sequences']} full {launch.ctx:,}-token sequences)")  # fmt: skip
+    for r in launch.ray:
+        c.print(f"  {r}", soft_wrap=True)
+    import shlex
+
+    c.print(f"  {shlex.join(launch.serve)}", soft_wrap=True, markup=False)
+    for n in launch.notes:
+        c.print(f"  note: {n}")
