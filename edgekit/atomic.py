@@ -28,6 +28,23 @@ def atomic_path(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Path
             tmp_path.unlink()
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move a finished directory (built next to `dest`) into place; an older one is removed
+    only after the new one is there, so an interruption leaves the old artifact or the new."""
+    import shutil
+
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
+        _fsync_dir(dest.parent)
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

@@ -16,6 +16,12 @@ class EdgekitError(Exception):
         return " ".join(text.split())
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of a third-party exception, for a one-line error."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 class UnknownName(EdgekitError):
     """A model, target or format name that is not known; carries the closest names."""
 

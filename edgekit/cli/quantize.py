@@ -29,7 +29,8 @@ from edgekit.cli import render
     "--bar", default="kld<=0.03", show_default=True, help="Quality bar: kld<=X, ppl<=+N%, same_top>=X."
 )
 @click.option(
-    "--formats", "formats_csv", default=None, help="Comma-separated candidate ladder [default: Q2_K..Q8_0]."
+    "--formats", "formats_csv", default=None,
+    help="Comma-separated candidate ladder [default: GGUF Q2_K..Q8_0; on GPU targets also GPTQ/AWQ/FP8 where native]."
 )
 @click.option("--ctx", type=int, default=None, help="Context the pick must fit [default: min(model, 8192)].")
 @click.option(

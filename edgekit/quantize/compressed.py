@@ -30,6 +30,7 @@ from edgekit.artifact import (
     tool_versions,
     write_manifest,
 )
+from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
 from edgekit.quantize.gguf_build import Progress, default_calibration_text, read_text_file
 
@@ -253,7 +254,7 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
         if not any(p.suffix == ".safetensors" for p in files):
             raise EdgekitError(f"llm-compressor wrote no safetensors for {fmt.id}")
         qcfg = json.loads((tmp / "config.json").read_text()).get("quantization_config", {})
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -338,15 +339,3 @@ def _copy_license(src: Path, dst: Path) -> None:
             shutil.copyfile(src / name, dst / name)
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move a finished directory into place; an older one is removed only after the new one
-    is complete, so an interruption leaves either the old artifact or the new one."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dest)

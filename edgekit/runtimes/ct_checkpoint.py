@@ -19,11 +19,12 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 _TOLERANCE = 1e-2
 
 
-def dequantized_tensors(path: Path, dtype) -> dict:
-    """Every tensor of the checkpoint, quantized ones replaced by `<module>.weight` in dtype."""
+def dequantized_tensors(path: Path, dtype, tensors: dict | None = None) -> dict:
+    """Every tensor of the checkpoint, quantized ones replaced by `<module>.weight` in dtype
+    (`tensors`: the checkpoint's raw tensors when the caller has already read them)."""
     from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import CompressedTensorsDequantizer
 
-    tensors = raw_tensors(path)
+    tensors = dict(tensors) if tensors is not None else raw_tensors(path)  # the dequantizer pops from it
     quantized = {k.removesuffix(".weight_scale") for k in tensors if k.endswith(".weight_scale")}
     # the dequantizer treats every `.weight` as a candidate for float formats: name the
     # modules that were never quantized (embeddings, norms, routers, lm_head) explicitly
@@ -94,7 +95,7 @@ def verify_against_checkpoint(model, path: Path) -> dict:
     import torch
 
     raw = raw_tensors(path)
-    ref = dequantized_tensors(path, torch.float32)
+    ref = dequantized_tensors(path, torch.float32, raw)
     quantized = {k.removesuffix(".weight_scale") for k in raw if k.endswith(".weight_scale")}
     params = dict(model.named_parameters())
     checked, worst = 0, 0.0

@@ -40,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.atomic import replace_dir
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 
 PRECISIONS = ("fp32", "int8", "int4")
 FORMAT_IDS = {p: f"onnx:{p}" for p in PRECISIONS}
@@ -141,7 +142,7 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
         for p in tmp.iterdir():
             if p.is_file():
                 _fsync(p)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -206,7 +207,7 @@ def _export_fp32(ckpt: Path, out: Path) -> dict:
                                         output_names=output_names, dynamo=True, optimize=True, verbose=False,
                                         external_data=True)  # fmt: skip
         except Exception as e:  # torch.export's errors are long; the first line names the problem
-            raise EdgekitError(f"{ckpt}: torch.onnx.export failed ({_first_line(e)})") from None
+            raise EdgekitError(f"{ckpt}: torch.onnx.export failed ({first_line(e)})") from None
         program.save(str(out / MODEL_FILE), external_data=True)
     export_s = time.perf_counter() - t0
     check = _check_against_torch(model, out, vocab)
@@ -296,14 +297,14 @@ def _load_torch_model(ckpt: Path):
     try:
         AutoConfig.from_pretrained(str(ckpt))  # a clear error for a config transformers cannot read
     except (ValueError, KeyError, OSError) as e:
-        raise EdgekitError(f"{ckpt}: transformers cannot read its config ({_first_line(e)})") from None
+        raise EdgekitError(f"{ckpt}: transformers cannot read its config ({first_line(e)})") from None
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             str(ckpt), dtype=torch.float32, attn_implementation="eager", output_loading_info=True,
             use_safetensors=True, trust_remote_code=False,
         )  # fmt: skip
     except (RuntimeError, ValueError, KeyError, OSError) as e:
-        raise EdgekitError(f"{ckpt}: transformers cannot load it ({_first_line(e)})") from None
+        raise EdgekitError(f"{ckpt}: transformers cannot load it ({first_line(e)})") from None
     from edgekit.runtimes.transformers import _check_load_info
 
     _check_load_info(ckpt, info)
@@ -513,20 +514,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move a finished directory into place; an older one is removed only after the new one
-    is complete, so an interruption leaves either the old artifact or the new one."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dest)
-
-
 def _require_export_tools(need_torch: bool) -> None:
     import importlib.util
 
@@ -534,11 +521,6 @@ def _require_export_tools(need_torch: bool) -> None:
     missing = [m for m in mods if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependency(", ".join(missing), "onnx", "needed to export to ONNX")
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 class _quiet_exporter:  # noqa: N801 - used as a context manager

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.runtimes.base import Generation
 
 name = "onnxruntime"
@@ -110,7 +110,7 @@ def load(path, device: str | None = None, threads: int | None = None, n_ctx: int
     try:
         sess = ort.InferenceSession(str(path / "model.onnx"), opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-        raise EdgekitError(f"{path}: onnxruntime cannot load it ({_first_line(e)})") from None
+        raise EdgekitError(f"{path}: onnxruntime cannot load it ({first_line(e)})") from None
     running = sess.get_providers()
     if running[0] != providers[0]:
         raise EdgekitError(f"{providers[0]} was asked for but onnxruntime runs {running[0]} (it falls back "
@@ -122,16 +122,9 @@ def load(path, device: str | None = None, threads: int | None = None, n_ctx: int
 
 def _cuda_device_present() -> bool:
     """Whether a CUDA device exists, without importing torch (NVML, then /dev/nvidia0)."""
-    try:
-        import pynvml
+    from edgekit.bench.device import nvml_gpus
 
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return os.path.exists("/dev/nvidia0")
+    return bool(nvml_gpus()[0]) or os.path.exists("/dev/nvidia0")
 
 
 def prepare(path, export_dir=None) -> Path:
@@ -174,11 +167,6 @@ def ensure_export(checkpoint_dir: Path, export_dir=None) -> Path:
         why = lines[-1] if lines else f"exit status {proc.returncode}"
         raise EdgekitError(f"{checkpoint_dir}: the ONNX export failed: {why.removeprefix('error: ')[:300]}")
     return dest
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 class OnnxSession:
@@ -259,7 +247,7 @@ class OnnxSession:
         try:
             out = self.sess.run(["logits"], feeds)[0]
         except Exception as e:
-            raise EdgekitError(f"onnxruntime failed on {n} tokens ({_first_line(e)})") from None
+            raise EdgekitError(f"onnxruntime failed on {n} tokens ({first_line(e)})") from None
         if not self._has_index:
             out = out[:, -n:]
         return np.ascontiguousarray(out[0], dtype=np.float32)
@@ -360,7 +348,7 @@ class OnnxSession:
             try:
                 sess.run_with_iobinding(binding)
             except Exception as e:
-                raise EdgekitError(f"onnxruntime failed at step {step} ({_first_line(e)})") from None
+                raise EdgekitError(f"onnxruntime failed at step {step} ({first_line(e)})") from None
             values = binding.get_outputs()
             logits = values[0].numpy()
             nxt = logits[:, -1, :].argmax(-1)

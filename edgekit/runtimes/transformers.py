@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.runtimes.base import Generation
 
 name = "transformers"
@@ -69,7 +69,7 @@ def load(path, device: str | None = None, dtype: str | None = None, threads: int
         )  # fmt: skip
     except (RuntimeError, ValueError, KeyError) as e:
         if not method:
-            raise EdgekitError(f"{path}: transformers cannot load it ({_first_line(e)})") from None
+            raise EdgekitError(f"{path}: transformers cannot load it ({first_line(e)})") from None
         # transformers' own decompression does not cover every layout (FP8 block scales on
         # fused MoE experts fail in 5.17): dequantize with compressed-tensors ourselves
         from edgekit.runtimes.ct_checkpoint import load_dequantized
@@ -95,10 +95,6 @@ def _check_load_info(path: Path, info: dict) -> None:
         kind = "missing" if missing else "unexpected" if unexpected else "mismatched"
         raise EdgekitError(f"{path}: {len(what)} {kind} weights when loading (e.g. {what[0]}); refusing to run a "
                            "model with weights left at random values")  # fmt: skip
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 
 class TransformersSession:

@@ -17,16 +17,9 @@ def smollm2_q4km(checkpoint, tmp_path_factory):
 
 
 def has_nvml_gpu() -> bool:
-    try:
-        import pynvml
+    from edgekit.bench.device import nvml_gpus
 
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return False
+    return bool(nvml_gpus()[0])
 
 
 def fake_run(rid: str, label: str, fingerprint: str, decode: float, device: str = "cpu", batch: int = 1,
