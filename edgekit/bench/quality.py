@@ -245,3 +245,93 @@ def score(session, store: ReferenceStore, progress: Callable[[int, int], None] |
         k=store.key.k,
         window=store.key.window,
     )
+
+
+def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: ReferenceStore,
+                 progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+    """Score a runtime that returns top-K log-probabilities per prompt position instead of
+    logits (vLLM's prompt_logprobs). `prompt_logprobs(tokens)` returns an object with `ids`,
+    `logprobs` (per position p, predicting token p+1: the candidate's top K, best first) and
+    `actual` (log q of the real next token), like edgekit.runtimes.vllm_api.PromptLogprobs.
+
+    KLD: the reference's kept tokens that the candidate also returned are buckets of their own,
+    everything else one bucket whose masses are 1 minus the rest on each side -- a coarser
+    partition than `score`'s, so a lower bound of it (log-sum inequality), tight when K covers
+    the mass; the tests measure the gap. Same-top compares the candidate's rank-1 token;
+    perplexity uses the exact log q of the next token."""
+    import numpy as np
+
+    kl_all, same_all, nll_all = [], [], []
+    pos = 0
+    k_seen = 0
+    t0 = time.perf_counter()
+    half = store.key.window // 2
+    for w in range(store.n_windows):
+        toks = store.tokens[w].tolist()
+        got = prompt_logprobs(toks)
+        k_seen = max(k_seen, max((len(x) for x in got.ids), default=0))
+        for r in range(half - 1, store.key.window - 1):
+            a, b = int(store.offsets[pos]), int(store.offsets[pos + 1])
+            ref_ids, ref_lp = store.top_ids[a:b], store.top_lp[a:b].astype(np.float64)
+            q = dict(zip(got.ids[r], got.logprobs[r], strict=True))
+            both = np.fromiter((t in q for t in ref_ids.tolist()), bool, len(ref_ids))
+            p_in = ref_lp[both]
+            q_in = np.array([q[t] for t in ref_ids[both].tolist()], np.float64)
+            p_out = max(1.0 - float(np.exp(p_in).sum()), 1e-12)
+            q_out = max(1.0 - float(np.exp(q_in).sum()), 1e-12)
+            kl = float((np.exp(p_in) * (p_in - q_in)).sum()) + p_out * (math.log(p_out) - math.log(q_out))
+            kl_all.append(max(kl, 0.0))
+            same_all.append(bool(got.ids[r]) and got.ids[r][0] == int(ref_ids[0]))
+            nll_all.append(-float(got.actual[r]))
+            pos += 1
+        if progress:
+            progress(w + 1, store.n_windows)
+    seconds = time.perf_counter() - t0
+    kl = np.asarray(kl_all)
+    same = np.asarray(same_all, np.float64)
+    nll = np.asarray(nll_all)
+    ref_nll = -store.next_lp.reshape(-1).astype(np.float64)
+    n = len(kl)
+    diff = nll - ref_nll
+    ppl, ratio = math.exp(nll.mean()), math.exp(diff.mean())
+    return QualityResult(
+        positions=n,
+        kld_mean=float(kl.mean()),
+        kld_stderr=float(kl.std(ddof=1) / math.sqrt(n)),
+        kld_p99=float(np.percentile(kl, 99)),
+        kld_max=float(kl.max()),
+        same_top=float(same.mean()),
+        same_top_stderr=float(math.sqrt(max(same.mean() * (1 - same.mean()), 0.0) / n)),
+        ppl=ppl,
+        ppl_stderr=float(ppl * nll.std(ddof=1) / math.sqrt(n)),
+        ppl_ref=store.reference_ppl(),
+        ppl_ratio=ratio,
+        ppl_ratio_stderr=float(ratio * diff.std(ddof=1) / math.sqrt(n)),
+        tokens_per_s=n / seconds if seconds > 0 else float("nan"),
+        k=k_seen,
+        window=store.key.window,
+    )
+
+
+@dataclass
+class TopK:
+    """Top-K log-probabilities per position computed from full logits: what a top-K runtime
+    returns, for differential tests of score_sparse and for runtimes that only expose logits."""
+
+    ids: list
+    logprobs: list
+    actual: list
+
+
+def topk_from_logits(logits, tokens: list[int], k: int) -> TopK:
+    import numpy as np
+
+    lp = log_softmax_rows(logits)
+    k = min(k, lp.shape[1])
+    idx = np.argpartition(-lp, k - 1, axis=-1)[:, :k]
+    vals = np.take_along_axis(lp, idx, -1)
+    order = np.argsort(-vals, axis=-1, kind="stable")
+    idx, vals = np.take_along_axis(idx, order, -1), np.take_along_axis(vals, order, -1)
+    nxt = np.asarray(tokens[1:] + [tokens[-1]], np.int64)
+    actual = np.take_along_axis(lp, nxt[:, None], -1)[:, 0]
+    return TopK(idx.tolist(), vals.tolist(), actual.tolist())

@@ -98,6 +98,10 @@ class BatchResult:
     decode_tok_per_cpu_s: Stat | None = (
         None  # decode tokens per CPU-second of the process, when the runtime reports it
     )
+    # serving runtimes (vLLM): batch is the number of concurrent requests
+    itl_s: dict | None = None  # inter-token latency over all requests: mean, p50, p90, p99, n
+    throughput: dict | None = None  # output_tok_s, total_tok_s, requests_per_s over the level's wall time
+    server: dict | None = None  # what the server's own metrics recorded during the level
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -115,7 +119,7 @@ class BatchResult:
             "decode_tok_per_cpu_s": self.decode_tok_per_cpu_s.to_dict(2)
             if self.decode_tok_per_cpu_s
             else None,
-        }
+        } | {k: v for k, v in (("itl_s", self.itl_s), ("throughput", self.throughput), ("server", self.server)) if v}
 
 
 @dataclass
@@ -136,6 +140,7 @@ class BenchResult:
     foreign_cpu_share: float | None = None  # CPU share other processes took while this ran
     tool_versions: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    method: dict | None = None  # how each figure was measured; default: METHOD (the single-process bench)
 
     def batch(self, b: int) -> BatchResult | None:
         return next((x for x in self.batches if x.batch == b), None)
@@ -158,7 +163,7 @@ class BenchResult:
             "planner": self.planner,
             "foreign_cpu_share": self.foreign_cpu_share,
             "notes": list(self.notes),
-            "method": METHOD,
+            "method": self.method or METHOD,
             "tool_versions": self.tool_versions,
         }
 

@@ -59,14 +59,20 @@ def bench_cmd() -> None:
 @click.option("--no-save", is_flag=True, help="Do not add the result to the results store.")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
 @click.option(
-    "--target", "-t", "target", default=None, help="With --dry-run: the GPUs to plan vLLM for (8xh100)."
+    "--target", "-t", "target", default=None,
+    help="--runtime vllm: the GPUs to plan the layout for (8xh100); required with --dry-run.",
 )
 @click.option(
     "--format", "fmt", default="bf16", show_default=True, help="With --dry-run: the checkpoint format served."
 )
 @click.option(
-    "--gpu-memory-utilization", type=float, default=0.90, show_default=True, help="With --dry-run (vLLM)."
+    "--gpu-memory-utilization", type=float, default=0.90, show_default=True, help="--runtime vllm: share of each GPU."
 )
+@click.option("--tensor-parallel-size", "tp", type=int, default=None, help="--runtime vllm [default: from --target, else 1].")
+@click.option("--expert-parallel", "ep", is_flag=True, help="--runtime vllm: --enable-expert-parallel (MoE).")
+@click.option("--quantization", default=None, help="--runtime vllm: vLLM's --quantization (e.g. fp8: online FP8 of a BF16 checkpoint).")
+@click.option("--vllm-arg", "vllm_args", multiple=True, help="--runtime vllm: one more argument for `vllm serve` (repeatable).")
+@click.option("--ray-address", default=None, help="--runtime vllm: run on an existing Ray cluster (host:port).")
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -74,15 +80,24 @@ def bench_cmd() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup, threads, device, n_ctx, label,
-            no_save, store, target, fmt, gpu_memory_utilization, dry_run, as_json) -> None:  # fmt: skip
-    """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL."""
+            no_save, store, target, fmt, gpu_memory_utilization, tp, ep, quantization, vllm_args, ray_address,
+            dry_run, as_json) -> None:  # fmt: skip
+    """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL.
+
+    With --runtime vllm it is a serving benchmark: vLLM is started on loopback and --batch gives
+    the concurrency levels (concurrent streamed requests, --repeat requests per client)."""
     from edgekit.bench.speed import Settings, bench, parse_batches
 
-    if dry_run or runtime == "vllm":
+    if dry_run:
         return _vllm_dry_run(subject, runtime, target, fmt, n_ctx, gpu_memory_utilization, dry_run, as_json)
 
     settings = Settings(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, batches=parse_batches(batch),
                         repeats=repeats, warmup=warmup, threads=threads, device=device, n_ctx=n_ctx)  # fmt: skip
+    if runtime == "vllm":
+        engine = {"gpu_memory_utilization": gpu_memory_utilization, "enable_expert_parallel": ep or None,
+                  "tensor_parallel_size": tp, "quantization": quantization, "extra_args": list(vllm_args)}  # fmt: skip
+        engine = {k: v for k, v in engine.items() if v not in (None, [])}
+        return _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_address, as_json)
 
     def started(subj, info):
         if not as_json:
@@ -141,20 +156,34 @@ def print_result(r) -> None:
                 f"{p['predicted_over_measured']:.2f}")  # fmt: skip
     elif p.get("reason"):
         c.print(f"  planner  {escape(p['reason'])}")
+    if p.get("kv_tokens_vllm"):
+        c.print(f"  KV cache vLLM allocated {p['kv_tokens_vllm']:,} tokens; the planner predicted "
+                f"{p['kv_tokens_planned']:,} ({p['kv_tokens_planned_over_vllm']:.2f}x)")  # fmt: skip
+    serving = any(b.itl_s for b in r.batches)
     t = Table(title=None)
-    for col in ("batch", "TTFT ms", "prefill tok/s", "decode tok/s", "roofline"):
+    cols = (("concurrency", "TTFT ms", "ITL ms p50 / p99", "decode tok/s", "output tok/s", "roofline") if serving
+            else ("batch", "TTFT ms", "prefill tok/s", "decode tok/s", "roofline"))  # fmt: skip
+    for col in cols:
         t.add_column(col, justify="right")
     for b in r.batches:
         if not b.measured:
-            t.add_row(str(b.batch), "-", "-", "-", escape(f"not measured: {b.reason}"))
+            t.add_row(str(b.batch), *["-"] * (len(cols) - 2), escape(f"not measured: {b.reason}"))
             continue
         roof = b.roofline or {}
         rl = (f"{_pct(roof['fraction'])} of {render.rate(roof['bound_tok_s'])} tok/s"
               if roof.get("fraction") is not None else escape(roof.get("reason", "-")))  # fmt: skip
-        t.add_row(str(b.batch), _ms(b.ttft_s), _rate(b.prefill_tok_s), _rate(b.decode_tok_s), rl)
+        if serving:
+            itl = b.itl_s or {}
+            itl_txt = f"{1000 * itl['p50']:,.1f} / {1000 * itl['p99']:,.1f}" if itl else "-"
+            out = render.rate(b.throughput["output_tok_s"]) if b.throughput else "-"
+            t.add_row(str(b.batch), _ms(b.ttft_s), itl_txt, _rate(b.decode_tok_s), out, rl)
+        else:
+            t.add_row(str(b.batch), _ms(b.ttft_s), _rate(b.prefill_tok_s), _rate(b.decode_tok_s), rl)
     c.print(t)
     c.print(
-        "[dim]median (min-max) over repeats; roofline = decode / (bandwidth / bytes read per token)"
+        "[dim]median (min-max) over "
+        + ("requests; output tok/s = all generated tokens / wall time of the level" if serving else "repeats")
+        + "; roofline = decode / (bandwidth / bytes read per token)"
         + (f", bandwidth {p['bandwidth_gbs']} GB/s" if p.get("bandwidth_gbs") else "")
         + "[/dim]"
     )
@@ -217,15 +246,37 @@ def import_cmd(sources, store, as_json) -> None:
         click.echo(f"skipped {p}")
 
 
+def _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_address, as_json) -> None:
+    from edgekit.bench.serve import serve_bench
+
+    c = render.console()
+
+    def started(subj, info, log_path):
+        if not as_json:
+            from rich.markup import escape
+
+            c.print(f"[dim]starting {escape(info.reason)} for {escape(str(subj.path))} ({subj.format}); "
+                    f"log: {escape(str(log_path))}[/dim]")  # fmt: skip
+
+    def level(b):
+        if not as_json:
+            c.print(f"[dim]concurrency {b.batch}: {b.throughput['requests']} requests, "
+                    f"{render.rate(b.throughput['output_tok_s'])} output tok/s[/dim]")  # fmt: skip
+
+    result = serve_bench(subject, settings, target=target, label=label, save=not no_save, store=store,
+                         engine=engine, ray_address=ray_address, on_start=started, on_level=level)  # fmt: skip
+    if as_json:
+        render.emit_json(result.to_dict())
+        return
+    print_result(result)
+
+
 def _vllm_dry_run(model, runtime, target, fmt, ctx, util, dry_run, as_json) -> None:
     from edgekit.errors import EdgekitError
     from edgekit.runtimes.vllm_launch import launch_plan
 
     if runtime != "vllm":
         raise EdgekitError("--dry-run plans a vLLM launch", "add --runtime vllm")
-    if not dry_run:
-        raise EdgekitError("measuring through vLLM needs the vllm extra and a CUDA GPU, which this version does "
-                           "not drive yet", "--dry-run prints the layout and the exact vllm commands")  # fmt: skip
     if not target:
         raise EdgekitError("--dry-run needs --target (e.g. 8xh100)")
     launch = launch_plan(model, target, fmt, ctx=ctx, gpu_memory_utilization=util)

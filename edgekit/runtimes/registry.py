@@ -22,8 +22,9 @@ BUILTINS = {
     "llama.cpp": "edgekit.runtimes.llamacpp",
     "transformers": "edgekit.runtimes.transformers",
     "onnxruntime": "edgekit.runtimes.onnxruntime",
+    "vllm": "edgekit.runtimes.vllm",
 }
-_BUILTIN_EXTRAS = {"llama.cpp": "gguf", "transformers": "torch", "onnxruntime": "onnx"}
+_BUILTIN_EXTRAS = {"llama.cpp": "gguf", "transformers": "torch", "onnxruntime": "onnx", "vllm": "vllm"}
 
 
 class RuntimeUnavailable(EdgekitError):

@@ -52,7 +52,7 @@ def launch_plan(model: str, target_spec: str, fmt_id: str = "bf16", ctx: int | N
 
     if not 0.1 <= gpu_memory_utilization <= 0.99:
         raise EdgekitError("--gpu-memory-utilization must be between 0.1 and 0.99")
-    entry = resolve(model)
+    entry = model if hasattr(model, "arch") else resolve(model)  # a ModelEntry, or a name to resolve
     target = get_target(target_spec)
     if target.device.kind != "gpu":
         raise EdgekitError(f"vLLM serves on GPUs; {target.name} is a {target.device.kind}",
