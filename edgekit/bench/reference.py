@@ -99,3 +99,22 @@ def score_checkpoint_dir(path: Path, store: ReferenceStore, threads: int | None 
         return score(session, store, progress)
     finally:
         session.close()
+
+
+def score_vllm(path: Path, store: ReferenceStore, k: int | None = None, progress: Callable[[int, int], None] | None = None,
+               **engine) -> QualityResult:  # fmt: skip
+    """Score a checkpoint served by vLLM: its top-K prompt log-probabilities on the store's
+    tokens (edgekit.bench.quality.score_sparse). `engine` goes to the vLLM runtime's load."""
+    from edgekit.bench.quality import score_sparse
+    from edgekit.runtimes import vllm as rt
+
+    # one generated token beyond the window: vLLM must have room to sample it
+    session = rt.load(path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name), **engine)
+    try:
+        if session.n_vocab is not None and int(store.top_ids.max()) >= session.n_vocab:
+            from edgekit.errors import EdgekitError
+
+            raise EdgekitError(f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens")
+        return score_sparse(lambda toks: session.prompt_logprobs(toks, k), store, progress)
+    finally:
+        session.close()

@@ -43,7 +43,7 @@ def test_prometheus_parse_agrees_with_a_line_grep(fname):
     h = m.histogram("vllm:time_to_first_token_seconds")
     assert h.count == _grep_sum(text, "vllm:time_to_first_token_seconds_count")
     assert h.buckets[-1][0] == math.inf and h.buckets[-1][1] == h.count  # cumulative, ends at +Inf
-    assert all(a[1] <= b[1] for a, b in zip(h.buckets, h.buckets[1:]))
+    assert all(a[1] <= b[1] for a, b in zip(h.buckets, h.buckets[1:], strict=False))
     assert kv_cache_usage(m) == 0.0
 
 
