@@ -409,13 +409,19 @@ def _strip_prefix(line: str) -> str:
     return s
 
 
+_WRAPPER = re.compile(r"root cause|initialization failed|failed to start", re.I)
+
+
 def failure_reason(lines: list[str]) -> str | None:
     """The most telling line of a server that died: the last exception line, else the last
     ERROR line (vLLM prints a traceback, then the exception as its last line)."""
-    for line in reversed(lines):
-        s = _strip_prefix(line)
-        if re.match(r"^[\w.]*(Error|Exception)\b.*:", s) or re.match(r"^[\w.]*(Error|Exception)$", s):
-            return s[:300]
+    raised = [s for s in map(_strip_prefix, lines)
+              if re.match(r"^[\w.]*(Error|Exception)\b.*:", s) or re.match(r"^[\w.]*(Error|Exception)$", s)]  # fmt: skip
+    # vLLM re-raises a worker's failure in the engine and the API server as "... failed ... See
+    # root cause above": the root cause is the last exception line that is not such a wrapper
+    causes = [s for s in raised if not _WRAPPER.search(s)]
+    if causes or raised:
+        return (causes or raised)[-1][:300]
     for line in reversed(lines):
         if _is_error_line(line):
             return _strip_prefix(line)[:300]

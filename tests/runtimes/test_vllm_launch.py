@@ -46,6 +46,20 @@ def test_235b_fp8_on_4xh100_and_30b_on_one_h100():
     assert not launch_plan("qwen3-235b-a22b", "h100", "bf16", ctx=8192).fits
 
 
+@pytest.mark.parametrize("fmt", ["gptq:w4g128", "awq:w4g128"])
+def test_30b_a3b_on_an_rtx4090_fits_at_4_bit_only(fmt):
+    q4 = launch_plan("qwen3-30b-a3b", "rtx4090", fmt, ctx=8192)
+    assert q4.layout["strategy"] == "single" and q4.fits
+    g = q4.per_gpu
+    # ~30.5 B parameters at 4 bits with group scales, embeddings and router unquantized: 15-17 GiB
+    assert 15 * 2**30 < g["weights"] < 17 * 2**30
+    assert g["kv_tokens"] >= 8192 and g["concurrent_full_sequences"] >= 1
+    assert _flag(q4.serve, "--max-model-len") == "8192" and q4.serve[2].endswith(fmt.replace(":", "-"))
+    bf16 = launch_plan("qwen3-30b-a3b", "rtx4090", "bf16", ctx=8192)
+    assert not bf16.fits and bf16.per_gpu["kv_budget"] == 0
+    assert any("exceed the usable memory" in n for n in bf16.notes)
+
+
 def test_memory_utilisation_moves_only_the_kv_budget():
     a = launch_plan("qwen3-8b", "h100", "bf16", ctx=32768, gpu_memory_utilization=0.90)
     b = launch_plan("qwen3-8b", "h100", "bf16", ctx=32768, gpu_memory_utilization=0.50)
@@ -77,7 +91,8 @@ def test_dry_run_cli_json_and_errors(capsys):
     from edgekit.cli.main import main
 
     for args, needle in ((["--runtime", "vllm", "--target", "cpu", "--dry-run"], "GPUs"),
-                         (["--runtime", "vllm", "--target", "h100"], "--dry-run"),
+                         (["--runtime", "vllm", "--target", "h100", "--dry-run", "--format", "gguf:Q4_K_M"],
+                          "does not serve"),
                          (["--target", "h100", "--dry-run"], "--runtime vllm")):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             main(["bench", "qwen3-8b", *args])
