@@ -102,8 +102,9 @@ class RunReport:
                 f"KLD over the reference's most likely tokens (until 99.9 % of its mass, at most {self.reference.get('k_max')}) plus one bucket for the rest "
                 "(a lower bound of the full-vocabulary KLD); same-top = candidate argmax equals the reference's; "
                 "GGUF candidates run in llama.cpp, GPTQ/AWQ/FP8 in transformers with float32 logits on the "
-                "store's own tokens; runtime_floor_kld is the unquantized checkpoint in transformers against "
-                "the same store (what two runtimes disagree by with no quantization at all); "
+                "store's own tokens (with --score-runtime vllm: in vLLM, its top-256 prompt log-probabilities, "
+                "everything outside them one bucket); runtime_floor_kld is the unquantized checkpoint in that "
+                "runtime against the same store (what two runtimes disagree by with no quantization at all); "
                 "PPL ratio paired per position; standard errors over positions",
                 "search": "candidates sorted by planned size; bisection for the smallest passing one, "
                 "assuming quality falls with size: at most ceil(log2 n) + 1 are built and measured",
@@ -117,7 +118,7 @@ class RunReport:
 def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", formats: list[str] | None = None,
                  ctx: int | None = None, imatrix: str = "auto", out_dir: Path = Path("runs"),
                  calibration: str | None = None, evaluation: str | None = None,
-                 progress: Progress | None = None) -> RunReport:  # fmt: skip
+                 progress: Progress | None = None, score_runtime: str = "transformers") -> RunReport:  # fmt: skip
     from edgekit.bench.reference import reference_store, score_artifact
     from edgekit.formats import get_format
     from edgekit.models.source import open_checkpoint
@@ -134,6 +135,14 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         check_requested(fmts, target.device, target.name)
     if any(f.family == "bf16" for f in fmts):
         raise EdgekitError("bf16 is the reference every candidate is measured against, not a candidate")
+    if score_runtime not in ("transformers", "vllm"):
+        raise EdgekitError(f"--score-runtime {score_runtime}: GPTQ/AWQ/FP8 candidates are scored in transformers or vllm")
+    if score_runtime == "vllm":  # say what is missing before hours of quantization
+        from edgekit.runtimes import registry
+
+        info = registry.find("vllm")
+        if not info.available:
+            raise registry.RuntimeUnavailable(info)
     eval_text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     progress.say(f"resolving {model}")
     ck = open_checkpoint(model)
@@ -161,11 +170,20 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         c.artifact = {"path": str(art.path), "size_bytes": art.size_bytes, "sha256": art.manifest["sha256"],
                       "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": recipe.get("imatrix"),
                       "runtime": fmt.runtime_for("cpu")}  # fmt: skip
-        cached = scores_dir / f"{art.manifest['sha256'][:16]}-{store.key.slug()}.json"
+        through_vllm = score_runtime == "vllm" and fmt.family in ("gptq", "awq", "fp8")
+        if through_vllm:
+            c.artifact["scored_by"] = "vllm"
+        tag = "-vllm" if through_vllm else ""
+        cached = scores_dir / f"{art.manifest['sha256'][:16]}-{store.key.slug()}{tag}.json"
         if cached.is_file():
             q = QualityResult(**json.loads(cached.read_text()))
         else:
-            q = score_artifact(art, store, progress=progress.windows)
+            if through_vllm:
+                from edgekit.bench.reference import score_vllm
+
+                q = score_vllm(art.path, store, progress=progress.windows)
+            else:
+                q = score_artifact(art, store, progress=progress.windows)
             atomic.write_json(cached, q.to_dict())
         c.quality = q
         return q
@@ -174,14 +192,17 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
 
     def measure_with_floor(i: int) -> QualityResult:
         if get_format(ladder[i].format).family not in ("gguf", "onnx") and not floor:
-            cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}.json"
+            tag = "-vllm" if score_runtime == "vllm" else ""
+            cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}{tag}.json"
             if cached.is_file():
                 floor.update(json.loads(cached.read_text()))
             else:
-                progress.say("runtime floor: the unquantized checkpoint in transformers against the store")
-                from edgekit.bench.reference import score_checkpoint_dir
+                progress.say(f"runtime floor: the unquantized checkpoint in {score_runtime} against the store")
+                from edgekit.bench.reference import score_checkpoint_dir, score_vllm
 
-                floor.update(score_checkpoint_dir(ck.path, store, progress=progress.windows).to_dict())
+                q = (score_vllm(ck.path, store, progress=progress.windows) if score_runtime == "vllm"
+                     else score_checkpoint_dir(ck.path, store, progress=progress.windows))  # fmt: skip
+                floor.update(q.to_dict())
                 atomic.write_json(cached, floor)
         return measure(i)
 
@@ -202,6 +223,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
             "window": store.key.window,
             "k": store.key.k,
             "runtime_floor_kld": floor.get("kld_mean"),
+            "score_runtime": score_runtime,
             "runtime_floor_same_top": floor.get("same_top"),
         },  # fmt: skip
         measured_order=[ladder[i].format for i in outcome.order],

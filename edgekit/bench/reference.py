@@ -109,7 +109,9 @@ def score_vllm(path: Path, store: ReferenceStore, k: int | None = None, progress
     from edgekit.runtimes import vllm as rt
 
     # one generated token beyond the window: vLLM must have room to sample it
-    session = rt.load(path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name), **engine)
+    k = k or rt.DEFAULT_MAX_LOGPROBS
+    session = rt.load(path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name),
+                      max_logprobs=k, **engine)  # fmt: skip
     try:
         if session.n_vocab is not None and int(store.top_ids.max()) >= session.n_vocab:
             from edgekit.errors import EdgekitError

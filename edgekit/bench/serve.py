@@ -156,6 +156,9 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
             raise EdgekitError("--target needs to know the model (no manifest or config names it)")
         launch = launch_plan(subject.entry, target, subject.format if fam != "bf16" else "bf16", ctx=settings.ctx,
                              gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90, served=str(subject.path))  # fmt: skip
+        if launch.nodes > 1 and not ray_address:
+            raise EdgekitError(f"{launch.target} spans {launch.nodes} nodes: vLLM needs a Ray cluster across them",
+                               "start it with the `ray start` commands of --dry-run, then pass --ray-address HEAD:6379")  # fmt: skip
         lay = launch.layout
         engine.setdefault("tensor_parallel_size", lay["tp"])
         engine.setdefault("pipeline_parallel_size", lay["pp"])

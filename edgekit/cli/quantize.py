@@ -68,11 +68,15 @@ from edgekit.cli import render
     default=None,
     help="Output directory [default: artifacts/ for --format, runs/ for --target].",
 )
+@click.option(
+    "--score-runtime", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
+    help="--target: where GPTQ/AWQ/FP8 candidates are scored (vllm: the engine that serves them).",
+)
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix, calibration, samples, tensor_types,
-                 out_dir, threads, force, as_json) -> None:  # fmt: skip
+                 out_dir, score_runtime, threads, force, as_json) -> None:  # fmt: skip
     """Quantize MODEL (catalogue name, hub id, local directory or .gguf).
 
     With --target: plan what fits, measure candidates against the unquantized model, pick the
@@ -84,7 +88,7 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
 
     if target and not fmt:
         return _main_job(
-            model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json
+            model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json, score_runtime
         )
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
@@ -147,14 +151,15 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
 
 
 def _main_job(
-    model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json
+    model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json,
+    score_runtime="transformers",
 ) -> None:
     from edgekit.bench.mainjob import run_main_job
 
     formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
     with render.progress_bars(not as_json) as progress:
         report = run_main_job(model, target, bar, formats, ctx, imatrix, Path(out_dir or "runs"), calibration,
-                              evaluation, progress)  # fmt: skip
+                              evaluation, progress, score_runtime=score_runtime)  # fmt: skip
     if as_json:
         render.emit_json(json.loads((report.run_dir / "report.json").read_text()))
         return

