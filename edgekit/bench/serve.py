@@ -85,7 +85,7 @@ def run_level(session, prompts: list[list[int]], concurrency: int, gen_tokens: i
                     return
                 i = queue.pop(0)
             try:
-                done[i] = session._stream(prompts[i], gen_tokens)
+                done[i] = session.stream(prompts[i], gen_tokens)
             except BaseException as e:
                 with lock:
                     errors.append(e)
@@ -165,6 +165,20 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
         if "--enable-expert-parallel" in launch.serve:
             engine.setdefault("enable_expert_parallel", True)
         notes += [f"layout from the planner for {launch.target}: {n}" for n in launch.notes]
+    if launch is None and device == "cuda" and subject.entry is not None:
+        # no --target: the GPU this runs on still gives the planner's KV prediction to compare
+        tgt, _ = devmod.planner_target(host, "cuda")
+        tp = engine.get("tensor_parallel_size") or 1
+        if tgt is not None:
+            from edgekit.runtimes.vllm_launch import launch_plan
+
+            try:
+                launch = launch_plan(subject.entry, tgt.name if tp == 1 else f"{tp}x{tgt.name}",
+                                     subject.format if fam != "bf16" else "bf16", ctx=settings.ctx,
+                                     gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
+                                     served=str(subject.path))  # fmt: skip
+            except EdgekitError as e:
+                notes.append(f"no planner comparison for the KV cache: {e.one_line()}")
     kv_gib = None
     if device == "cpu":
         kv_gib = _cpu_kv_gib(subject, settings)
@@ -172,9 +186,14 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
     sampler: list[TreeMemorySampler] = []
     if on_start is not None:
         on_start(subject, info, log_path)
-    session = rt.load(subject.path, n_ctx=settings.ctx, threads=settings.threads, device=settings.device,
-                      log_path=log_path, ray_address=ray_address, kv_cache_gib=kv_gib, on_wait=on_wait,
-                      on_spawn=lambda pid: sampler.append(TreeMemorySampler(pid).start()), **engine)  # fmt: skip
+    try:
+        session = rt.load(subject.path, n_ctx=settings.ctx, threads=settings.threads, device=settings.device,
+                          log_path=log_path, ray_address=ray_address, kv_cache_gib=kv_gib, on_wait=on_wait,
+                          on_spawn=lambda pid: sampler.append(TreeMemorySampler(pid).start()), **engine)  # fmt: skip
+    except BaseException:
+        for s in sampler:
+            s.stop()
+        raise
     batches: list[BatchResult] = []
     try:
         try:
@@ -183,7 +202,7 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
             text_tokens = list(range(10, 10 + 4096))  # a server without a tokenizer: ids are enough
             notes.append("the server has no tokenizer (skip-tokenizer-init): prompts are token ids 10, 11, ...")
         for _ in range(settings.warmup):
-            session._stream(prompts_for(text_tokens, settings.prompt_tokens, 1)[0], min(settings.gen_tokens, 16))
+            session.stream(prompts_for(text_tokens, settings.prompt_tokens, 1)[0], min(settings.gen_tokens, 16))
         offset = 1
         for c in settings.batches:
             n = c * settings.repeats

@@ -450,6 +450,11 @@ def bench(arg: str, runtime: str | None = None, settings: Settings | None = None
     subject = resolve_subject(arg)
     host = devmod.detect(label)
     info = choose_runtime(subject, runtime, settings.device, host)
+    if info.name == "vllm":  # a server: measured as a serving benchmark, its whole process tree
+        from edgekit.bench.serve import serve_bench
+
+        return serve_bench(arg, settings, label=label, save=save, store=store,
+                           on_start=(lambda s, i, _log: on_start(s, i)) if on_start else None)  # fmt: skip
     if settings.device == "cpu" or "cuda" not in info.devices or not host.gpus:
         devmod.planner_target(host, "cpu")  # measure (or read) the bandwidth now, not beside the benchmark
     if on_start is not None:

@@ -139,7 +139,7 @@ class VllmSession:
 
     def generate(self, prompt: str, max_tokens: int) -> Generation:
         tokens = self.tokenize(prompt)
-        rt = self._stream(tokens, max_tokens, ignore_eos=False)
+        rt = self.stream(tokens, max_tokens, ignore_eos=False)
         first, last = rt.first_at or rt.sent, rt.last_at or rt.sent
         return Generation(rt.text, len(tokens), rt.generated, 0.0, first - rt.sent, last - first)
 
@@ -170,7 +170,7 @@ class VllmSession:
 
         def one(i: int) -> None:
             try:
-                out[i] = self._stream(prompts[i], max_tokens)
+                out[i] = self.stream(prompts[i], max_tokens)
             except BaseException as e:  # reported below, in the caller's thread
                 errors.append(e)
 
@@ -184,7 +184,8 @@ class VllmSession:
             raise EdgekitError(f"vLLM request failed: {e}") from None
         return out
 
-    def _stream(self, tokens: list[int], max_tokens: int, ignore_eos: bool = True):
+    def stream(self, tokens: list[int], max_tokens: int, ignore_eos: bool = True):
+        """One streamed greedy request; its RequestTiming."""
         body = {"model": self.served, "prompt": list(map(int, tokens)), "max_tokens": max_tokens,
                 "temperature": 0.0}  # fmt: skip
         if ignore_eos:

@@ -121,3 +121,13 @@ def test_main_job_scores_compressed_candidates_through_vllm(install, tiny_qwen3,
     tf = score_checkpoint_dir(Path(c.artifact["path"]), store)
     assert 0.5 < c.quality.kld_mean / tf.kld_mean < 2.0, (c.quality.kld_mean, tf.kld_mean)
     assert abs(c.quality.same_top - tf.same_top) < 0.02
+
+
+def test_bench_api_routes_vllm_to_the_serving_benchmark(install, tiny_qwen3):
+    from edgekit.bench.serve import METHOD
+    from edgekit.bench.speed import Settings, bench
+
+    r = bench(str(tiny_qwen3), runtime="vllm", settings=Settings(prompt_tokens=16, gen_tokens=4, repeats=1),
+              save=False)  # fmt: skip
+    assert r.method is METHOD and r.runtime["name"] == "vllm"
+    assert r.batches[0].throughput["generated_tokens"] == 4 and r.batches[0].server["requests_finished"] == 1

@@ -129,7 +129,7 @@ def test_metrics_and_errors_over_http(replay):
     assert m.total("vllm:generation_tokens") == 73.0
     assert replay.server.served_model() == "replayed"
     with pytest.raises(EdgekitError, match="max_tokens=2000 cannot be greater than max_model_len=1024"):
-        replay._stream([1, 2], 2000)
+        replay.stream([1, 2], 2000)
 
 
 def test_request_timing_edge_cases():
