@@ -17,26 +17,27 @@ import traceback
 
 def peak_rss_bytes() -> tuple[int, str]:
     """The process's peak resident set: VmHWM (Linux), else ru_maxrss."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM from /proc/self/status"
-    except (OSError, ValueError, IndexError):
-        pass
+    hwm = status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm, "VmHWM from /proc/self/status"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (rss if sys.platform == "darwin" else rss * 1024), "getrusage ru_maxrss"
 
 
-def current_rss_bytes() -> int:
+def status_bytes(key: str, pid: int | str = "self") -> int | None:
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM) in bytes, or None where unreadable."""
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return None
+
+
+def current_rss_bytes() -> int:
+    return status_bytes("VmRSS") or 0
 
 
 def prompt_tokens(session, n: int) -> list[int]:

@@ -98,6 +98,17 @@ def _nvml():
     return pynvml, ""
 
 
+def nvml_handles():
+    """(pynvml, a handle per GPU, "") once NVML is initialised, else (None, [], why not)."""
+    nv, why = _nvml()
+    if nv is None:
+        return None, [], why
+    try:
+        return nv, [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())], ""
+    except Exception as e:
+        return None, [], f"NVML failed ({e})"
+
+
 def nvml_gpus() -> tuple[list[Gpu], str]:
     nv, why = _nvml()
     if nv is None:
@@ -159,13 +170,7 @@ class VramSampler:
         self.pid = pid or os.getpid()
         self.peak = 0
         self.samples = 0
-        self.nv, self.why = _nvml()
-        self.handles = []
-        if self.nv is not None:
-            try:
-                self.handles = [self.nv.nvmlDeviceGetHandleByIndex(i) for i in range(self.nv.nvmlDeviceGetCount())]
-            except Exception as e:
-                self.nv, self.why = None, f"NVML failed ({e})"
+        self.nv, self.handles, self.why = nvml_handles()
 
     @property
     def ok(self) -> bool:

@@ -220,9 +220,17 @@ def score(session, store: ReferenceStore, progress: Callable[[int, int], None] |
         if progress:
             progress(w + 1, store.n_windows)
     seconds = time.perf_counter() - t0
-    kl = np.concatenate(kl_all)
-    same = np.concatenate(same_all).astype(np.float64)
-    nll = np.concatenate(nll_all).astype(np.float64)
+    return _result(np.concatenate(kl_all), np.concatenate(same_all), np.concatenate(nll_all), store, seconds,
+                   store.key.k)  # fmt: skip
+
+
+def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int) -> QualityResult:
+    """The summary statistics of per-position KLD, same-top flags and candidate NLL."""
+    import numpy as np
+
+    kl = np.asarray(kl, np.float64)
+    same = np.asarray(same, np.float64)
+    nll = np.asarray(nll, np.float64)
     ref_nll = -store.next_lp.reshape(-1).astype(np.float64)
     n = len(kl)
     ppl = math.exp(nll.mean())
@@ -242,7 +250,7 @@ def score(session, store: ReferenceStore, progress: Callable[[int, int], None] |
         ppl_ratio=ratio,
         ppl_ratio_stderr=float(ratio * diff.std(ddof=1) / math.sqrt(n)),
         tokens_per_s=n / seconds if seconds > 0 else float("nan"),
-        k=store.key.k,
+        k=k,
         window=store.key.window,
     )
 
@@ -286,31 +294,7 @@ def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: Referenc
             pos += 1
         if progress:
             progress(w + 1, store.n_windows)
-    seconds = time.perf_counter() - t0
-    kl = np.asarray(kl_all)
-    same = np.asarray(same_all, np.float64)
-    nll = np.asarray(nll_all)
-    ref_nll = -store.next_lp.reshape(-1).astype(np.float64)
-    n = len(kl)
-    diff = nll - ref_nll
-    ppl, ratio = math.exp(nll.mean()), math.exp(diff.mean())
-    return QualityResult(
-        positions=n,
-        kld_mean=float(kl.mean()),
-        kld_stderr=float(kl.std(ddof=1) / math.sqrt(n)),
-        kld_p99=float(np.percentile(kl, 99)),
-        kld_max=float(kl.max()),
-        same_top=float(same.mean()),
-        same_top_stderr=float(math.sqrt(max(same.mean() * (1 - same.mean()), 0.0) / n)),
-        ppl=ppl,
-        ppl_stderr=float(ppl * nll.std(ddof=1) / math.sqrt(n)),
-        ppl_ref=store.reference_ppl(),
-        ppl_ratio=ratio,
-        ppl_ratio_stderr=float(ratio * diff.std(ddof=1) / math.sqrt(n)),
-        tokens_per_s=n / seconds if seconds > 0 else float("nan"),
-        k=k_seen,
-        window=store.key.window,
-    )
+    return _result(kl_all, same_all, nll_all, store, time.perf_counter() - t0, k_seen)
 
 
 @dataclass

@@ -148,14 +148,9 @@ def process_tree(root: int) -> list[int]:
 
 
 def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    from edgekit.bench._child import status_bytes
+
+    return status_bytes("VmRSS", pid) or 0
 
 
 class TreeMemorySampler:
@@ -164,18 +159,12 @@ class TreeMemorySampler:
     the tree's processes (and the device's total use, which includes other processes)."""
 
     def __init__(self, root: int, interval: float = 0.2):
-        from edgekit.bench.device import _nvml
+        from edgekit.bench.device import nvml_handles
 
         self.root, self.interval = root, interval
         self.peak_rss = 0
         self.samples = 0
-        self.nv, self.nvml_note = _nvml()
-        self.handles = []
-        if self.nv is not None:
-            try:
-                self.handles = [self.nv.nvmlDeviceGetHandleByIndex(i) for i in range(self.nv.nvmlDeviceGetCount())]
-            except Exception as e:
-                self.nv, self.nvml_note = None, f"NVML failed ({e})"
+        self.nv, self.handles, self.nvml_note = nvml_handles()
         self.peak_gpu = [0] * len(self.handles)  # the tree's processes, per GPU
         self.peak_gpu_device = [0] * len(self.handles)  # everything on the GPU
         self._stop = threading.Event()
@@ -356,6 +345,10 @@ class VllmServer:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request_json(self, method: str, path: str, body: dict | None = None, timeout: float = 600.0) -> dict:
+        return json.loads(self.request(method, path, body, timeout))
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 600.0) -> bytes:
+        """The body of a 200 answer; a VllmError with vLLM's one-line message otherwise."""
         conn = self._conn(timeout)
         try:
             data = None if body is None else json.dumps(body).encode()
@@ -364,25 +357,14 @@ class VllmServer:
             raw = resp.read()
             if resp.status != 200:
                 raise VllmError(error_message(raw, resp.status), resp.status)
-            return json.loads(raw)
+            return raw
         except (OSError, http.client.HTTPException) as e:
             raise VllmError(f"{method} {path}: {e}") from None
         finally:
             conn.close()
 
     def metrics(self) -> Metrics:
-        conn = self._conn(60)
-        try:
-            conn.request("GET", "/metrics")
-            resp = conn.getresponse()
-            text = resp.read().decode("utf-8", "replace")
-            if resp.status != 200:
-                raise VllmError(f"/metrics: HTTP {resp.status}", resp.status)
-            return Metrics.parse(text)
-        except (OSError, http.client.HTTPException) as e:
-            raise VllmError(f"/metrics: {e}") from None
-        finally:
-            conn.close()
+        return Metrics.parse(self.request("GET", "/metrics", timeout=60).decode("utf-8", "replace"))
 
     def served_model(self) -> str:
         d = self.request_json("GET", "/v1/models")
