@@ -140,9 +140,7 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     if score_runtime == "vllm":  # say what is missing before hours of quantization
         from edgekit.runtimes import registry
 
-        info = registry.find("vllm")
-        if not info.available:
-            raise registry.RuntimeUnavailable(info)
+        registry.get("vllm")
     eval_text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     progress.say(f"resolving {model}")
     ck = open_checkpoint(model)

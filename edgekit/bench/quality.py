@@ -258,9 +258,8 @@ def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int) -> Qua
 def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: ReferenceStore,
                  progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
     """Score a runtime that returns top-K log-probabilities per prompt position instead of
-    logits (vLLM's prompt_logprobs). `prompt_logprobs(tokens)` returns an object with `ids`,
-    `logprobs` (per position p, predicting token p+1: the candidate's top K, best first) and
-    `actual` (log q of the real next token), like edgekit.runtimes.vllm_api.PromptLogprobs.
+    logits (vLLM's prompt_logprobs): `prompt_logprobs(tokens)` returns a TopK
+    (edgekit.runtimes.vllm_api.parse_prompt_logprobs makes one from vLLM's answer).
 
     KLD: the reference's kept tokens that the candidate also returned are buckets of their own,
     everything else one bucket whose masses are 1 minus the rest on each side -- a coarser
@@ -271,13 +270,13 @@ def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: Referenc
 
     kl_all, same_all, nll_all = [], [], []
     pos = 0
-    k_seen = 0
+    k = 0
     t0 = time.perf_counter()
     half = store.key.window // 2
     for w in range(store.n_windows):
         toks = store.tokens[w].tolist()
         got = prompt_logprobs(toks)
-        k_seen = max(k_seen, max((len(x) for x in got.ids), default=0))
+        k = max(k, got.k)
         for r in range(half - 1, store.key.window - 1):
             a, b = int(store.offsets[pos]), int(store.offsets[pos + 1])
             ref_ids, ref_lp = store.top_ids[a:b], store.top_lp[a:b].astype(np.float64)
@@ -294,20 +293,22 @@ def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: Referenc
             pos += 1
         if progress:
             progress(w + 1, store.n_windows)
-    return _result(kl_all, same_all, nll_all, store, time.perf_counter() - t0, k_seen)
+    return _result(kl_all, same_all, nll_all, store, time.perf_counter() - t0, k)
 
 
 @dataclass
 class TopK:
-    """Top-K log-probabilities per position computed from full logits: what a top-K runtime
-    returns, for differential tests of score_sparse and for runtimes that only expose logits."""
+    """A runtime's top-K log-probabilities over a prompt, per position p (predicting token p+1):
+    `ids` and `logprobs` best first, `actual` = log q of the real next token, `k` asked for."""
 
     ids: list
     logprobs: list
     actual: list
+    k: int
 
 
 def topk_from_logits(logits, tokens: list[int], k: int) -> TopK:
+    """What a top-K runtime would return, from full logits (differential tests of score_sparse)."""
     import numpy as np
 
     lp = log_softmax_rows(logits)
@@ -318,4 +319,4 @@ def topk_from_logits(logits, tokens: list[int], k: int) -> TopK:
     idx, vals = np.take_along_axis(idx, order, -1), np.take_along_axis(vals, order, -1)
     nxt = np.asarray(tokens[1:] + [tokens[-1]], np.int64)
     actual = np.take_along_axis(lp, nxt[:, None], -1)[:, 0]
-    return TopK(idx.tolist(), vals.tolist(), actual.tolist())
+    return TopK(idx.tolist(), vals.tolist(), actual.tolist(), k)

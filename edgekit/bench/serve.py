@@ -16,7 +16,6 @@ import os
 import platform
 import secrets
 import statistics
-import threading
 import time
 from dataclasses import asdict
 
@@ -72,35 +71,10 @@ def prompts_for(tokens: list[int], length: int, count: int) -> list[list[int]]:
 
 
 def run_level(session, prompts: list[list[int]], concurrency: int, gen_tokens: int):
-    """Closed loop: `concurrency` workers take the next prompt as soon as they are free."""
-    lock = threading.Lock()
-    queue = list(range(len(prompts)))
-    done: list = [None] * len(prompts)
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not queue or errors:
-                    return
-                i = queue.pop(0)
-            try:
-                done[i] = session.stream(prompts[i], gen_tokens)
-            except BaseException as e:
-                with lock:
-                    errors.append(e)
-                return
-
+    """Closed loop: `concurrency` clients take the next prompt as soon as they are free."""
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise EdgekitError(str(errors[0]))
-    return done, wall
+    runs = session.run(prompts, gen_tokens, concurrency)
+    return runs, time.perf_counter() - t0
 
 
 def level_result(c: int, runs, wall: float, prompt_tokens: int, server: dict | None) -> BatchResult:
@@ -124,6 +98,7 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
                 on_start=None, on_wait=None, on_level=None) -> BenchResult:  # fmt: skip
     from edgekit.bench import device as devmod
     from edgekit.formats import get_format
+    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.runtimes import registry
     from edgekit.runtimes import vllm as rt
     from edgekit.runtimes.vllm_api import metrics_delta
@@ -138,9 +113,7 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
         fam = subject.format.split(":")[0]
     if fam not in ("bf16", "gptq", "awq", "fp8"):
         raise EdgekitError(f"vLLM does not serve {subject.format} here", "bench a bf16, GPTQ, AWQ or FP8 checkpoint")
-    info = registry.find("vllm")
-    if not info.available:
-        raise registry.RuntimeUnavailable(info)
+    info = registry.get("vllm")
     inst, _ = find_vllm()
     device = inst.device
     if settings.device and settings.device != device:
@@ -197,7 +170,7 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
     batches: list[BatchResult] = []
     try:
         try:
-            text_tokens = session.tokenize(_prompt_text())
+            text_tokens = session.tokenize(default_evaluation_text())
         except EdgekitError:
             text_tokens = list(range(10, 10 + 4096))  # a server without a tokenizer: ids are enough
             notes.append("the server has no tokenizer (skip-tokenizer-init): prompts are token ids 10, 11, ...")
@@ -263,12 +236,6 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
         path = save_result(result, store)
         result.notes.append(f"saved to {path}")
     return result
-
-
-def _prompt_text() -> str:
-    from importlib import resources
-
-    return resources.files("edgekit.data").joinpath("evaluation.txt").read_text(encoding="utf-8")
 
 
 def _cpu_kv_gib(subject, settings: Settings) -> int:

@@ -47,9 +47,7 @@ def eval_cmd(artifact, reference, evaluation, runtime, logprobs_k, vllm_args, as
     if runtime == "vllm":  # before the reference store is built: say at once what is missing
         from edgekit.runtimes import registry
 
-        info = registry.find("vllm")
-        if not info.available:
-            raise registry.RuntimeUnavailable(info)
+        registry.get("vllm")
     text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     ck = open_checkpoint(reference)
     with render.progress_bars(not as_json) as progress:

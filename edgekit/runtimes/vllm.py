@@ -17,9 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+from edgekit.bench.quality import TopK
 from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import Generation, NotSupported
-from edgekit.runtimes.vllm_api import PromptLogprobs, VllmError, parse_prompt_logprobs
+from edgekit.runtimes.vllm_api import VllmError, parse_prompt_logprobs
 from edgekit.runtimes.vllm_server import INSTALL_HINT, VllmServer, find_vllm
 
 name = "vllm"
@@ -99,7 +100,8 @@ def load(path, n_ctx: int | None = None, threads: int | None = None, device: str
     except VllmError as e:
         server.stop()
         raise EdgekitError(f"vLLM started but does not list its model: {e}") from None
-    return VllmSession(server, served, _vocab_of(path), inst.device, startup_s)
+    return VllmSession(server, served, _vocab_of(path), inst.device, startup_s,
+                       engine.get("max_logprobs", DEFAULT_MAX_LOGPROBS))  # fmt: skip
 
 
 def _vocab_of(path) -> int | None:
@@ -113,10 +115,10 @@ def _vocab_of(path) -> int | None:
 
 
 class VllmSession:
-    def __init__(self, server: VllmServer, served: str, n_vocab: int | None, device: str, startup_s: float):
+    def __init__(self, server: VllmServer, served: str, n_vocab: int | None, device: str, startup_s: float,
+                 max_logprobs: int = DEFAULT_MAX_LOGPROBS):  # fmt: skip
         self.server, self.served, self.n_vocab, self.device = server, served, n_vocab, device
-        self.startup_s = startup_s
-        self.max_logprobs = _flag_value(server.args, "--max-logprobs", DEFAULT_MAX_LOGPROBS)
+        self.startup_s, self.max_logprobs = startup_s, max_logprobs
 
     # -- the Session protocol ---------------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class VllmSession:
         raise NotSupported("vLLM returns top-K prompt log-probabilities, not full logits: score it with "
                            "edgekit.bench.quality.score_sparse (`edgekit eval --runtime vllm`)")  # fmt: skip
 
-    def prompt_logprobs(self, tokens: list[int], k: int | None = None) -> PromptLogprobs:
+    def prompt_logprobs(self, tokens: list[int], k: int | None = None) -> TopK:
         k = min(k or self.max_logprobs, self.max_logprobs)
         body = {"model": self.served, "prompt": list(map(int, tokens)), "max_tokens": 1, "temperature": 0.0,
                 "prompt_logprobs": k}  # fmt: skip
@@ -140,7 +142,7 @@ class VllmSession:
     def generate(self, prompt: str, max_tokens: int) -> Generation:
         tokens = self.tokenize(prompt)
         rt = self.stream(tokens, max_tokens, ignore_eos=False)
-        first, last = rt.first_at or rt.sent, rt.last_at or rt.sent
+        first, last = rt.first_at or rt.sent, rt.last_at or rt.sent  # no token: zero times
         return Generation(rt.text, len(tokens), rt.generated, 0.0, first - rt.sent, last - first)
 
     def generate_tokens(self, tokens: list[int], max_tokens: int, batch: int = 1) -> Generation:
@@ -148,7 +150,7 @@ class VllmSession:
         each is prefilled). TTFT: until every stream has its first token; decode: from then
         until the last token of any stream."""
         t0 = time.perf_counter()
-        runs = self.concurrent([list(tokens)] * batch, max_tokens)
+        runs = self.run([list(tokens)] * batch, max_tokens)
         firsts = [r.first_at for r in runs]
         lasts = [r.last_at for r in runs]
         if any(x is None for x in firsts + lasts):
@@ -163,25 +165,34 @@ class VllmSession:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def concurrent(self, prompts: list[list[int]], max_tokens: int):
-        """One streamed request per prompt, all in flight at once; their timings in order."""
+    def run(self, prompts: list[list[int]], max_tokens: int, concurrency: int | None = None):
+        """Stream one request per prompt through `concurrency` clients (default: all at once),
+        each sending its next as soon as the previous finished; their timings, in order."""
+        queue = list(range(len(prompts)))
         out: list = [None] * len(prompts)
         errors: list[BaseException] = []
+        lock = threading.Lock()
 
-        def one(i: int) -> None:
-            try:
-                out[i] = self.stream(prompts[i], max_tokens)
-            except BaseException as e:  # reported below, in the caller's thread
-                errors.append(e)
+        def client() -> None:
+            while True:
+                with lock:
+                    if not queue or errors:
+                        return
+                    i = queue.pop(0)
+                try:
+                    out[i] = self.stream(prompts[i], max_tokens)
+                except BaseException as e:  # reported below, in the caller's thread
+                    with lock:
+                        errors.append(e)
+                    return
 
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(prompts))]
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency or len(prompts))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         if errors:
-            e = errors[0]
-            raise EdgekitError(f"vLLM request failed: {e}") from None
+            raise EdgekitError(str(errors[0])) from None
         return out
 
     def stream(self, tokens: list[int], max_tokens: int, ignore_eos: bool = True):
@@ -200,13 +211,6 @@ class VllmSession:
             return self.server.request_json(method, path, body)
         except VllmError as e:
             raise EdgekitError(f"vLLM {path}: {e}") from None
-
-
-def _flag_value(args: list[str], flag: str, default: int) -> int:
-    try:
-        return int(args[args.index(flag) + 1])
-    except (ValueError, IndexError):
-        return default
 
 
 def log_dir() -> Path:

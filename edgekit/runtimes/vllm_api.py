@@ -127,9 +127,6 @@ class Metrics:
     def _series(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.name == name]
 
-    def has(self, name: str) -> bool:
-        return any(s.name in (name, name + "_total", name + "_count") for s in self.samples)
-
     def total(self, name: str) -> float | None:
         """A counter (or gauge) summed over its series (engines, reasons); None if absent."""
         series = self._series(name) or self._series(name + "_total")
@@ -150,11 +147,6 @@ class Metrics:
         if not buckets and count is None:
             return None
         return Histogram(tuple(sorted(buckets.items())), total or 0.0, count or 0.0)
-
-    def info(self, name: str) -> dict[str, str]:
-        """The labels of an info-style gauge (vllm:cache_config_info)."""
-        series = self._series(name)
-        return dict(series[0].labels) if series else {}
 
 
 # metric names across vLLM versions: the first present is used
@@ -295,22 +287,13 @@ def completion_chunks(events: Iterable[dict]) -> Iterator[StreamChunk]:
 # ---- prompt log-probabilities ----------------------------------------------------------------
 
 
-@dataclass
-class PromptLogprobs:
-    """Per predicted position p (predicting prompt token p+1 from tokens 0..p): the ids and
-    log-probabilities vLLM returned (its top K, plus the actual token), best first, and the
-    log-probability of the actual next token."""
+def parse_prompt_logprobs(response: dict, prompt: list[int], k: int):
+    """From a /v1/completions response made with "prompt_logprobs": k for `prompt` (token ids):
+    an edgekit.bench.quality.TopK -- per predicted position p (predicting prompt token p+1) the
+    ids and log-probabilities of vLLM's top k by rank, best first, and the log-probability of
+    the actual next token (vLLM always adds it, whatever its rank)."""
+    from edgekit.bench.quality import TopK
 
-    ids: list[list[int]]
-    logprobs: list[list[float]]
-    actual: list[float]
-    k: int
-
-
-def parse_prompt_logprobs(response: dict, prompt: list[int], k: int) -> PromptLogprobs:
-    """From a /v1/completions response made with "prompt_logprobs": k for `prompt` (token ids).
-    Keeps each position's top k by rank; the actual token's value is kept even when it ranks
-    lower (vLLM always adds it)."""
     try:
         plp = response["choices"][0]["prompt_logprobs"]
     except (KeyError, IndexError, TypeError):
@@ -337,7 +320,7 @@ def parse_prompt_logprobs(response: dict, prompt: list[int], k: int) -> PromptLo
         top = [r for r in top if r[2] is None or r[2] <= k][:k]
         ids.append([r[0] for r in top])
         lps.append([r[1] for r in top])
-    return PromptLogprobs(ids, lps, actual, k)
+    return TopK(ids, lps, actual, k)
 
 
 # ---- the start-up log ----------------------------------------------------------------------

