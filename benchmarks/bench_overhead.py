@@ -78,8 +78,12 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workdir", default="runs/bench_overhead")
-    ap.add_argument("--max-foreign", type=float, default=0.10,
-                    help="a pair counts as clean when other processes took less than this CPU share")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.10,
+        help="a pair counts as clean when other processes took less than this CPU share",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -94,13 +98,29 @@ def main() -> None:
         from edgekit.quantize.gguf_build import build_gguf
 
         path = build_gguf("smollm2-135m", "Q4_K_M", Path(args.workdir), imatrix="none").path
-    settings = Settings(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, batches=(1,), repeats=1,
-                        warmup=1, threads=args.threads)  # fmt: skip
+    settings = Settings(
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        batches=(1,),
+        repeats=1,
+        warmup=1,
+        threads=args.threads,
+    )
     ctx = settings.ctx
-    gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0  # what edgekit's runtime picks by default
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_batch=min(ctx, 512), n_ubatch=min(ctx, 512),
-                          n_threads=args.threads, n_threads_batch=args.threads, n_gpu_layers=gpu_layers,
-                          logits_all=False, verbose=False)  # fmt: skip
+    gpu_layers = (
+        -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    )  # what edgekit's runtime picks by default
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=ctx,
+        n_batch=min(ctx, 512),
+        n_ubatch=min(ctx, 512),
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_gpu_layers=gpu_layers,
+        logits_all=False,
+        verbose=False,
+    )
     toks = prompt_tokens(_Tok(llm), args.prompt_tokens)
 
     edge, bare, edge_busy, bare_busy, edge_cpu, bare_cpu = [], [], [], [], [], []
@@ -113,17 +133,26 @@ def main() -> None:
                 edge_cpu.append(r.batch(1).decode_tok_per_cpu_s.median)
                 edge_busy.append(r.foreign_cpu_share)
             else:
-                bare_once(llm, toks, min(args.gen_tokens, WARMUP_TOKENS))  # warmup right before, as edgekit's child
+                bare_once(
+                    llm, toks, min(args.gen_tokens, WARMUP_TOKENS)
+                )  # warmup right before, as edgekit's child
                 rate, cpu_rate, share = bare_timed(llm, toks, args.gen_tokens)
                 bare.append(rate)
                 bare_cpu.append(cpu_rate)
                 bare_busy.append(share)
         if not args.json:
-            print(f"repeat {i + 1}: edgekit bench {edge[-1]:.2f} tok/s (others {_pct(edge_busy[-1])} of the CPU), "
-                  f"bare loop {bare[-1]:.2f} tok/s (others {_pct(bare_busy[-1])})", flush=True)  # fmt: skip
+            print(
+                f"repeat {i + 1}: edgekit bench {edge[-1]:.2f} tok/s (others {_pct(edge_busy[-1])} of the CPU), "
+                f"bare loop {bare[-1]:.2f} tok/s (others {_pct(bare_busy[-1])})",
+                flush=True,
+            )
     llm.close()
     a, b = statistics.median(edge), statistics.median(bare)
-    clean = [i for i in range(args.repeat) if (edge_busy[i] or 0) < args.max_foreign and (bare_busy[i] or 0) < args.max_foreign]
+    clean = [
+        i
+        for i in range(args.repeat)
+        if (edge_busy[i] or 0) < args.max_foreign and (bare_busy[i] or 0) < args.max_foreign
+    ]
     ca = statistics.median([edge[i] for i in clean]) if clean else None
     cb = statistics.median([bare[i] for i in clean]) if clean else None
     out = {
@@ -153,13 +182,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"decode tok/s median: edgekit bench {a:.2f}, bare llama-cpp-python {b:.2f}; "
-              f"ratio {a / b:.3f} (target >= 0.97)")  # fmt: skip
-        print(f"decode tokens per CPU-second (robust to other load): edgekit {statistics.median(edge_cpu):.2f}, "
-              f"bare {statistics.median(bare_cpu):.2f}; ratio {out['cpu_ratio']:.3f}")  # fmt: skip
+        print(
+            f"decode tok/s median: edgekit bench {a:.2f}, bare llama-cpp-python {b:.2f}; "
+            f"ratio {a / b:.3f} (target >= 0.97)"
+        )
+        print(
+            f"decode tokens per CPU-second (robust to other load): edgekit {statistics.median(edge_cpu):.2f}, "
+            f"bare {statistics.median(bare_cpu):.2f}; ratio {out['cpu_ratio']:.3f}"
+        )
         if clean:
-            print(f"over the {len(clean)} pair(s) where other processes took < {100 * args.max_foreign:.0f}% of the CPU: "
-                  f"edgekit {ca:.2f}, bare {cb:.2f}, ratio {ca / cb:.3f}")  # fmt: skip
+            print(
+                f"over the {len(clean)} pair(s) where other processes took < {100 * args.max_foreign:.0f}% of the CPU: "
+                f"edgekit {ca:.2f}, bare {cb:.2f}, ratio {ca / cb:.3f}"
+            )
         else:
             print("no pair ran on a quiet machine: the ratio above measures the other load, not edgekit")
 

@@ -65,8 +65,11 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_rss_bytes": hwm}})
 def run(step: str, ckpt: Path, src: Path | None, out: Path, mix: str) -> dict:
     code = CHILD.format(root=str(ROOT))
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", code, step, str(ckpt), str(src or ""), str(out), mix],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code, step, str(ckpt), str(src or ""), str(out), mix],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         sys.exit(f"{step} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     d = json.loads(r.stdout.strip().splitlines()[-1])
@@ -85,9 +88,18 @@ def random_qwen3_0_6b(where: Path) -> Path:
     d = where / "qwen3-0.6b-random"
     if (d / "model.safetensors").exists():
         return d
-    cfg = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
-                      max_position_embeddings=40960, rope_theta=1e6)  # fmt: skip
+    cfg = Qwen3Config(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=True,
+        max_position_embeddings=40960,
+        rope_theta=1e6,
+    )
     torch.manual_seed(0)
     with torch.device("cpu"):
         model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
@@ -139,8 +151,10 @@ def main() -> None:
     med = statistics.median
 
     def summary(rs: list[tuple[dict, ...]]) -> dict:
-        out = {"wall_s": round(med(sum(r["wall"] for r in steps) for steps in rs), 2),
-               "peak_rss_mib": round(med(max(r["peak_rss_bytes"] for r in steps) for steps in rs) / 2**20, 1)}  # fmt: skip
+        out = {
+            "wall_s": round(med(sum(r["wall"] for r in steps) for steps in rs), 2),
+            "peak_rss_mib": round(med(max(r["peak_rss_bytes"] for r in steps) for steps in rs) / 2**20, 1),
+        }
         if len(rs[0]) == 2:
             out["f16_step_wall_s"] = round(med(steps[0]["wall"] for steps in rs), 2)
             out["quantize_step_wall_s"] = round(med(steps[1]["wall"] for steps in rs), 2)
@@ -150,15 +164,23 @@ def main() -> None:
 
     one = summary(runs["one"])
     result = {
-        "model": args.model, "checkpoint": str(ckpt), "mix": args.mix, "repeats": args.repeat,
-        "cpu_threads": os.cpu_count(), "llama_cpp_python": llama_cpp.__version__, "one_pass": one,
+        "model": args.model,
+        "checkpoint": str(ckpt),
+        "mix": args.mix,
+        "repeats": args.repeat,
+        "cpu_threads": os.cpu_count(),
+        "llama_cpp_python": llama_cpp.__version__,
+        "one_pass": one,
         "goal": "ratio_time <= 0.6, ratio_peak_rss <= 0.5 against llama.cpp's two-step path",
-    }  # fmt: skip
+    }
     for key, label in (("llama.cpp-f16", "two_step_llama_cpp"), ("edgekit-f16", "two_step_edgekit_f16")):
         if runs.get(key):
             two = summary(runs[key])
-            result[label] = {**two, "ratio_time": round(one["wall_s"] / two["wall_s"], 3),
-                             "ratio_peak_rss": round(one["peak_rss_mib"] / two["peak_rss_mib"], 3)}  # fmt: skip
+            result[label] = {
+                **two,
+                "ratio_time": round(one["wall_s"] / two["wall_s"], 3),
+                "ratio_peak_rss": round(one["peak_rss_mib"] / two["peak_rss_mib"], 3),
+            }
     print(json.dumps(result, indent=2))
 
 

@@ -52,8 +52,8 @@ def main() -> None:
     from edgekit.formats import get_format
     from edgekit.models.source import open_checkpoint
     from edgekit.quantize.compressed import check_groups
-    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.quantize.registry import build
+    from edgekit.text import default_evaluation_text
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgekit-formats-"))
     out = []
@@ -61,8 +61,16 @@ def main() -> None:
         ck = open_checkpoint(str(resolve(name, work)))
         store = reference_store(ck, default_evaluation_text())
         floor = score_checkpoint_dir(ck.path, store)
-        rows = [{"format": "unquantized, in transformers (runtime floor)", "size_bytes": None, "kld": floor.kld_mean,
-                 "same_top": floor.same_top, "ppl_ratio": floor.ppl_ratio, "build_s": None}]  # fmt: skip
+        rows = [
+            {
+                "format": "unquantized, in transformers (runtime floor)",
+                "size_bytes": None,
+                "kld": floor.kld_mean,
+                "same_top": floor.same_top,
+                "ppl_ratio": floor.ppl_ratio,
+                "build_s": None,
+            }
+        ]
         group = 128
         for g in (128, 64, 32):
             try:
@@ -78,16 +86,39 @@ def main() -> None:
             art = build(ck, fmt, work / "artifacts", **opts)
             build_s = time.perf_counter() - t0
             q = score_artifact(art, store)
-            rows.append({"format": spec + ("+imatrix" if art.manifest["recipe"].get("imatrix") else ""),
-                         "size_bytes": art.size_bytes, "bpw": art.manifest["bits_per_weight"], "kld": q.kld_mean,
-                         "kld_stderr": q.kld_stderr, "same_top": q.same_top, "ppl_ratio": q.ppl_ratio,
-                         "build_s": round(build_s, 1),
-                         "runtime": "llama.cpp" if fmt.family == "gguf" else "transformers (float32)"})  # fmt: skip
+            rows.append(
+                {
+                    "format": spec + ("+imatrix" if art.manifest["recipe"].get("imatrix") else ""),
+                    "size_bytes": art.size_bytes,
+                    "bpw": art.manifest["bits_per_weight"],
+                    "kld": q.kld_mean,
+                    "kld_stderr": q.kld_stderr,
+                    "same_top": q.same_top,
+                    "ppl_ratio": q.ppl_ratio,
+                    "build_s": round(build_s, 1),
+                    "runtime": "llama.cpp" if fmt.family == "gguf" else "transformers (float32)",
+                }
+            )
             print(json.dumps({"model": name, **rows[-1]}), flush=True)
-        out.append({"model": name, "positions": store.positions, "reference": store.meta.get("reference"),
-                    "rows": rows})  # fmt: skip
-    print(json.dumps({"results": out, "tool_versions": tool_versions("llama-cpp-python", "llmcompressor",
-                      "compressed-tensors", "transformers", "torch")}, indent=2))  # fmt: skip
+        out.append(
+            {
+                "model": name,
+                "positions": store.positions,
+                "reference": store.meta.get("reference"),
+                "rows": rows,
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "results": out,
+                "tool_versions": tool_versions(
+                    "llama-cpp-python", "llmcompressor", "compressed-tensors", "transformers", "torch"
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

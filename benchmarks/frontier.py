@@ -22,7 +22,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from edgekit.bench.reference import reference_store, score_gguf
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.gguf_build import build_gguf, default_evaluation_text
+    from edgekit.quantize.gguf_build import build_gguf
+    from edgekit.text import default_evaluation_text
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -39,13 +40,39 @@ def main() -> None:
                 continue  # Q8_0 ignores an importance matrix
             art = build_gguf(args.model, mix, out / "artifacts", imatrix=imatrix)
             q = score_gguf(art.path, store)
-            rows.append({"type": mix, "imatrix": imatrix != "none", "size_mib": round(art.size_bytes / 2**20, 2),
-                         "bpw": art.manifest["bits_per_weight"], **{k: v for k, v in q.to_dict().items()
-                         if k in ("kld_mean", "kld_stderr", "kld_p99", "same_top", "ppl", "ppl_ratio",
-                                  "ppl_ratio_stderr", "tokens_per_s")}})  # fmt: skip
+            rows.append(
+                {
+                    "type": mix,
+                    "imatrix": imatrix != "none",
+                    "size_mib": round(art.size_bytes / 2**20, 2),
+                    "bpw": art.manifest["bits_per_weight"],
+                    **{
+                        k: v
+                        for k, v in q.to_dict().items()
+                        if k
+                        in (
+                            "kld_mean",
+                            "kld_stderr",
+                            "kld_p99",
+                            "same_top",
+                            "ppl",
+                            "ppl_ratio",
+                            "ppl_ratio_stderr",
+                            "tokens_per_s",
+                        )
+                    },
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-    result = {"model": args.model, "revision": ck.revision, "reference": store.meta,
-              "reference_ppl": store.reference_ppl(), "positions": store.positions, "k": store.key.k, "rows": rows}  # fmt: skip
+    result = {
+        "model": args.model,
+        "revision": ck.revision,
+        "reference": store.meta,
+        "reference_ppl": store.reference_ppl(),
+        "positions": store.positions,
+        "k": store.key.k,
+        "rows": rows,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "frontier.json").write_text(json.dumps(result, indent=1))
 

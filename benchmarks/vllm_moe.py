@@ -32,9 +32,16 @@ def build(work: Path, layers: int) -> Path:
     d = work / f"qwen3-30b-a3b-random-{layers}l"
     if (d / "model.safetensors").is_file():
         return d
-    print(f"writing a random-weight Qwen3-30B-A3B-shaped checkpoint with {layers} layers to {d} ...", flush=True)
-    return random_checkpoint("qwen3-30b-a3b", d, layers=layers, tokenizer_dir=open_checkpoint("smollm2-135m").path,
-                             max_context=8192)  # fmt: skip
+    print(
+        f"writing a random-weight Qwen3-30B-A3B-shaped checkpoint with {layers} layers to {d} ...", flush=True
+    )
+    return random_checkpoint(
+        "qwen3-30b-a3b",
+        d,
+        layers=layers,
+        tokenizer_dir=open_checkpoint("smollm2-135m").path,
+        max_context=8192,
+    )
 
 
 def run(ckpt: Path, fmt: str, settings, target: str | None, store: Path | None, extra: list[str]) -> dict:
@@ -45,9 +52,16 @@ def run(ckpt: Path, fmt: str, settings, target: str | None, store: Path | None, 
     if fmt == "fp8":
         engine["quantization"] = "fp8"
     try:
-        r = serve_bench(str(ckpt), settings, target=target, engine=engine, store=store,
-                        on_level=lambda b: print(f"  {fmt} concurrency {b.batch}: "
-                                                 f"{b.throughput['output_tok_s']:.1f} output tok/s", flush=True))  # fmt: skip
+        r = serve_bench(
+            str(ckpt),
+            settings,
+            target=target,
+            engine=engine,
+            store=store,
+            on_level=lambda b: print(
+                f"  {fmt} concurrency {b.batch}: {b.throughput['output_tok_s']:.1f} output tok/s", flush=True
+            ),
+        )
     except EdgekitError as e:
         return {"format": fmt, "error": e.one_line()}
     return {"format": fmt, "result": r.to_dict()}
@@ -75,17 +89,31 @@ def main() -> None:
     if inst is None:
         sys.exit(f"no vLLM: {why}")
     ckpt = build(a.work, a.layers)
-    settings = Settings(prompt_tokens=a.prompt_tokens, gen_tokens=a.gen_tokens, batches=parse_batches(a.batch),
-                        repeats=a.repeat, warmup=1, n_ctx=a.prompt_tokens + a.gen_tokens)  # fmt: skip
+    settings = Settings(
+        prompt_tokens=a.prompt_tokens,
+        gen_tokens=a.gen_tokens,
+        batches=parse_batches(a.batch),
+        repeats=a.repeat,
+        warmup=1,
+        n_ctx=a.prompt_tokens + a.gen_tokens,
+    )
     print(f"{inst.distribution} {inst.version} on {inst.device}; {ckpt}", flush=True)
-    rows = [run(ckpt, f.strip(), settings, a.target, a.store, a.vllm_arg) for f in a.formats.split(",") if f.strip()]
+    rows = [
+        run(ckpt, f.strip(), settings, a.target, a.store, a.vllm_arg)
+        for f in a.formats.split(",")
+        if f.strip()
+    ]
     if a.out:
         a.out.write_text(json.dumps(rows, indent=1))
     print()
-    print(f"random-weight Qwen3-30B-A3B shapes, {a.layers} layers; prompt {a.prompt_tokens}, generate {a.gen_tokens}; "
-          f"{inst.distribution} {inst.version} ({inst.device})")  # fmt: skip
-    hdr = f"{'format':6} {'load s':>7} {'peak GiB':>9} {'KV tok vLLM':>12} {'planner/vLLM':>12} {'conc':>5} " \
-          f"{'TTFT p50 ms':>11} {'ITL p50 ms':>10} {'decode tok/s':>12} {'output tok/s':>12}"
+    print(
+        f"random-weight Qwen3-30B-A3B shapes, {a.layers} layers; prompt {a.prompt_tokens}, generate {a.gen_tokens}; "
+        f"{inst.distribution} {inst.version} ({inst.device})"
+    )
+    hdr = (
+        f"{'format':6} {'load s':>7} {'peak GiB':>9} {'KV tok vLLM':>12} {'planner/vLLM':>12} {'conc':>5} "
+        f"{'TTFT p50 ms':>11} {'ITL p50 ms':>10} {'decode tok/s':>12} {'output tok/s':>12}"
+    )
     print(hdr)
     for row in rows:
         if "error" in row:
@@ -96,10 +124,18 @@ def main() -> None:
         kv = r["runtime"]["log_facts"].get("kv_cache_tokens")
         ratio = r["planner"].get("kv_tokens_planned_over_vllm")
         for i, b in enumerate(r["batches"]):
-            lead = (f"{row['format']:6} {r['load_s']:7.1f} {peak:9.2f} {kv or 0:12,} "
-                    f"{ratio if ratio is not None else '-':>12}") if i == 0 else " " * 51  # fmt: skip
-            print(f"{lead} {b['batch']:5} {1000 * b['ttft_s']['median']:11.1f} {1000 * b['itl_s']['p50']:10.2f} "
-                  f"{b['decode_tok_s']['median']:12.1f} {b['throughput']['output_tok_s']:12.1f}")  # fmt: skip
+            lead = (
+                (
+                    f"{row['format']:6} {r['load_s']:7.1f} {peak:9.2f} {kv or 0:12,} "
+                    f"{ratio if ratio is not None else '-':>12}"
+                )
+                if i == 0
+                else " " * 51
+            )
+            print(
+                f"{lead} {b['batch']:5} {1000 * b['ttft_s']['median']:11.1f} {1000 * b['itl_s']['p50']:10.2f} "
+                f"{b['decode_tok_s']['median']:12.1f} {b['throughput']['output_tok_s']:12.1f}"
+            )
 
 
 if __name__ == "__main__":

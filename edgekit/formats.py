@@ -14,13 +14,23 @@ import re
 from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError, UnknownName
+from edgekit.gguf_io import ggml_types
 from edgekit.models.arch import Arch, Tensor
-from edgekit.quantize import ggml_types
 
 GGUF_MIXES = (
-    "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S",
-    "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K",
-)  # fmt: skip
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "Q2_K",
+)
 
 # roles whose weights the GPTQ/AWQ/FP8 producers quantize; everything else stays BF16
 _QUANTIZED_ROLES = {"attn", "ffn", "expert", "shared_expert"}
@@ -80,26 +90,53 @@ def registry() -> dict[str, Format]:
     out: dict[str, Format] = {}
     for mix in GGUF_MIXES:
         out[f"gguf:{mix}"] = Format(
-            f"gguf:{mix}", "gguf", mix, f"llama.cpp {mix} mix", ("llama.cpp",), "int8" if "_" in mix else "fp16"
+            f"gguf:{mix}",
+            "gguf",
+            mix,
+            f"llama.cpp {mix} mix",
+            ("llama.cpp",),
+            "int8" if "_" in mix else "fp16",
         )
     for fmt in (_gptq(4, 128, "gptq"), _gptq(8, 128, "gptq"), _gptq(4, 128, "awq")):
         out[fmt.id] = fmt
     out["fp8:dynamic"] = Format(
-        "fp8:dynamic", "fp8", "dynamic",
+        "fp8:dynamic",
+        "fp8",
+        "dynamic",
         "FP8 E4M3 weights with per-channel scales, dynamic per-token FP8 activations (W8A8)",
-        ("vllm", "transformers"), "fp8", bits=8,
-    )  # fmt: skip
+        ("vllm", "transformers"),
+        "fp8",
+        bits=8,
+    )
     out["fp8:block128"] = Format(
-        "fp8:block128", "fp8", "block128",
+        "fp8:block128",
+        "fp8",
+        "block128",
         "FP8 E4M3 weights with one scale per 128x128 block (DeepSeek/Qwen FP8 releases)",
-        ("vllm", "transformers"), "fp8", bits=8, group=128,
-    )  # fmt: skip
-    out["bf16"] = Format("bf16", "bf16", "bf16", "unquantized BF16 safetensors", ("transformers", "vllm"), "fp16")
-    for variant, bits, what in (("fp32", 32, "FP32 ONNX graph with KV cache (torch.onnx export)"),
-                                ("int8", 8, "ONNX, MatMulNBits int8 weights, blocks of 32, symmetric"),
-                                ("int4", 4, "ONNX, MatMulNBits int4 weights, blocks of 32, with zero points")):  # fmt: skip
-        out[f"onnx:{variant}"] = Format(f"onnx:{variant}", "onnx", variant, what, ("onnxruntime",), "fp16",
-                                        bits=bits, group=32 if bits < 32 else 0, symmetric=bits != 4)  # fmt: skip
+        ("vllm", "transformers"),
+        "fp8",
+        bits=8,
+        group=128,
+    )
+    out["bf16"] = Format(
+        "bf16", "bf16", "bf16", "unquantized BF16 safetensors", ("transformers", "vllm"), "fp16"
+    )
+    for variant, bits, what in (
+        ("fp32", 32, "FP32 ONNX graph with KV cache (torch.onnx export)"),
+        ("int8", 8, "ONNX, MatMulNBits int8 weights, blocks of 32, symmetric"),
+        ("int4", 4, "ONNX, MatMulNBits int4 weights, blocks of 32, with zero points"),
+    ):
+        out[f"onnx:{variant}"] = Format(
+            f"onnx:{variant}",
+            "onnx",
+            variant,
+            what,
+            ("onnxruntime",),
+            "fp16",
+            bits=bits,
+            group=32 if bits < 32 else 0,
+            symmetric=bits != 4,
+        )
     return out
 
 
@@ -107,11 +144,17 @@ def _gptq(bits: int, group: int, family: str) -> Format:
     sym = family == "gptq"
     what = "GPTQ (error-compensating rounding)" if family == "gptq" else "AWQ (activation-aware scales)"
     return Format(
-        f"{family}:w{bits}g{group}", family, f"w{bits}g{group}",
+        f"{family}:w{bits}g{group}",
+        family,
+        f"w{bits}g{group}",
         f"{what}: int{bits} weights, one FP16 scale{'' if sym else ' and zero point'} per {group} inputs, "
         "BF16 activations (W{bits}A16)".replace("{bits}", str(bits)),
-        ("vllm", "transformers"), "fp16", bits=bits, group=group, symmetric=sym,
-    )  # fmt: skip
+        ("vllm", "transformers"),
+        "fp16",
+        bits=bits,
+        group=group,
+        symmetric=sym,
+    )
 
 
 _GPTQ_RE = re.compile(r"^(gptq|awq):w(\d+)g(\d+)$")
@@ -132,7 +175,9 @@ def get_format(spec: str) -> Format:
 
         if key[5:] in MIX_DEFAULT:  # buildable, though not on the default planning ladder
             mix = key[5:]
-            return Format(key, "gguf", mix, f"llama.cpp {mix} mix", ("llama.cpp",), "int8" if "_" in mix else "fp16")
+            return Format(
+                key, "gguf", mix, f"llama.cpp {mix} mix", ("llama.cpp",), "int8" if "_" in mix else "fp16"
+            )
     if m := _GPTQ_RE.match(key):
         bits, group = int(m.group(2)), int(m.group(3))
         if bits not in (2, 3, 4, 8) or group not in (32, 64, 128, 256):
@@ -165,9 +210,15 @@ def support(fmt: Format, device) -> Support:
         return Support("slow", "transformers on CPU dequantizes the weights: no int4/FP8 CPU kernels")
     cc = device.compute_capability or (0, 0)
     if fmt.family == "gguf":
-        return Support("native", "llama.cpp CUDA kernels") if cc >= (5, 0) else Support("no", "needs CC >= 5.0")
+        return (
+            Support("native", "llama.cpp CUDA kernels") if cc >= (5, 0) else Support("no", "needs CC >= 5.0")
+        )
     if fmt.family == "bf16":
-        return Support("native", "BF16 tensor cores") if cc >= (8, 0) else Support("slow", "no BF16 below CC 8.0")
+        return (
+            Support("native", "BF16 tensor cores")
+            if cc >= (8, 0)
+            else Support("slow", "no BF16 below CC 8.0")
+        )
     if fmt.family in ("gptq", "awq"):
         if cc >= (8, 0):
             return Support("native", "Marlin int4/int8 kernels (vLLM)")
@@ -194,8 +245,10 @@ def _tensor_plan(fmt: Format, arch: Arch) -> list[TensorPlan]:
         from edgekit.quantize.gguf_mix import assign_types
 
         types = assign_types(tensors, fmt.variant, arch)
-        return [TensorPlan(t.name, t.role, t.shape, ty := types[t.name], ggml_types.tensor_nbytes(t.shape, ty))
-                for t in tensors]  # fmt: skip
+        return [
+            TensorPlan(t.name, t.role, t.shape, ty := types[t.name], ggml_types.tensor_nbytes(t.shape, ty))
+            for t in tensors
+        ]
     return [_safetensors_plan(fmt, t) for t in tensors]
 
 

@@ -29,7 +29,13 @@ class Layout:
         return self.tp * self.pp
 
     def to_dict(self) -> dict:
-        return {"strategy": self.strategy, "tp": self.tp, "pp": self.pp, "ep": self.ep, "notes": list(self.notes)}
+        return {
+            "strategy": self.strategy,
+            "tp": self.tp,
+            "pp": self.pp,
+            "ep": self.ep,
+            "notes": list(self.notes),
+        }
 
 
 def tp_ok(arch: Arch, tp: int) -> bool:
@@ -72,9 +78,13 @@ def choose_layout(arch: Arch, runtime: str, n_devices: int, fp8_block: bool = Fa
     # largest TP that obeys the head rules; the rest of the devices become pipeline stages
     tp = max(t for t in _divisors(n_devices) if tp_ok(arch, t))
     if tp < n_devices:
-        notes.append(f"{arch.n_heads} query / {arch.n_kv_heads} KV heads allow TP {tp} at most on {n_devices} devices")
+        notes.append(
+            f"{arch.n_heads} query / {arch.n_kv_heads} KV heads allow TP {tp} at most on {n_devices} devices"
+        )
     if not arch.uses_mla and tp > arch.n_kv_heads:
-        notes.append(f"TP {tp} > {arch.n_kv_heads} KV heads: each KV head is replicated {tp // arch.n_kv_heads}x")
+        notes.append(
+            f"TP {tp} > {arch.n_kv_heads} KV heads: each KV head is replicated {tp // arch.n_kv_heads}x"
+        )
     ep = 1
     if fp8_block:
         problem = fp8_block_problem(arch, tp, experts_sliced=True)

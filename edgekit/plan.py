@@ -22,8 +22,12 @@ from edgekit.profiles.target import GIB, Target
 # bytes per cached element; llama.cpp's q8_0 / q4_0 blocks carry an fp16 scale per 32
 KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0, "f32": 4.0}
 # which cache types each runtime offers, and what it falls back to otherwise
-_RUNTIME_KV = {"llama.cpp": ("f16", "bf16", "q8_0", "q4_0"), "vllm": ("f16", "bf16", "fp8"), "transformers": ("f16", "bf16"),
-               "onnxruntime": ("f32",)}  # edgekit's ONNX export is an fp32 graph, its cache too
+_RUNTIME_KV = {
+    "llama.cpp": ("f16", "bf16", "q8_0", "q4_0"),
+    "vllm": ("f16", "bf16", "fp8"),
+    "transformers": ("f16", "bf16"),
+    "onnxruntime": ("f32",),
+}  # edgekit's ONNX export is an fp32 graph, its cache too
 _KV_FALLBACK = {"fp8": "q8_0", "q8_0": "fp8", "q4_0": "fp8"}
 
 VLLM_GPU_UTIL = 0.90
@@ -181,7 +185,9 @@ def plan(
     return Plan(model, target, ctx, batch, kv_type, prompt_tokens, rows, tuple(notes))
 
 
-def _row(arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch: int, kv_req: str, prompt: int):
+def _row(
+    arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch: int, kv_req: str, prompt: int
+):
     dev = target.device
     runtime = fmt.runtime_for(dev.kind)
     notes: list[str] = []

@@ -25,8 +25,19 @@ def test_quantize_json_manifest_and_cache(tiny_qwen3, tmp_path):
 
 
 def test_quantize_overrides_reach_the_file(tiny_qwen3, tmp_path):
-    args = ["quantize", str(tiny_qwen3), "--format", "gguf:Q4_K_M", "--imatrix", "none", "--tensor-type",
-            "ffn_up=Q8_0", "--out", str(tmp_path), "--json"]  # fmt: skip
+    args = [
+        "quantize",
+        str(tiny_qwen3),
+        "--format",
+        "gguf:Q4_K_M",
+        "--imatrix",
+        "none",
+        "--tensor-type",
+        "ffn_up=Q8_0",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     d = json.loads(CliRunner().invoke(cli, args, catch_exceptions=False).output)
     m = json.loads((tmp_path / (d["file"] + ".manifest.json")).read_text())
     types = {t["name"]: t["type"] for t in m["tensors"]}

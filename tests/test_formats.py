@@ -6,10 +6,24 @@ from edgekit.models import get
 from edgekit.profiles.target import get_target
 
 REQUIRED = [
-    "gguf:F16", "gguf:BF16", "gguf:Q8_0", "gguf:Q6_K", "gguf:Q5_K_M", "gguf:Q5_K_S", "gguf:Q4_K_M",
-    "gguf:Q4_K_S", "gguf:Q3_K_L", "gguf:Q3_K_M", "gguf:Q3_K_S", "gguf:Q2_K", "gptq:w4g128",
-    "awq:w4g128", "fp8:dynamic", "fp8:block128", "bf16",
-]  # fmt: skip
+    "gguf:F16",
+    "gguf:BF16",
+    "gguf:Q8_0",
+    "gguf:Q6_K",
+    "gguf:Q5_K_M",
+    "gguf:Q5_K_S",
+    "gguf:Q4_K_M",
+    "gguf:Q4_K_S",
+    "gguf:Q3_K_L",
+    "gguf:Q3_K_M",
+    "gguf:Q3_K_S",
+    "gguf:Q2_K",
+    "gptq:w4g128",
+    "awq:w4g128",
+    "fp8:dynamic",
+    "fp8:block128",
+    "bf16",
+]
 
 
 def test_registry_has_every_required_format():

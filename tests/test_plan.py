@@ -45,7 +45,9 @@ def test_235b_on_rtx4090_nothing_fits_and_says_by_how_much():
 def test_30b_a3b_on_one_h100_and_4090_at_q4():
     r = plan(get("qwen3-30b-a3b"), get_target("h100"), formats=[get_format("bf16")]).rows[0]
     assert r.fits
-    r = plan(get("qwen3-30b-a3b"), get_target("rtx4090"), ctx=16384, formats=[get_format("gguf:Q4_K_M")]).rows[0]
+    r = plan(
+        get("qwen3-30b-a3b"), get_target("rtx4090"), ctx=16384, formats=[get_format("gguf:Q4_K_M")]
+    ).rows[0]
     assert r.fits and 16384 <= r.max_context
 
 

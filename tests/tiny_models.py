@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -26,10 +24,12 @@ def build_tokenizer(out: Path, vocab_size: int = 600) -> Path:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
@@ -37,11 +37,19 @@ def build_tokenizer(out: Path, vocab_size: int = 600) -> Path:
     tok.train_from_iterator(training_text().splitlines(), trainer)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>", "add_bos_token": False, "model_max_length": 4096,
-        "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}",
-    }))  # fmt: skip
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "add_bos_token": False,
+                "model_max_length": 4096,
+                "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}",
+            }
+        )
+    )
     return out
 
 
@@ -56,12 +64,28 @@ def build_model(out: Path, tokenizer_dir: Path, moe: bool, steps: int = 40, seed
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     vocab = 640  # larger than the tokenizer: llama.cpp sees padding tokens too
     eos = tok.token_to_id("<|im_end|>")
-    common = dict(vocab_size=vocab, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=64, max_position_embeddings=2048, rope_theta=1e6,
-                  tie_word_embeddings=False, eos_token_id=eos, pad_token_id=tok.token_to_id("<|endoftext|>"))  # fmt: skip
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=2048,
+        rope_theta=1e6,
+        tie_word_embeddings=False,
+        eos_token_id=eos,
+        pad_token_id=tok.token_to_id("<|endoftext|>"),
+    )
     if moe:
-        cfg = Qwen3MoeConfig(intermediate_size=512, moe_intermediate_size=256, num_experts=8, num_experts_per_tok=2,
-                             norm_topk_prob=True, **common)  # fmt: skip
+        cfg = Qwen3MoeConfig(
+            intermediate_size=512,
+            moe_intermediate_size=256,
+            num_experts=8,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            **common,
+        )
         model = Qwen3MoeForCausalLM(cfg)
     else:
         cfg = Qwen3Config(intermediate_size=512, **common)
@@ -70,7 +94,7 @@ def build_model(out: Path, tokenizer_dir: Path, moe: bool, steps: int = 40, seed
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
-        batch = ids[(step * 8) % len(ids):][:8]
+        batch = ids[(step * 8) % len(ids) :][:8]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         opt.step()
@@ -80,5 +104,7 @@ def build_model(out: Path, tokenizer_dir: Path, moe: bool, steps: int = 40, seed
     model.save_pretrained(out)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / f, out / f)
-    (out / "README.md").write_text("---\nlicense: apache-2.0\n---\nA tiny test model built by edgekit's tests.\n")
+    (out / "README.md").write_text(
+        "---\nlicense: apache-2.0\n---\nA tiny test model built by edgekit's tests.\n"
+    )
     return out

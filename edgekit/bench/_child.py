@@ -95,10 +95,18 @@ def measure(spec: dict) -> dict:
                     continue
                 if vram:
                     vram.sample()
-                runs.append({"repeat": r, "batch": b, "prompt_tokens": g.prompt_tokens,
-                             "generated_tokens": g.generated_tokens, "prompt_s": g.prompt_s,
-                             "decode_s": g.decode_s, "batch_reported": getattr(g, "batch", 1),
-                             "decode_cpu_s": (g.extra or {}).get("decode_cpu_s")})  # fmt: skip
+                runs.append(
+                    {
+                        "repeat": r,
+                        "batch": b,
+                        "prompt_tokens": g.prompt_tokens,
+                        "generated_tokens": g.generated_tokens,
+                        "prompt_s": g.prompt_s,
+                        "decode_s": g.decode_s,
+                        "batch_reported": getattr(g, "batch", 1),
+                        "decode_cpu_s": (g.extra or {}).get("decode_cpu_s"),
+                    }
+                )
     finally:
         peak, peak_method = peak_rss_bytes()
         vram_out = _vram(vram, device)
@@ -137,7 +145,9 @@ def _vram(sampler, device: str) -> dict:
     if sampler is not None and sampler.ok:
         if sampler.peak > 0 or device == "cuda":
             out["peak_bytes"] = sampler.peak
-            out["method"] = f"NVML per-process used memory, largest of {sampler.samples} samples (CUDA context included)"
+            out["method"] = (
+                f"NVML per-process used memory, largest of {sampler.samples} samples (CUDA context included)"
+            )
         sampler.close()
     elif device == "cuda" and "torch_max_reserved_bytes" in out:
         out["peak_bytes"] = out["torch_max_reserved_bytes"]

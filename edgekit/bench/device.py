@@ -25,7 +25,9 @@ class Gpu:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["compute_capability"] = ".".join(map(str, self.compute_capability)) if self.compute_capability else None
+        d["compute_capability"] = (
+            ".".join(map(str, self.compute_capability)) if self.compute_capability else None
+        )
         d["memory_gib"] = round(self.memory_bytes / GIB, 2)
         return d
 
@@ -53,8 +55,12 @@ class HostInfo:
         return {
             "label": self.label,
             "fingerprint": self.fingerprint,
-            "cpu": {"model": self.cpu_model, "logical_cores": self.logical_cores,
-                    "physical_cores": self.physical_cores, "isa": list(self.isa)},  # fmt: skip
+            "cpu": {
+                "model": self.cpu_model,
+                "logical_cores": self.logical_cores,
+                "physical_cores": self.physical_cores,
+                "isa": list(self.isa),
+            },
             "ram_bytes": self.ram_bytes,
             "ram_gib": round(self.ram_bytes / GIB, 2),
             "gpus": [g.to_dict() for g in self.gpus],
@@ -210,8 +216,10 @@ def planner_target(host: HostInfo, device_kind: str, probe: bool = True):
         return None, "ran on a GPU that NVML does not show"
     g = host.gpus[min(_visible_index(), len(host.gpus) - 1)]
     if g.profile is None:
-        return None, (f"no target profile matches '{g.name}': add one (`edgekit targets dir`) "
-                      "to get its bandwidth and the roofline")  # fmt: skip
+        return None, (
+            f"no target profile matches '{g.name}': add one (`edgekit targets dir`) "
+            "to get its bandwidth and the roofline"
+        )
     return get_target(g.profile), f"{g.profile} (matched from '{g.name}')"
 
 

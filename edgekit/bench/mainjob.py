@@ -12,11 +12,21 @@ from edgekit.artifact import safe_stem, tool_versions
 from edgekit.bench.quality import QualityResult, fmt_kld
 from edgekit.bench.select import Bar, max_measurements, parse_bar, search
 from edgekit.errors import EdgekitError
-from edgekit.quantize.gguf_build import Progress
+from edgekit.progress import Progress
 
 # the GGUF ladder the main job searches (unquantized F16/BF16 are the reference, not candidates)
-DEFAULT_LADDER = ("gguf:Q2_K", "gguf:Q3_K_S", "gguf:Q3_K_M", "gguf:Q3_K_L", "gguf:Q4_K_S", "gguf:Q4_K_M",
-                  "gguf:Q5_K_S", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0")  # fmt: skip
+DEFAULT_LADDER = (
+    "gguf:Q2_K",
+    "gguf:Q3_K_S",
+    "gguf:Q3_K_M",
+    "gguf:Q3_K_L",
+    "gguf:Q4_K_S",
+    "gguf:Q4_K_M",
+    "gguf:Q5_K_S",
+    "gguf:Q5_K_M",
+    "gguf:Q6_K",
+    "gguf:Q8_0",
+)
 # on a GPU target the safetensors formats join the ladder where the device runs them natively
 GPU_LADDER = ("gptq:w4g128", "awq:w4g128", "gptq:w8g128", "fp8:dynamic", "fp8:block128")
 
@@ -38,11 +48,17 @@ def check_requested(fmts, device, target_name: str) -> None:
     from edgekit.formats import support
 
     for f in fmts:
-        if f.family == "fp8" and device.kind == "gpu" and (device.compute_capability or (0, 0)) < (8, 9) \
-                and f.variant == "dynamic":  # fmt: skip
+        if (
+            f.family == "fp8"
+            and device.kind == "gpu"
+            and (device.compute_capability or (0, 0)) < (8, 9)
+            and f.variant == "dynamic"
+        ):
             cc = ".".join(map(str, device.compute_capability or (0, 0)))
-            raise EdgekitError(f"{f.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {cc}",
-                               "use gptq:w8g128 or gguf:Q8_0 for 8-bit weights there")  # fmt: skip
+            raise EdgekitError(
+                f"{f.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {cc}",
+                "use gptq:w8g128 or gguf:Q8_0 for 8-bit weights there",
+            )
         if support(f, device).level == "no":
             raise EdgekitError(f"{f.id} does not run on {target_name}: {support(f, device).reason}")
 
@@ -115,17 +131,26 @@ class RunReport:
         }
 
 
-def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", formats: list[str] | None = None,
-                 ctx: int | None = None, imatrix: str = "auto", out_dir: Path = Path("runs"),
-                 calibration: str | None = None, evaluation: str | None = None,
-                 progress: Progress | None = None, score_runtime: str = "transformers") -> RunReport:  # fmt: skip
+def run_main_job(
+    model: str,
+    target_name: str,
+    bar_text: str = "kld<=0.03",
+    formats: list[str] | None = None,
+    ctx: int | None = None,
+    imatrix: str = "auto",
+    out_dir: Path = Path("runs"),
+    calibration: str | None = None,
+    evaluation: str | None = None,
+    progress: Progress | None = None,
+    score_runtime: str = "transformers",
+) -> RunReport:
     from edgekit.bench.reference import reference_store, score_artifact
     from edgekit.formats import get_format
     from edgekit.models.source import open_checkpoint
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
-    from edgekit.quantize.gguf_build import default_evaluation_text, read_text_file
     from edgekit.quantize.registry import build
+    from edgekit.text import default_evaluation_text, read_text_file
 
     progress = progress or Progress()
     bar = parse_bar(bar_text)  # a malformed bar fails before any work
@@ -136,7 +161,9 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
     if any(f.family == "bf16" for f in fmts):
         raise EdgekitError("bf16 is the reference every candidate is measured against, not a candidate")
     if score_runtime not in ("transformers", "vllm"):
-        raise EdgekitError(f"--score-runtime {score_runtime}: GPTQ/AWQ/FP8 candidates are scored in transformers or vllm")
+        raise EdgekitError(
+            f"--score-runtime {score_runtime}: GPTQ/AWQ/FP8 candidates are scored in transformers or vllm"
+        )
     if score_runtime == "vllm":  # say what is missing before hours of quantization
         from edgekit.runtimes import registry
 
@@ -159,15 +186,29 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
         c = ladder[i]
         progress.say(f"candidate {c.format}")
         fmt = get_format(c.format)
-        sub = Progress(stage=progress.stage if fmt.family != "gguf" else None, tensor=progress.tensor,
-                       chunk=progress.chunk)  # fmt: skip
+        sub = Progress(
+            stage=progress.stage if fmt.family != "gguf" else None,
+            tensor=progress.tensor,
+            chunk=progress.chunk,
+        )
         options = {"imatrix": imatrix} if fmt.family == "gguf" else {}
-        art = build(ck, fmt, art_dir, calibration=calibration if fmt.family in ("gguf", "gptq", "awq") else None,
-                    progress=sub, **options)  # fmt: skip
+        art = build(
+            ck,
+            fmt,
+            art_dir,
+            calibration=calibration if fmt.family in ("gguf", "gptq", "awq") else None,
+            progress=sub,
+            **options,
+        )
         recipe = art.manifest["recipe"]
-        c.artifact = {"path": str(art.path), "size_bytes": art.size_bytes, "sha256": art.manifest["sha256"],
-                      "bits_per_weight": art.manifest["bits_per_weight"], "imatrix": recipe.get("imatrix"),
-                      "runtime": fmt.runtime_for("cpu")}  # fmt: skip
+        c.artifact = {
+            "path": str(art.path),
+            "size_bytes": art.size_bytes,
+            "sha256": art.manifest["sha256"],
+            "bits_per_weight": art.manifest["bits_per_weight"],
+            "imatrix": recipe.get("imatrix"),
+            "runtime": fmt.runtime_for("cpu"),
+        }
         through_vllm = score_runtime == "vllm" and fmt.family in ("gptq", "awq", "fp8")
         if through_vllm:
             c.artifact["scored_by"] = "vllm"
@@ -195,11 +236,16 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
             if cached.is_file():
                 floor.update(json.loads(cached.read_text()))
             else:
-                progress.say(f"runtime floor: the unquantized checkpoint in {score_runtime} against the store")
+                progress.say(
+                    f"runtime floor: the unquantized checkpoint in {score_runtime} against the store"
+                )
                 from edgekit.bench.reference import score_checkpoint_dir, score_vllm
 
-                q = (score_vllm(ck.path, store, progress=progress.windows) if score_runtime == "vllm"
-                     else score_checkpoint_dir(ck.path, store, progress=progress.windows))  # fmt: skip
+                q = (
+                    score_vllm(ck.path, store, progress=progress.windows)
+                    if score_runtime == "vllm"
+                    else score_checkpoint_dir(ck.path, store, progress=progress.windows)
+                )
                 floor.update(q.to_dict())
                 atomic.write_json(cached, floor)
         return measure(i)
@@ -223,14 +269,14 @@ def run_main_job(model: str, target_name: str, bar_text: str = "kld<=0.03", form
             "runtime_floor_kld": floor.get("kld_mean"),
             "score_runtime": score_runtime,
             "runtime_floor_same_top": floor.get("same_top"),
-        },  # fmt: skip
+        },
         measured_order=[ladder[i].format for i in outcome.order],
         run_dir=run_dir,
         notes=[
             f"measured {len(outcome.order)} of {len(ladder)} fitting candidates "
             f"(bisection bound: {max_measurements(len(ladder))})"
         ]
-        + ([ck.note] if ck.note else []),  # fmt: skip
+        + ([ck.note] if ck.note else []),
     )
     from edgekit.bench.report import write_reports
 

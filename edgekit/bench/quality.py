@@ -82,9 +82,16 @@ class ReferenceStore:
 
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, tokens=self.tokens, offsets=self.offsets, top_ids=self.top_ids, top_lp=self.top_lp,
-                         rest_lp=self.rest_lp, next_lp=self.next_lp,
-                         meta=np.frombuffer(json.dumps(self.meta).encode(), np.uint8))  # fmt: skip
+                np.savez(
+                    fh,
+                    tokens=self.tokens,
+                    offsets=self.offsets,
+                    top_ids=self.top_ids,
+                    top_lp=self.top_lp,
+                    rest_lp=self.rest_lp,
+                    next_lp=self.next_lp,
+                    meta=np.frombuffer(json.dumps(self.meta).encode(), np.uint8),
+                )
 
     @classmethod
     def load(cls, path: Path, key: StoreKey) -> ReferenceStore:
@@ -92,7 +99,9 @@ class ReferenceStore:
 
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
-            return cls(key, z["tokens"], z["offsets"], z["top_ids"], z["top_lp"], z["rest_lp"], z["next_lp"], meta)
+            return cls(
+                key, z["tokens"], z["offsets"], z["top_ids"], z["top_lp"], z["rest_lp"], z["next_lp"], meta
+            )
 
 
 def windows_of(tokens: list[int], window: int):
@@ -125,8 +134,9 @@ def _scored_rows(window: int):
         yield r0, min(r0 + ROW_CHUNK, window - 1)
 
 
-def build_reference(session, tokens: list[int], key: StoreKey, meta: dict,
-                    progress: Callable[[int, int], None] | None = None) -> ReferenceStore:  # fmt: skip
+def build_reference(
+    session, tokens: list[int], key: StoreKey, meta: dict, progress: Callable[[int, int], None] | None = None
+) -> ReferenceStore:
     import numpy as np
 
     wins = windows_of(tokens, key.window)
@@ -155,12 +165,27 @@ def build_reference(session, tokens: list[int], key: StoreKey, meta: dict,
     counts = np.concatenate(counts)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    meta = {**meta, "seconds": round(time.perf_counter() - t0, 2), "window": key.window, "k_max": key.k,
-            "coverage": key.coverage, "kept_mean": round(float(counts.mean()), 1),
-            "kept_median": int(np.median(counts)), "scored_per_window": key.window // 2, "windows": n}  # fmt: skip
-    return ReferenceStore(key, wins, offsets, np.concatenate(ids_parts).astype(np.int32),
-                          np.concatenate(lp_parts).astype(np.float32), np.concatenate(rest).astype(np.float32),
-                          np.concatenate(nxt).astype(np.float32), meta)  # fmt: skip
+    meta = {
+        **meta,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "window": key.window,
+        "k_max": key.k,
+        "coverage": key.coverage,
+        "kept_mean": round(float(counts.mean()), 1),
+        "kept_median": int(np.median(counts)),
+        "scored_per_window": key.window // 2,
+        "windows": n,
+    }
+    return ReferenceStore(
+        key,
+        wins,
+        offsets,
+        np.concatenate(ids_parts).astype(np.int32),
+        np.concatenate(lp_parts).astype(np.float32),
+        np.concatenate(rest).astype(np.float32),
+        np.concatenate(nxt).astype(np.float32),
+        meta,
+    )
 
 
 def fmt_kld(x: float) -> str:
@@ -190,7 +215,9 @@ class QualityResult:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def score(session, store: ReferenceStore, progress: Callable[[int, int], None] | None = None) -> QualityResult:
+def score(
+    session, store: ReferenceStore, progress: Callable[[int, int], None] | None = None
+) -> QualityResult:
     import numpy as np
 
     kl_all, same_all, nll_all = [], [], []
@@ -220,8 +247,9 @@ def score(session, store: ReferenceStore, progress: Callable[[int, int], None] |
         if progress:
             progress(w + 1, store.n_windows)
     seconds = time.perf_counter() - t0
-    return _result(np.concatenate(kl_all), np.concatenate(same_all), np.concatenate(nll_all), store, seconds,
-                   store.key.k)  # fmt: skip
+    return _result(
+        np.concatenate(kl_all), np.concatenate(same_all), np.concatenate(nll_all), store, seconds, store.key.k
+    )
 
 
 def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int) -> QualityResult:
@@ -255,8 +283,11 @@ def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int) -> Qua
     )
 
 
-def score_sparse(prompt_logprobs: Callable[[list[int]], object], store: ReferenceStore,
-                 progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+def score_sparse(
+    prompt_logprobs: Callable[[list[int]], object],
+    store: ReferenceStore,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
     """Score a runtime that returns top-K log-probabilities per prompt position instead of
     logits (vLLM's prompt_logprobs): `prompt_logprobs(tokens)` returns a TopK
     (edgekit.runtimes.vllm_api.parse_prompt_logprobs makes one from vLLM's answer).

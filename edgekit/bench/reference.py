@@ -34,8 +34,13 @@ def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def reference_store(checkpoint, text: str, window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
-                    progress: Callable[[int, int], None] | None = None) -> ReferenceStore:  # fmt: skip
+def reference_store(
+    checkpoint,
+    text: str,
+    window: int = DEFAULT_WINDOW,
+    k: int = DEFAULT_K,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReferenceStore:
     from edgekit.runtimes import llamacpp
 
     key = StoreKey(checkpoint.revision, text_sha(text), window, k)
@@ -46,8 +51,13 @@ def reference_store(checkpoint, text: str, window: int = DEFAULT_WINDOW, k: int 
     session = llamacpp.load(gguf_path, n_ctx=window)
     try:
         tokens = session.tokenize(text)
-        meta = {"reference": gguf_path.name, "runtime": llamacpp.available()[1], "model": checkpoint.entry.name,
-                "revision": checkpoint.revision, "text_tokens": len(tokens)}  # fmt: skip
+        meta = {
+            "reference": gguf_path.name,
+            "runtime": llamacpp.available()[1],
+            "model": checkpoint.entry.name,
+            "revision": checkpoint.revision,
+            "text_tokens": len(tokens),
+        }
         store = build_reference(session, tokens, key, meta, progress)
     finally:
         session.close()
@@ -55,8 +65,12 @@ def reference_store(checkpoint, text: str, window: int = DEFAULT_WINDOW, k: int 
     return store
 
 
-def score_gguf(path: Path, store: ReferenceStore, threads: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+def score_gguf(
+    path: Path,
+    store: ReferenceStore,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
     from edgekit.runtimes import llamacpp
 
     session = llamacpp.load(path, n_ctx=store.key.window, threads=threads)
@@ -66,8 +80,12 @@ def score_gguf(path: Path, store: ReferenceStore, threads: int | None = None,
         session.close()
 
 
-def score_artifact(artifact, store: ReferenceStore, threads: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+def score_artifact(
+    artifact,
+    store: ReferenceStore,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
     """Score any artifact against the store through the runtime that serves its format on
     this machine: llama.cpp for GGUF, transformers (float32 logits) for the safetensors formats.
     Tokens are the store's, so every format is compared on exactly the same positions."""
@@ -84,8 +102,12 @@ def score_artifact(artifact, store: ReferenceStore, threads: int | None = None,
     return score_checkpoint_dir(artifact.path, store, threads=threads, progress=progress)
 
 
-def score_checkpoint_dir(path: Path, store: ReferenceStore, threads: int | None = None,
-                         progress: Callable[[int, int], None] | None = None) -> QualityResult:  # fmt: skip
+def score_checkpoint_dir(
+    path: Path,
+    store: ReferenceStore,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
     from edgekit.runtimes import transformers as rt
 
     session = rt.load(path, dtype="float32", threads=threads)
@@ -101,8 +123,13 @@ def score_checkpoint_dir(path: Path, store: ReferenceStore, threads: int | None 
         session.close()
 
 
-def score_vllm(path: Path, store: ReferenceStore, k: int | None = None, progress: Callable[[int, int], None] | None = None,
-               **engine) -> QualityResult:  # fmt: skip
+def score_vllm(
+    path: Path,
+    store: ReferenceStore,
+    k: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **engine,
+) -> QualityResult:
     """Score a checkpoint served by vLLM: its top-K prompt log-probabilities on the store's
     tokens (edgekit.bench.quality.score_sparse). `engine` goes to the vLLM runtime's load."""
     from edgekit.bench.quality import score_sparse
@@ -110,13 +137,16 @@ def score_vllm(path: Path, store: ReferenceStore, k: int | None = None, progress
 
     # one generated token beyond the window: vLLM must have room to sample it
     k = k or rt.DEFAULT_MAX_LOGPROBS
-    session = rt.load(path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name),
-                      max_logprobs=k, **engine)  # fmt: skip
+    session = rt.load(
+        path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name), max_logprobs=k, **engine
+    )
     try:
         if session.n_vocab is not None and int(store.top_ids.max()) >= session.n_vocab:
             from edgekit.errors import EdgekitError
 
-            raise EdgekitError(f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens")
+            raise EdgekitError(
+                f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens"
+            )
         return score_sparse(lambda toks: session.prompt_logprobs(toks, k), store, progress)
     finally:
         session.close()

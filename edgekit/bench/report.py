@@ -14,7 +14,9 @@ def write_reports(report) -> None:
     plot = write_plot(report, run_dir / "pareto.png")
     data["plot"] = "pareto.png" if plot else None
     if not plot:
-        data["notes"].append("pareto.png not written: matplotlib is not installed (pip install 'edgekit[plot]')")
+        data["notes"].append(
+            "pareto.png not written: matplotlib is not installed (pip install 'edgekit[plot]')"
+        )
     atomic.write_json(run_dir / "report.json", data)
     atomic.write_text(run_dir / "report.md", markdown(report, data))
 
@@ -27,8 +29,11 @@ def markdown(report, data: dict) -> str:
         f"Quality bar: `{report.bar.text}`. Context planned: {report.ctx:,} tokens.",
         "",
         f"**Pick: {data['pick'] or 'none'}**"
-        + (f" — `{data['pick_artifact']['path']}`, {data['pick_artifact']['size_bytes'] / 2**20:.1f} MiB"
-           if data["pick_artifact"] else " — no candidate that fits meets the bar"),  # fmt: skip
+        + (
+            f" — `{data['pick_artifact']['path']}`, {data['pick_artifact']['size_bytes'] / 2**20:.1f} MiB"
+            if data["pick_artifact"]
+            else " — no candidate that fits meets the bar"
+        ),
         "",
         f"Reference: {ref.get('reference')} ({ref.get('runtime')}), perplexity {ref['ppl']:.3f} on "
         f"{ref['positions']:,} scored positions ({ref.get('windows')} windows of {ref['window']} tokens, "
@@ -42,14 +47,22 @@ def markdown(report, data: dict) -> str:
         lines.append(
             f"| {c.format} | {c.planned_bytes / 2**20:.1f} MiB | "
             + (f"{a['size_bytes'] / 2**20:.1f} MiB | {a['bits_per_weight']:.2f} | " if a else "- | - | ")
-            + (f"{fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)} | {q.kld_p99:.3f} | {100 * q.same_top:.1f} % | "
-               f"{q.ppl_ratio:.4f} ± {q.ppl_ratio_stderr:.4f} | " if q else "- | - | - | - | ")  # fmt: skip
+            + (
+                f"{fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)} | {q.kld_p99:.3f} | {100 * q.same_top:.1f} % | "
+                f"{q.ppl_ratio:.4f} ± {q.ppl_ratio_stderr:.4f} | "
+                if q
+                else "- | - | - | - | "
+            )
             + f"{c.status} | {c.reason} |"
         )
     lines += ["", "Method:", ""]
     lines += [f"- {k}: {v}" for k, v in data["method"].items()]
     lines += ["", "Notes:", ""] + [f"- {n}" for n in data["notes"]]
-    lines += ["", "Tool versions: " + ", ".join(f"{k} {v}" for k, v in data["tool_versions"].items() if v), ""]
+    lines += [
+        "",
+        "Tool versions: " + ", ".join(f"{k} {v}" for k, v in data["tool_versions"].items() if v),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -63,13 +76,18 @@ def write_plot(report, path) -> bool:
         return False
     from edgekit.atomic import atomic_path
 
-    pts = [(c.artifact["size_bytes"] / 2**20, c.quality.kld_mean, c.format, c.status)
-           for c in report.candidates if c.quality and c.artifact]  # fmt: skip
+    pts = [
+        (c.artifact["size_bytes"] / 2**20, c.quality.kld_mean, c.format, c.status)
+        for c in report.candidates
+        if c.quality and c.artifact
+    ]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for size, kld, name, status in pts:
         colour = {"pick": "tab:green", "below the bar": "tab:red"}.get(status, "tab:blue")
         ax.scatter(size, kld, color=colour, s=50 if status == "pick" else 25, zorder=3)
-        ax.annotate(name.replace("gguf:", ""), (size, kld), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(
+            name.replace("gguf:", ""), (size, kld), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
     if report.bar.metric == "kld":
         ax.axhline(report.bar.value, color="tab:gray", linestyle="--", label=f"bar: {report.bar.text}")
         ax.legend(loc="upper right", fontsize=8)

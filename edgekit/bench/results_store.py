@@ -43,8 +43,13 @@ def _write(d: dict, directory: Path) -> Path:
 
 
 def _valid(d) -> bool:
-    return isinstance(d, dict) and d.get("schema") == SCHEMA and isinstance(d.get("id"), str) and \
-        isinstance(d.get("batches"), list) and isinstance(d.get("host"), dict)  # fmt: skip
+    return (
+        isinstance(d, dict)
+        and d.get("schema") == SCHEMA
+        and isinstance(d.get("id"), str)
+        and isinstance(d.get("batches"), list)
+        and isinstance(d.get("host"), dict)
+    )
 
 
 def load_runs(store: Path | str | None = None) -> tuple[list[dict], list[str]]:
@@ -102,8 +107,14 @@ def import_runs(sources: list[Path | str], store: Path | str | None = None) -> d
 
 def _key(r: dict, b: dict) -> tuple:
     s, st = r["subject"], r["settings"]
-    return (s.get("model") or Path(s.get("path", "?")).name, s.get("format"), r["runtime"]["name"],
-            st.get("prompt_tokens"), st.get("gen_tokens"), b["batch"])  # fmt: skip
+    return (
+        s.get("model") or Path(s.get("path", "?")).name,
+        s.get("format"),
+        r["runtime"]["name"],
+        st.get("prompt_tokens"),
+        st.get("gen_tokens"),
+        b["batch"],
+    )
 
 
 def device_label(r: dict) -> str:
@@ -132,12 +143,23 @@ def compare(runs: list[dict]) -> dict:
                 "prefill_tok_s": (b.get("prefill_tok_s") or {}).get("median"),
                 "ttft_s": (b.get("ttft_s") or {}).get("median"),
                 "roofline_fraction": roof.get("fraction"),
-                "peak_bytes": r.get("peak_vram_bytes") if r.get("device") == "cuda" else r.get("peak_rss_bytes"),
+                "peak_bytes": r.get("peak_vram_bytes")
+                if r.get("device") == "cuda"
+                else r.get("peak_rss_bytes"),
                 "load_s": r.get("load_s"),
             }
     rows = []
     for key in sorted(cells, key=lambda k: tuple(str(x) for x in k)):
         model, fmt, rt, p, g, b = key
-        rows.append({"model": model, "format": fmt, "runtime": rt, "prompt_tokens": p, "gen_tokens": g, "batch": b,
-                     "devices": cells[key]})  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "format": fmt,
+                "runtime": rt,
+                "prompt_tokens": p,
+                "gen_tokens": g,
+                "batch": b,
+                "devices": cells[key],
+            }
+        )
     return {"devices": devices, "rows": rows}

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
 
-_BAR = re.compile(r"^\s*(kld|ppl|same[_-]?top)\s*(<=|>=|<|>)\s*([+-]?\d+(?:\.\d+)?)\s*(%?)\s*$", re.IGNORECASE)
+_BAR = re.compile(
+    r"^\s*(kld|ppl|same[_-]?top)\s*(<=|>=|<|>)\s*([+-]?\d+(?:\.\d+)?)\s*(%?)\s*$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class Bar:
 
     def passes(self, q) -> bool:
         x = self.observed(q)
-        return {"<=": x <= self.value, "<": x < self.value, ">=": x >= self.value, ">": x > self.value}[self.op]
+        return {"<=": x <= self.value, "<": x < self.value, ">=": x >= self.value, ">": x > self.value}[
+            self.op
+        ]
 
     def observed(self, q) -> float:
         if self.metric == "kld":
@@ -51,7 +55,9 @@ def parse_bar(text: str) -> Bar:
         metric = "same_top"
     if metric == "kld":
         if pct or op not in ("<=", "<") or num < 0:
-            raise EdgekitError(f"quality bar {text!r}: KLD is a non-negative number with an upper bound (kld<=0.03)")
+            raise EdgekitError(
+                f"quality bar {text!r}: KLD is a non-negative number with an upper bound (kld<=0.03)"
+            )
         value = num
     elif metric == "ppl":
         if op not in ("<=", "<"):

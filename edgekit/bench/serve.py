@@ -54,8 +54,13 @@ def _summary(values: list[float]) -> dict | None:
         lo, hi = math.floor(i), math.ceil(i)
         return v[lo] + (v[hi] - v[lo]) * (i - lo)
 
-    return {"mean": round(statistics.fmean(v), 6), "p50": round(q(0.5), 6), "p90": round(q(0.9), 6),
-            "p99": round(q(0.99), 6), "n": len(v)}  # fmt: skip
+    return {
+        "mean": round(statistics.fmean(v), 6),
+        "p50": round(q(0.5), 6),
+        "p90": round(q(0.9), 6),
+        "p99": round(q(0.99), 6),
+        "n": len(v),
+    }
 
 
 def prompts_for(tokens: list[int], length: int, count: int) -> list[list[int]]:
@@ -85,24 +90,48 @@ def level_result(c: int, runs, wall: float, prompt_tokens: int, server: dict | N
         if r.generated > 1 and span > 0:
             decode.append(c * (r.generated - 1) / span)
     gen = sum(r.generated for r in runs)
-    tp = {"output_tok_s": round(gen / wall, 3), "total_tok_s": round((gen + prompt_tokens * len(runs)) / wall, 3),
-          "requests_per_s": round(len(runs) / wall, 4), "requests": len(runs), "wall_s": round(wall, 4),
-          "generated_tokens": gen}  # fmt: skip
-    return BatchResult(c, True, None, Stat.of(ttft), Stat.of(prompt_tokens / t for t in ttft if t),
-                       Stat.of(decode), itl_s=_summary([g for r in runs for g in r.itl()]), throughput=tp,
-                       server=server)  # fmt: skip
+    tp = {
+        "output_tok_s": round(gen / wall, 3),
+        "total_tok_s": round((gen + prompt_tokens * len(runs)) / wall, 3),
+        "requests_per_s": round(len(runs) / wall, 4),
+        "requests": len(runs),
+        "wall_s": round(wall, 4),
+        "generated_tokens": gen,
+    }
+    return BatchResult(
+        c,
+        True,
+        None,
+        Stat.of(ttft),
+        Stat.of(prompt_tokens / t for t in ttft if t),
+        Stat.of(decode),
+        itl_s=_summary([g for r in runs for g in r.itl()]),
+        throughput=tp,
+        server=server,
+    )
 
 
-def serve_bench(arg: str, settings: Settings | None = None, *, target: str | None = None, label: str | None = None,
-                save: bool = True, store=None, engine: dict | None = None, ray_address: str | None = None,
-                on_start=None, on_wait=None, on_level=None) -> BenchResult:  # fmt: skip
+def serve_bench(
+    arg: str,
+    settings: Settings | None = None,
+    *,
+    target: str | None = None,
+    label: str | None = None,
+    save: bool = True,
+    store=None,
+    engine: dict | None = None,
+    ray_address: str | None = None,
+    on_start=None,
+    on_wait=None,
+    on_level=None,
+) -> BenchResult:
     from edgekit.bench import device as devmod
     from edgekit.formats import get_format
-    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.runtimes import registry
     from edgekit.runtimes import vllm as rt
     from edgekit.runtimes.vllm_api import metrics_delta
     from edgekit.runtimes.vllm_server import TreeMemorySampler, find_vllm
+    from edgekit.text import default_evaluation_text
 
     settings = settings or Settings()
     settings.check()
@@ -112,7 +141,9 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
     except EdgekitError:
         fam = subject.format.split(":")[0]
     if fam not in ("bf16", "gptq", "awq", "fp8"):
-        raise EdgekitError(f"vLLM does not serve {subject.format} here", "bench a bf16, GPTQ, AWQ or FP8 checkpoint")
+        raise EdgekitError(
+            f"vLLM does not serve {subject.format} here", "bench a bf16, GPTQ, AWQ or FP8 checkpoint"
+        )
     info = registry.get("vllm")
     inst, _ = find_vllm()
     device = inst.device
@@ -127,11 +158,19 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
 
         if subject.entry is None:
             raise EdgekitError("--target needs to know the model (no manifest or config names it)")
-        launch = launch_plan(subject.entry, target, subject.format if fam != "bf16" else "bf16", ctx=settings.ctx,
-                             gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90, served=str(subject.path))  # fmt: skip
+        launch = launch_plan(
+            subject.entry,
+            target,
+            subject.format if fam != "bf16" else "bf16",
+            ctx=settings.ctx,
+            gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
+            served=str(subject.path),
+        )
         if launch.nodes > 1 and not ray_address:
-            raise EdgekitError(f"{launch.target} spans {launch.nodes} nodes: vLLM needs a Ray cluster across them",
-                               "start it with the `ray start` commands of --dry-run, then pass --ray-address HEAD:6379")  # fmt: skip
+            raise EdgekitError(
+                f"{launch.target} spans {launch.nodes} nodes: vLLM needs a Ray cluster across them",
+                "start it with the `ray start` commands of --dry-run, then pass --ray-address HEAD:6379",
+            )
         lay = launch.layout
         engine.setdefault("tensor_parallel_size", lay["tp"])
         engine.setdefault("pipeline_parallel_size", lay["pp"])
@@ -146,10 +185,14 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
             from edgekit.runtimes.vllm_launch import launch_plan
 
             try:
-                launch = launch_plan(subject.entry, tgt.name if tp == 1 else f"{tp}x{tgt.name}",
-                                     subject.format if fam != "bf16" else "bf16", ctx=settings.ctx,
-                                     gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
-                                     served=str(subject.path))  # fmt: skip
+                launch = launch_plan(
+                    subject.entry,
+                    tgt.name if tp == 1 else f"{tp}x{tgt.name}",
+                    subject.format if fam != "bf16" else "bf16",
+                    ctx=settings.ctx,
+                    gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
+                    served=str(subject.path),
+                )
             except EdgekitError as e:
                 notes.append(f"no planner comparison for the KV cache: {e.one_line()}")
     kv_gib = None
@@ -160,9 +203,18 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
     if on_start is not None:
         on_start(subject, info, log_path)
     try:
-        session = rt.load(subject.path, n_ctx=settings.ctx, threads=settings.threads, device=settings.device,
-                          log_path=log_path, ray_address=ray_address, kv_cache_gib=kv_gib, on_wait=on_wait,
-                          on_spawn=lambda pid: sampler.append(TreeMemorySampler(pid).start()), **engine)  # fmt: skip
+        session = rt.load(
+            subject.path,
+            n_ctx=settings.ctx,
+            threads=settings.threads,
+            device=settings.device,
+            log_path=log_path,
+            ray_address=ray_address,
+            kv_cache_gib=kv_gib,
+            on_wait=on_wait,
+            on_spawn=lambda pid: sampler.append(TreeMemorySampler(pid).start()),
+            **engine,
+        )
     except BaseException:
         for s in sampler:
             s.stop()
@@ -173,9 +225,13 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
             text_tokens = session.tokenize(default_evaluation_text())
         except EdgekitError:
             text_tokens = list(range(10, 10 + 4096))  # a server without a tokenizer: ids are enough
-            notes.append("the server has no tokenizer (skip-tokenizer-init): prompts are token ids 10, 11, ...")
+            notes.append(
+                "the server has no tokenizer (skip-tokenizer-init): prompts are token ids 10, 11, ..."
+            )
         for _ in range(settings.warmup):
-            session.stream(prompts_for(text_tokens, settings.prompt_tokens, 1)[0], min(settings.gen_tokens, 16))
+            session.stream(
+                prompts_for(text_tokens, settings.prompt_tokens, 1)[0], min(settings.gen_tokens, 16)
+            )
         offset = 1
         for c in settings.batches:
             n = c * settings.repeats
@@ -205,7 +261,9 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
         if facts.kv_cache_tokens:
             planner["kv_tokens_planned"] = launch.per_gpu["kv_tokens"]
             planner["kv_tokens_vllm"] = facts.kv_cache_tokens
-            planner["kv_tokens_planned_over_vllm"] = round(launch.per_gpu["kv_tokens"] / facts.kv_cache_tokens, 4)
+            planner["kv_tokens_planned_over_vllm"] = round(
+                launch.per_gpu["kv_tokens"] / facts.kv_cache_tokens, 4
+            )
     for e in facts.errors[-3:]:
         notes.append(f"vLLM logged: {e[:200]}")
     notes.append(f"vLLM log: {log_path}")
@@ -213,20 +271,40 @@ def serve_bench(arg: str, settings: Settings | None = None, *, target: str | Non
         id=f"{time.strftime('%Y%m%dT%H%M%S')}-{host.fingerprint[:8]}-{secrets.token_hex(3)}",
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         subject=subject.to_dict(),
-        runtime={"name": "vllm", "version": f"{inst.distribution} {inst.version}", "entry_point": info.target,
-                 "argv": argv, "log_facts": vllm_facts},  # fmt: skip
+        runtime={
+            "name": "vllm",
+            "version": f"{inst.distribution} {inst.version}",
+            "entry_point": info.target,
+            "argv": argv,
+            "log_facts": vllm_facts,
+        },
         device=device,
         host=host.to_dict(),
-        settings={**asdict(settings), "batches": list(settings.batches), "n_ctx": settings.ctx,
-                  "threads_used": settings.threads or os.cpu_count(), "mode": "serving (batch = concurrent requests)",
-                  "engine": engine, "target": target},  # fmt: skip
+        settings={
+            **asdict(settings),
+            "batches": list(settings.batches),
+            "n_ctx": settings.ctx,
+            "threads_used": settings.threads or os.cpu_count(),
+            "mode": "serving (batch = concurrent requests)",
+            "engine": engine,
+            "target": target,
+        },
         load_s=session.startup_s,
         peak_rss_bytes=mem["peak_rss_bytes"],
         peak_vram_bytes=peak_vram,
         batches=batches,
         planner=planner,
-        vram={"peak_bytes": peak_vram, "per_gpu": mem["gpus"], "method": mem.get("method"), "nvml": mem.get("nvml")},
-        tool_versions={inst.distribution: inst.version, "edgekit": __version__, "python": platform.python_version()},
+        vram={
+            "peak_bytes": peak_vram,
+            "per_gpu": mem["gpus"],
+            "method": mem.get("method"),
+            "nvml": mem.get("nvml"),
+        },
+        tool_versions={
+            inst.distribution: inst.version,
+            "edgekit": __version__,
+            "python": platform.python_version(),
+        },
         notes=notes,
         method=METHOD,
     )

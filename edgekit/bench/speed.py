@@ -82,8 +82,15 @@ class Stat:
 
     def to_dict(self, digits: int = 4) -> dict:
         r = lambda x: round(x, digits) if math.isfinite(x) else None  # noqa: E731
-        return {"median": r(self.median), "min": r(self.min), "max": r(self.max), "q1": r(self.q1),
-                "q3": r(self.q3), "n": self.n, "values": [r(x) for x in self.values]}  # fmt: skip
+        return {
+            "median": r(self.median),
+            "min": r(self.min),
+            "max": r(self.max),
+            "q1": r(self.q1),
+            "q3": r(self.q3),
+            "n": self.n,
+            "values": [r(x) for x in self.values],
+        }
 
 
 @dataclass
@@ -119,7 +126,11 @@ class BatchResult:
             "decode_tok_per_cpu_s": self.decode_tok_per_cpu_s.to_dict(2)
             if self.decode_tok_per_cpu_s
             else None,
-        } | {k: v for k, v in (("itl_s", self.itl_s), ("throughput", self.throughput), ("server", self.server)) if v}
+        } | {
+            k: v
+            for k, v in (("itl_s", self.itl_s), ("throughput", self.throughput), ("server", self.server))
+            if v
+        }
 
 
 @dataclass
@@ -194,8 +205,10 @@ class Settings:
         if self.device not in (None, "cpu", "cuda"):
             raise EdgekitError(f"--device must be cpu or cuda, not '{self.device}'")
         if self.n_ctx is not None and self.n_ctx < self.prompt_tokens + self.gen_tokens:
-            raise EdgekitError(f"--ctx {self.n_ctx} cannot hold {self.prompt_tokens} prompt + {self.gen_tokens} "
-                               "generated tokens")  # fmt: skip
+            raise EdgekitError(
+                f"--ctx {self.n_ctx} cannot hold {self.prompt_tokens} prompt + {self.gen_tokens} "
+                "generated tokens"
+            )
 
     @property
     def ctx(self) -> int:
@@ -227,8 +240,14 @@ class Subject:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "format": self.format, "model": self.model,
-                "size_bytes": self.size_bytes, "sha256": self.sha256}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "format": self.format,
+            "model": self.model,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+        }
 
 
 def resolve_subject(arg: str) -> Subject:
@@ -242,17 +261,26 @@ def resolve_subject(arg: str) -> Subject:
         if art is not None:
             m = art.manifest
             src = m.get("source") or {}
-            return Subject(p, "artifact", art.format, src.get("name"), art.size_bytes, m.get("sha256"),
-                           _entry_from_source(src))  # fmt: skip
+            return Subject(
+                p,
+                "artifact",
+                art.format,
+                src.get("name"),
+                art.size_bytes,
+                m.get("sha256"),
+                _entry_from_source(src),
+            )
         notes = []
         if manifest_path(p).is_file():
             notes.append(f"{manifest_path(p).name} does not match the file (size changed): ignored")
         if p.suffix.lower() == ".gguf":
-            from edgekit.quantize.gguf_read import check_gguf
+            from edgekit.gguf_io.reader import check_gguf
 
             check_gguf(p)
-            notes.append("no edgekit manifest: the GGUF mix and source model are unknown, so the planner "
-                         "figures (roofline, memory prediction) are left out")  # fmt: skip
+            notes.append(
+                "no edgekit manifest: the GGUF mix and source model are unknown, so the planner "
+                "figures (roofline, memory prediction) are left out"
+            )
             return Subject(p, "file", "gguf", None, p.stat().st_size, None, None, notes)
         raise EdgekitError(f"{p}: not an artifact edgekit knows (no manifest, not a .gguf file)")
     if p.is_dir():
@@ -261,15 +289,29 @@ def resolve_subject(arg: str) -> Subject:
             try:
                 m = json.loads(mp.read_text())
                 src = m.get("source") or {}
-                return Subject(p, "artifact", m["format"], src.get("name"), int(m.get("size_bytes") or _dir_size(p)),
-                               m.get("sha256"), _entry_from_source(src) or _entry_from_dir(p))  # fmt: skip
+                return Subject(
+                    p,
+                    "artifact",
+                    m["format"],
+                    src.get("name"),
+                    int(m.get("size_bytes") or _dir_size(p)),
+                    m.get("sha256"),
+                    _entry_from_source(src) or _entry_from_dir(p),
+                )
             except (ValueError, KeyError, TypeError) as e:
                 raise EdgekitError(f"{mp}: malformed manifest ({e})") from None
         from edgekit.models.source import open_checkpoint
 
         ck = open_checkpoint(str(p))
-        return Subject(ck.path, "checkpoint", _checkpoint_format(ck.path), ck.entry.name, _dir_size(ck.path),
-                       None, ck.entry)  # fmt: skip
+        return Subject(
+            ck.path,
+            "checkpoint",
+            _checkpoint_format(ck.path),
+            ck.entry.name,
+            _dir_size(ck.path),
+            None,
+            ck.entry,
+        )
     if p.exists():
         raise EdgekitError(f"{p}: not a file or a directory")
     if arg.endswith((".gguf", ".json", ".safetensors")) or arg.startswith((".", "/", "~")):
@@ -277,8 +319,9 @@ def resolve_subject(arg: str) -> Subject:
     from edgekit.models.source import open_checkpoint
 
     ck = open_checkpoint(arg)
-    return Subject(ck.path, "checkpoint", _checkpoint_format(ck.path), ck.entry.name, _dir_size(ck.path), None,
-                   ck.entry)  # fmt: skip
+    return Subject(
+        ck.path, "checkpoint", _checkpoint_format(ck.path), ck.entry.name, _dir_size(ck.path), None, ck.entry
+    )
 
 
 def _dir_size(d: Path) -> int:
@@ -341,8 +384,10 @@ def choose_runtime(subject: Subject, runtime: str | None, device: str | None, ho
                 for i in registry.discover(check=False)
                 if i.module is not None and i.serves(subject.format)
             ]
-            raise EdgekitError(f"runtime {info.name} does not serve {subject.format} (it serves {', '.join(info.formats)})",
-                               f"runtimes that do: {', '.join(serving)}" if serving else "see `edgekit runtimes`")  # fmt: skip
+            raise EdgekitError(
+                f"runtime {info.name} does not serve {subject.format} (it serves {', '.join(info.formats)})",
+                f"runtimes that do: {', '.join(serving)}" if serving else "see `edgekit runtimes`",
+            )
         if not info.available:
             raise registry.RuntimeUnavailable(info)
     else:
@@ -403,8 +448,12 @@ def measure(runtime: str, path: Path, settings: Settings) -> dict:
         spec_path.write_text(json.dumps(spec))
         busy0, kids0, t0 = cpu_busy_seconds(), _children_cpu(), time.perf_counter()
         with open(err_path, "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "edgekit.bench._child", str(spec_path), str(out_path)],
-                                    stdin=subprocess.DEVNULL, stdout=err, stderr=err)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgekit.bench._child", str(spec_path), str(out_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+            )
             try:
                 proc.wait(timeout=settings.timeout_s)
             except subprocess.TimeoutExpired:
@@ -439,8 +488,15 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def bench(arg: str, runtime: str | None = None, settings: Settings | None = None, label: str | None = None,
-          save: bool = True, store: Path | None = None, on_start=None) -> BenchResult:  # fmt: skip
+def bench(
+    arg: str,
+    runtime: str | None = None,
+    settings: Settings | None = None,
+    label: str | None = None,
+    save: bool = True,
+    store: Path | None = None,
+    on_start=None,
+) -> BenchResult:
     """Measure `arg` (ARTIFACT|MODEL) on this machine. `on_start(subject, runtime_info)` is called
     once everything is checked, just before the measuring process starts."""
     from edgekit.bench import device as devmod
@@ -453,8 +509,14 @@ def bench(arg: str, runtime: str | None = None, settings: Settings | None = None
     if info.name == "vllm":  # a server: measured as a serving benchmark, its whole process tree
         from edgekit.bench.serve import serve_bench
 
-        return serve_bench(arg, settings, label=label, save=save, store=store,
-                           on_start=(lambda s, i, _log: on_start(s, i)) if on_start else None)  # fmt: skip
+        return serve_bench(
+            arg,
+            settings,
+            label=label,
+            save=save,
+            store=store,
+            on_start=(lambda s, i, _log: on_start(s, i)) if on_start else None,
+        )
     if settings.device == "cpu" or "cuda" not in info.devices or not host.gpus:
         devmod.planner_target(host, "cpu")  # measure (or read) the bandwidth now, not beside the benchmark
     if on_start is not None:
@@ -476,8 +538,10 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
     notes = list(subject.notes)
     busy = raw.get("foreign_cpu_share")
     if busy is not None and busy > 0.10 and device == "cpu":
-        notes.append(f"other processes used {100 * busy:.0f}% of this machine's CPU time during the measurement: "
-                     "the CPU figures are likely low")  # fmt: skip
+        notes.append(
+            f"other processes used {100 * busy:.0f}% of this machine's CPU time during the measurement: "
+            "the CPU figures are likely low"
+        )
     batches = []
     for b in settings.batches:
         runs = [r for r in raw["runs"] if r["batch"] == b]
@@ -485,15 +549,34 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
             batches.append(BatchResult(b, False, raw["unsupported"].get(str(b), "not measured")))
             continue
         gens = [_gen(r) for r in runs]
-        cpu = [g.batch * (g.generated_tokens - 1) / r["decode_cpu_s"] for g, r in zip(gens, runs, strict=True)
-               if r.get("decode_cpu_s")]  # fmt: skip
-        batches.append(BatchResult(b, True, None, Stat.of(g.prompt_s for g in gens),
-                                   Stat.of(g.prefill_tok_s for g in gens), Stat.of(g.decode_tok_s for g in gens),
-                                   decode_tok_per_cpu_s=Stat.of(cpu) if cpu else None))  # fmt: skip
+        cpu = [
+            g.batch * (g.generated_tokens - 1) / r["decode_cpu_s"]
+            for g, r in zip(gens, runs, strict=True)
+            if r.get("decode_cpu_s")
+        ]
+        batches.append(
+            BatchResult(
+                b,
+                True,
+                None,
+                Stat.of(g.prompt_s for g in gens),
+                Stat.of(g.prefill_tok_s for g in gens),
+                Stat.of(g.decode_tok_s for g in gens),
+                decode_tok_per_cpu_s=Stat.of(cpu) if cpu else None,
+            )
+        )
     measured_peak = raw["vram"]["peak_bytes"] if device == "cuda" else raw["peak_rss_bytes"]
     target, target_note = devmod.planner_target(host, device)
-    planner = planner_figures(subject, target, target_note, settings, batches, measured_peak, device,
-                              runtime=getattr(info, "name", None))  # fmt: skip
+    planner = planner_figures(
+        subject,
+        target,
+        target_note,
+        settings,
+        batches,
+        measured_peak,
+        device,
+        runtime=getattr(info, "name", None),
+    )
     return BenchResult(
         id=f"{time.strftime('%Y%m%dT%H%M%S')}-{host.fingerprint[:8]}-{secrets.token_hex(3)}",
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -506,7 +589,7 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
             "batches": list(settings.batches),
             "n_ctx": settings.ctx,
             "threads_used": settings.threads or os.cpu_count(),
-        },  # fmt: skip
+        },
         load_s=raw["load_s"],
         peak_rss_bytes=raw["peak_rss_bytes"],
         peak_vram_bytes=raw["vram"]["peak_bytes"],
@@ -519,7 +602,7 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
             "edgekit": __version__,
             "python": platform.python_version(),
             **_parent_versions(),
-        },  # fmt: skip
+        },
         notes=notes,
     )
 
@@ -527,8 +610,15 @@ def assemble(subject: Subject, info, host, settings: Settings, raw: dict) -> Ben
 def _gen(r: dict):
     from edgekit.runtimes.base import Generation
 
-    return Generation("", r["prompt_tokens"], r["generated_tokens"], 0.0, r["prompt_s"], r["decode_s"],
-                      batch=r.get("batch_reported") or r["batch"])  # fmt: skip
+    return Generation(
+        "",
+        r["prompt_tokens"],
+        r["generated_tokens"],
+        0.0,
+        r["prompt_s"],
+        r["decode_s"],
+        batch=r.get("batch_reported") or r["batch"],
+    )
 
 
 def _parent_versions() -> dict:
@@ -543,8 +633,16 @@ def _parent_versions() -> dict:
     return out
 
 
-def planner_figures(subject: Subject, target, target_note: str, settings: Settings, batches: list[BatchResult],
-                    measured_peak: int | None, device: str, runtime: str | None = None) -> dict:  # fmt: skip
+def planner_figures(
+    subject: Subject,
+    target,
+    target_note: str,
+    settings: Settings,
+    batches: list[BatchResult],
+    measured_peak: int | None,
+    device: str,
+    runtime: str | None = None,
+) -> dict:
     """Roofline per batch (filled into `batches`) and the memory prediction against the peak."""
     from edgekit.formats import get_format
     from edgekit.plan import plan
@@ -569,22 +667,43 @@ def planner_figures(subject: Subject, target, target_note: str, settings: Settin
     for b in batches:
         if not b.measured:
             continue
-        rows = plan(subject.entry, target, ctx=decode_ctx, batch=b.batch, formats=[fmt],
-                    prompt_tokens=settings.prompt_tokens).rows  # fmt: skip
+        rows = plan(
+            subject.entry,
+            target,
+            ctx=decode_ctx,
+            batch=b.batch,
+            formats=[fmt],
+            prompt_tokens=settings.prompt_tokens,
+        ).rows
         if not rows:
             b.roofline = {"reason": f"the planner says {target.name} does not run {fmt.id}"}
             continue
         bound = rows[0].decode_tok_s
         med = b.decode_tok_s.median
-        b.roofline = {"bound_tok_s": round(bound, 2), "bytes_per_token": round(rows[0].bytes_per_token),
-                      "bandwidth_gbs": round(target.device.bandwidth_bytes_s / 1e9, 2), "kv_context": decode_ctx,
-                      "fraction": round(med / bound, 4) if math.isfinite(med) and bound > 0 else None}  # fmt: skip
+        b.roofline = {
+            "bound_tok_s": round(bound, 2),
+            "bytes_per_token": round(rows[0].bytes_per_token),
+            "bandwidth_gbs": round(target.device.bandwidth_bytes_s / 1e9, 2),
+            "kv_context": decode_ctx,
+            "fraction": round(med / bound, 4) if math.isfinite(med) and bound > 0 else None,
+        }
     big = max((b.batch for b in batches if b.measured), default=1)
-    rows = plan(subject.entry, target, ctx=settings.ctx, batch=big, formats=[fmt],
-                prompt_tokens=settings.prompt_tokens).rows  # fmt: skip
-    out = {"target": target.name, "target_note": target_note,
-           "bandwidth_gbs": round(target.device.bandwidth_bytes_s / 1e9, 2),
-           "bandwidth_source": next((n for n in target.device.notes if n.startswith("memory bandwidth")), target.device.source)}  # fmt: skip
+    rows = plan(
+        subject.entry,
+        target,
+        ctx=settings.ctx,
+        batch=big,
+        formats=[fmt],
+        prompt_tokens=settings.prompt_tokens,
+    ).rows
+    out = {
+        "target": target.name,
+        "target_note": target_note,
+        "bandwidth_gbs": round(target.device.bandwidth_bytes_s / 1e9, 2),
+        "bandwidth_source": next(
+            (n for n in target.device.notes if n.startswith("memory bandwidth")), target.device.source
+        ),
+    }
     if not rows:
         out["reason"] = f"the planner says {target.name} does not run {fmt.id}"
         return out

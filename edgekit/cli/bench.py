@@ -59,29 +59,75 @@ def bench_cmd() -> None:
 @click.option("--no-save", is_flag=True, help="Do not add the result to the results store.")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Results store directory.")
 @click.option(
-    "--target", "-t", "target", default=None,
+    "--target",
+    "-t",
+    "target",
+    default=None,
     help="--runtime vllm: the GPUs to plan the layout for (8xh100); required with --dry-run.",
 )
 @click.option(
     "--format", "fmt", default="bf16", show_default=True, help="With --dry-run: the checkpoint format served."
 )
 @click.option(
-    "--gpu-memory-utilization", type=float, default=0.90, show_default=True, help="--runtime vllm: share of each GPU."
+    "--gpu-memory-utilization",
+    type=float,
+    default=0.90,
+    show_default=True,
+    help="--runtime vllm: share of each GPU.",
 )
-@click.option("--tensor-parallel-size", "tp", type=int, default=None, help="--runtime vllm [default: from --target, else 1].")
+@click.option(
+    "--tensor-parallel-size",
+    "tp",
+    type=int,
+    default=None,
+    help="--runtime vllm [default: from --target, else 1].",
+)
 @click.option("--expert-parallel", "ep", is_flag=True, help="--runtime vllm: --enable-expert-parallel (MoE).")
-@click.option("--quantization", default=None, help="--runtime vllm: vLLM's --quantization (e.g. fp8: online FP8 of a BF16 checkpoint).")
-@click.option("--vllm-arg", "vllm_args", multiple=True, help="--runtime vllm: one more argument for `vllm serve` (repeatable).")
-@click.option("--ray-address", default=None, help="--runtime vllm: run on an existing Ray cluster (host:port).")
+@click.option(
+    "--quantization",
+    default=None,
+    help="--runtime vllm: vLLM's --quantization (e.g. fp8: online FP8 of a BF16 checkpoint).",
+)
+@click.option(
+    "--vllm-arg",
+    "vllm_args",
+    multiple=True,
+    help="--runtime vllm: one more argument for `vllm serve` (repeatable).",
+)
+@click.option(
+    "--ray-address", default=None, help="--runtime vllm: run on an existing Ray cluster (host:port)."
+)
 @click.option(
     "--dry-run",
     is_flag=True,
     help="--runtime vllm: print the layout, memory per GPU and commands; run nothing.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
-def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup, threads, device, n_ctx, label,
-            no_save, store, target, fmt, gpu_memory_utilization, tp, ep, quantization, vllm_args, ray_address,
-            dry_run, as_json) -> None:  # fmt: skip
+def run_cmd(
+    subject,
+    runtime,
+    prompt_tokens,
+    gen_tokens,
+    batch,
+    repeats,
+    warmup,
+    threads,
+    device,
+    n_ctx,
+    label,
+    no_save,
+    store,
+    target,
+    fmt,
+    gpu_memory_utilization,
+    tp,
+    ep,
+    quantization,
+    vllm_args,
+    ray_address,
+    dry_run,
+    as_json,
+) -> None:
     """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL.
 
     With --runtime vllm it is a serving benchmark: vLLM is started on loopback and --batch gives
@@ -91,11 +137,24 @@ def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup,
     if dry_run:
         return _vllm_dry_run(subject, runtime, target, fmt, n_ctx, gpu_memory_utilization, dry_run, as_json)
 
-    settings = Settings(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, batches=parse_batches(batch),
-                        repeats=repeats, warmup=warmup, threads=threads, device=device, n_ctx=n_ctx)  # fmt: skip
+    settings = Settings(
+        prompt_tokens=prompt_tokens,
+        gen_tokens=gen_tokens,
+        batches=parse_batches(batch),
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        device=device,
+        n_ctx=n_ctx,
+    )
     if runtime == "vllm":
-        engine = {"gpu_memory_utilization": gpu_memory_utilization, "enable_expert_parallel": ep or None,
-                  "tensor_parallel_size": tp, "quantization": quantization, "extra_args": list(vllm_args)}  # fmt: skip
+        engine = {
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enable_expert_parallel": ep or None,
+            "tensor_parallel_size": tp,
+            "quantization": quantization,
+            "extra_args": list(vllm_args),
+        }
         engine = {k: v for k, v in engine.items() if v not in (None, [])}
         return _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_address, as_json)
 
@@ -103,11 +162,20 @@ def run_cmd(subject, runtime, prompt_tokens, gen_tokens, batch, repeats, warmup,
         if not as_json:
             from rich.markup import escape
 
-            render.console().print(f"[dim]measuring {escape(str(subj.path))} ({subj.format}) through {escape(info.name)} "
-                                   f"in a child process: {warmup} warmup + {repeats} repeats...[/dim]")  # fmt: skip
+            render.console().print(
+                f"[dim]measuring {escape(str(subj.path))} ({subj.format}) through {escape(info.name)} "
+                f"in a child process: {warmup} warmup + {repeats} repeats...[/dim]"
+            )
 
-    result = bench(subject, runtime=runtime, settings=settings, label=label, save=not no_save, store=store,
-                   on_start=started)  # fmt: skip
+    result = bench(
+        subject,
+        runtime=runtime,
+        settings=settings,
+        label=label,
+        save=not no_save,
+        store=store,
+        on_start=started,
+    )
     if as_json:
         render.emit_json(result.to_dict())
         return
@@ -136,33 +204,46 @@ def print_result(r) -> None:
 
     c = render.console()
     s, p = r.subject, r.planner
-    c.print(f"[bold]{escape(s['path'])}[/bold]  {escape(s['format'])}, {render.size(s['size_bytes'])}"
-            f"  on {escape(r.runtime['name'])} ({escape(str(r.runtime['version']))}), {r.device}")  # fmt: skip
+    c.print(
+        f"[bold]{escape(s['path'])}[/bold]  {escape(s['format'])}, {render.size(s['size_bytes'])}"
+        f"  on {escape(r.runtime['name'])} ({escape(str(r.runtime['version']))}), {r.device}"
+    )
     h = r.host
     gpus = ", ".join(f"{g['name']} {g['memory_gib']:.0f} GiB CC {g['compute_capability']}" for g in h["gpus"])
-    c.print(f"  device   {escape(h['label'])}: {escape(h['cpu']['model'])}, {h['cpu']['logical_cores']} threads, "
-            f"{h['ram_gib']:.0f} GiB RAM; {escape(gpus or 'no GPU (' + h['gpu_note'] + ')')}")  # fmt: skip
+    c.print(
+        f"  device   {escape(h['label'])}: {escape(h['cpu']['model'])}, {h['cpu']['logical_cores']} threads, "
+        f"{h['ram_gib']:.0f} GiB RAM; {escape(gpus or 'no GPU (' + h['gpu_note'] + ')')}"
+    )
     st = r.settings
-    c.print(f"  settings prompt {st['prompt_tokens']} tokens, generate {st['gen_tokens']}, ctx {st['n_ctx']}, "
-            f"threads {st['threads_used']}, {st['repeats']} repeats after {st['warmup']} warmup")  # fmt: skip
+    c.print(
+        f"  settings prompt {st['prompt_tokens']} tokens, generate {st['gen_tokens']}, ctx {st['n_ctx']}, "
+        f"threads {st['threads_used']}, {st['repeats']} repeats after {st['warmup']} warmup"
+    )
     mem = f"peak RSS {render.size(r.peak_rss_bytes)}"
     if r.peak_vram_bytes:
         mem += f", peak VRAM {render.size(r.peak_vram_bytes)}"
     c.print(f"  load     {r.load_s:.2f} s   {mem}")
     if p.get("predicted_peak_bytes"):
-        c.print(f"  planner  {render.size(p['predicted_peak_bytes'])} predicted for {p['target']} "
-                f"(weights {render.size(p['predicted_weights_bytes'])} + KV {render.size(p['predicted_kv_bytes'])} + "
-                f"overhead {render.size(p['predicted_overhead_bytes'])}) / {p['measured_what']} measured = "
-                f"{p['predicted_over_measured']:.2f}")  # fmt: skip
+        c.print(
+            f"  planner  {render.size(p['predicted_peak_bytes'])} predicted for {p['target']} "
+            f"(weights {render.size(p['predicted_weights_bytes'])} + KV {render.size(p['predicted_kv_bytes'])} + "
+            f"overhead {render.size(p['predicted_overhead_bytes'])}) / {p['measured_what']} measured = "
+            f"{p['predicted_over_measured']:.2f}"
+        )
     elif p.get("reason"):
         c.print(f"  planner  {escape(p['reason'])}")
     if p.get("kv_tokens_vllm"):
-        c.print(f"  KV cache vLLM allocated {p['kv_tokens_vllm']:,} tokens; the planner predicted "
-                f"{p['kv_tokens_planned']:,} ({p['kv_tokens_planned_over_vllm']:.2f}x)")  # fmt: skip
+        c.print(
+            f"  KV cache vLLM allocated {p['kv_tokens_vllm']:,} tokens; the planner predicted "
+            f"{p['kv_tokens_planned']:,} ({p['kv_tokens_planned_over_vllm']:.2f}x)"
+        )
     serving = any(b.itl_s for b in r.batches)
     t = Table(title=None)
-    cols = (("concurrency", "TTFT ms", "ITL ms p50 / p99", "decode tok/s", "output tok/s", "roofline") if serving
-            else ("batch", "TTFT ms", "prefill tok/s", "decode tok/s", "roofline"))  # fmt: skip
+    cols = (
+        ("concurrency", "TTFT ms", "ITL ms p50 / p99", "decode tok/s", "output tok/s", "roofline")
+        if serving
+        else ("batch", "TTFT ms", "prefill tok/s", "decode tok/s", "roofline")
+    )
     for col in cols:
         t.add_column(col, justify="right")
     for b in r.batches:
@@ -170,8 +251,11 @@ def print_result(r) -> None:
             t.add_row(str(b.batch), *["-"] * (len(cols) - 2), escape(f"not measured: {b.reason}"))
             continue
         roof = b.roofline or {}
-        rl = (f"{_pct(roof['fraction'])} of {render.rate(roof['bound_tok_s'])} tok/s"
-              if roof.get("fraction") is not None else escape(roof.get("reason", "-")))  # fmt: skip
+        rl = (
+            f"{_pct(roof['fraction'])} of {render.rate(roof['bound_tok_s'])} tok/s"
+            if roof.get("fraction") is not None
+            else escape(roof.get("reason", "-"))
+        )
         if serving:
             itl = b.itl_s or {}
             itl_txt = f"{1000 * itl['p50']:,.1f} / {1000 * itl['p99']:,.1f}" if itl else "-"
@@ -220,10 +304,20 @@ def report_cmd(store, as_json) -> None:
         cells = []
         for dev in devs:
             cell = row["devices"].get(dev)
-            cells.append("" if cell is None else f"{render.rate(cell['decode_tok_s'] or float('nan'))} "
-                         f"({_pct(cell['roofline_fraction'])})")  # fmt: skip
-        t.add_row(escape(str(row["model"])), escape(str(row["format"])), escape(row["runtime"]),
-                  f"{row['prompt_tokens']}/{row['gen_tokens']}", str(row["batch"]), *cells)  # fmt: skip
+            cells.append(
+                ""
+                if cell is None
+                else f"{render.rate(cell['decode_tok_s'] or float('nan'))} "
+                f"({_pct(cell['roofline_fraction'])})"
+            )
+        t.add_row(
+            escape(str(row["model"])),
+            escape(str(row["format"])),
+            escape(row["runtime"]),
+            f"{row['prompt_tokens']}/{row['gen_tokens']}",
+            str(row["batch"]),
+            *cells,
+        )
     c.print(t)
     for p in problems:
         c.print(f"[yellow]skipped[/yellow] {escape(p)}")
@@ -255,16 +349,30 @@ def _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_ad
         if not as_json:
             from rich.markup import escape
 
-            c.print(f"[dim]starting {escape(info.reason)} for {escape(str(subj.path))} ({subj.format}); "
-                    f"log: {escape(str(log_path))}[/dim]")  # fmt: skip
+            c.print(
+                f"[dim]starting {escape(info.reason)} for {escape(str(subj.path))} ({subj.format}); "
+                f"log: {escape(str(log_path))}[/dim]"
+            )
 
     def level(b):
         if not as_json:
-            c.print(f"[dim]concurrency {b.batch}: {b.throughput['requests']} requests, "
-                    f"{render.rate(b.throughput['output_tok_s'])} output tok/s[/dim]")  # fmt: skip
+            c.print(
+                f"[dim]concurrency {b.batch}: {b.throughput['requests']} requests, "
+                f"{render.rate(b.throughput['output_tok_s'])} output tok/s[/dim]"
+            )
 
-    result = serve_bench(subject, settings, target=target, label=label, save=not no_save, store=store,
-                         engine=engine, ray_address=ray_address, on_start=started, on_level=level)  # fmt: skip
+    result = serve_bench(
+        subject,
+        settings,
+        target=target,
+        label=label,
+        save=not no_save,
+        store=store,
+        engine=engine,
+        ray_address=ray_address,
+        on_start=started,
+        on_level=level,
+    )
     if as_json:
         render.emit_json(result.to_dict())
         return
@@ -286,12 +394,17 @@ def _vllm_dry_run(model, runtime, target, fmt, ctx, util, dry_run, as_json) -> N
     c = render.console()
     lay = launch.layout
     g = launch.per_gpu
-    c.print(f"[bold]{launch.model}[/bold] ({launch.format}) on {launch.target}: {lay['strategy']}, "
-            f"TP {lay['tp']} x PP {lay['pp']}" + (f", EP {lay['ep']}" if lay["ep"] > 1 else "")
-            + (f", {launch.nodes} nodes" if launch.nodes > 1 else ""))  # fmt: skip
-    c.print(f"  per GPU: weights {render.gib(g['weights'])}, runtime {render.gib(g['non_kv_overhead'])}, "
-            f"KV cache {render.gib(g['kv_budget'])} of {render.gib(g['usable'])} usable "
-            f"({g['kv_tokens']:,} tokens, {g['concurrent_full_sequences']} full {launch.ctx:,}-token sequences)")  # fmt: skip
+    c.print(
+        f"[bold]{launch.model}[/bold] ({launch.format}) on {launch.target}: {lay['strategy']}, "
+        f"TP {lay['tp']} x PP {lay['pp']}"
+        + (f", EP {lay['ep']}" if lay["ep"] > 1 else "")
+        + (f", {launch.nodes} nodes" if launch.nodes > 1 else "")
+    )
+    c.print(
+        f"  per GPU: weights {render.gib(g['weights'])}, runtime {render.gib(g['non_kv_overhead'])}, "
+        f"KV cache {render.gib(g['kv_budget'])} of {render.gib(g['usable'])} usable "
+        f"({g['kv_tokens']:,} tokens, {g['concurrent_full_sequences']} full {launch.ctx:,}-token sequences)"
+    )
     for r in launch.ray:
         c.print(f"  {r}", soft_wrap=True)
     import shlex

@@ -24,7 +24,9 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
     t = Table(title="edgekit model catalogue")
     for col in ("name", "hub id", "params", "active", "context", "KV/token (BF16)", "license"):
-        t.add_column(col, justify="right" if col in ("params", "active", "context", "KV/token (BF16)") else "left")
+        t.add_column(
+            col, justify="right" if col in ("params", "active", "context", "KV/token (BF16)") else "left"
+        )
     for e in entries:
         total, active = e.arch.param_counts()
         t.add_row(
@@ -58,19 +60,32 @@ def show(name: str, as_json: bool) -> None:
     total, active = a.param_counts()
     c = render.console()
     c.print(f"[bold]{e.name}[/bold]  {e.hub_id or e.source}")
-    c.print(f"  architecture   {a.family}, {a.n_layers} layers, hidden {a.hidden}, "
-            f"heads {a.n_heads} q / {a.n_kv_heads} kv x {a.head_dim}, vocab {a.vocab:,}"
-            f"{', tied embeddings' if a.tied_embeddings else ''}")
+    c.print(
+        f"  architecture   {a.family}, {a.n_layers} layers, hidden {a.hidden}, "
+        f"heads {a.n_heads} q / {a.n_kv_heads} kv x {a.head_dim}, vocab {a.vocab:,}"
+        f"{', tied embeddings' if a.tied_embeddings else ''}"
+    )
     if a.is_moe:
-        c.print(f"  experts        {a.n_experts} routed, {a.experts_per_token} per token, width {a.expert_ffn}"
-                + (f", shared width {a.shared_expert_ffn}" if a.shared_expert_ffn else ""))
+        c.print(
+            f"  experts        {a.n_experts} routed, {a.experts_per_token} per token, width {a.expert_ffn}"
+            + (f", shared width {a.shared_expert_ffn}" if a.shared_expert_ffn else "")
+        )
     elif a.ffn:
         c.print(f"  MLP width      {a.ffn}")
-    c.print(f"  parameters     {render.params(total)} total" + (f", {render.params(active)} active per token" if a.is_moe else ""))
+    c.print(
+        f"  parameters     {render.params(total)} total"
+        + (f", {render.params(active)} active per token" if a.is_moe else "")
+    )
     if a.extra_params:
         c.print(f"                 includes {render.params(a.extra_params)}: {a.extra_params_note}")
-    c.print(f"  KV cache       {a.kv_bytes_per_token(2.0):,.0f} bytes per token in BF16"
-            + (f" (sliding window {a.sliding_window} on {sum(a.is_sliding_layer(i) for i in range(a.n_layers))} of {a.n_layers} layers)" if a.sliding_window else ""))
+    c.print(
+        f"  KV cache       {a.kv_bytes_per_token(2.0):,.0f} bytes per token in BF16"
+        + (
+            f" (sliding window {a.sliding_window} on {sum(a.is_sliding_layer(i) for i in range(a.n_layers))} of {a.n_layers} layers)"
+            if a.sliding_window
+            else ""
+        )
+    )
     c.print(f"  context        {e.context:,} tokens")
     lic = e.license
     c.print(f"  license        {lic.name} ({lic.tier})" + (f"  {lic.url}" if lic.url else ""))

@@ -16,13 +16,26 @@ def package() -> None:
 @click.argument("artifact")
 @click.option("--name", required=True, metavar="NAME[:TAG]", help="Ollama model name, e.g. smollm2:q8.")
 @click.option("--system", default=None, help="System prompt [default: the chat template's own, if any].")
-@click.option("--param", "params", multiple=True, metavar="K=V",
-              help="Ollama parameter (repeatable), e.g. --param num_ctx=8192; stop adds to the family's stops.")
-@click.option("--create", "do_create", is_flag=True,
-              help="Create the model: the ollama binary, else a reachable $OLLAMA_HOST, else the store.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="K=V",
+    help="Ollama parameter (repeatable), e.g. --param num_ctx=8192; stop adds to the family's stops.",
+)
+@click.option(
+    "--create",
+    "do_create",
+    is_flag=True,
+    help="Create the model: the ollama binary, else a reachable $OLLAMA_HOST, else the store.",
+)
 @click.option("--host", default=None, metavar="URL", help="Create it on the Ollama server at URL.")
-@click.option("--store", default=None, metavar="DIR",
-              help="Write it into this Ollama store directory ($OLLAMA_MODELS or ~/.ollama/models).")
+@click.option(
+    "--store",
+    default=None,
+    metavar="DIR",
+    help="Write it into this Ollama store directory ($OLLAMA_MODELS or ~/.ollama/models).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def ollama_cmd(artifact, name, system, params, do_create, host, store, as_json) -> None:
     """Write a Modelfile next to ARTIFACT (a GGUF) and, with --create/--host/--store, create the model.
@@ -58,11 +71,16 @@ def ollama_cmd(artifact, name, system, params, do_create, host, store, as_json) 
 def _show_plan(plan, warnings: bool = True) -> None:
     c = render.console()
     f = plan.facts
-    c.print(f"[bold]{plan.name.short}[/bold]  from {plan.artifact.name}  ({f.architecture}, {f.model_type} parameters, "
-            f"{f.file_type})", highlight=False)  # fmt: skip
+    c.print(
+        f"[bold]{plan.name.short}[/bold]  from {plan.artifact.name}  ({f.architecture}, {f.model_type} parameters, "
+        f"{f.file_type})",
+        highlight=False,
+    )
     fam = plan.family
-    c.print(f"  template       {fam.name if fam.template else 'none (the GGUF chat template)'}: {fam.reason}",
-            highlight=False)  # fmt: skip
+    c.print(
+        f"  template       {fam.name if fam.template else 'none (the GGUF chat template)'}: {fam.reason}",
+        highlight=False,
+    )
     params = plan.modelfile.parameters_json()
     shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "none (Ollama's defaults)"
     c.print(f"  parameters     {shown}", highlight=False, markup=False)
@@ -79,7 +97,9 @@ def _show_plan(plan, warnings: bool = True) -> None:
 
 def _show_created(result) -> None:
     c = render.console()
-    how = {"binary": "ollama create", "server": "the Ollama server", "store": "the Ollama store"}[result.method]
+    how = {"binary": "ollama create", "server": "the Ollama server", "store": "the Ollama store"}[
+        result.method
+    ]
     c.print(f"  created        [bold]{result.name}[/bold] with {how} at {result.where}", highlight=False)
     if result.modelfile:
         c.print(f"  Modelfile      {result.modelfile}", highlight=False)
@@ -92,8 +112,12 @@ def _show_created(result) -> None:
         for col in ("layer", "digest", "size", ""):
             t.add_column(col, justify="right" if col == "size" else "left")
         for layer in result.layers:
-            t.add_row(layer["kind"], layer["digest"][:19], render.size(layer["size"]),
-                      "reused" if layer["reused"] else "new")  # fmt: skip
+            t.add_row(
+                layer["kind"],
+                layer["digest"][:19],
+                render.size(layer["size"]),
+                "reused" if layer["reused"] else "new",
+            )
         c.print(t)
     for w in result.warnings:
         c.print(f"  [yellow]warning[/yellow]        {w}", highlight=False)
@@ -101,7 +125,9 @@ def _show_created(result) -> None:
 
 @package.command("verify")
 @click.argument("name")
-@click.option("--store", default=None, metavar="DIR", help="Ollama store [default: $OLLAMA_MODELS or ~/.ollama/models].")
+@click.option(
+    "--store", default=None, metavar="DIR", help="Ollama store [default: $OLLAMA_MODELS or ~/.ollama/models]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 @click.pass_context
 def verify_cmd(ctx: click.Context, name, store, as_json) -> None:

@@ -29,8 +29,10 @@ from edgekit.cli import render
     "--bar", default="kld<=0.03", show_default=True, help="Quality bar: kld<=X, ppl<=+N%, same_top>=X."
 )
 @click.option(
-    "--formats", "formats_csv", default=None,
-    help="Comma-separated candidate ladder [default: GGUF Q2_K..Q8_0; on GPU targets also GPTQ/AWQ/FP8 where native]."
+    "--formats",
+    "formats_csv",
+    default=None,
+    help="Comma-separated candidate ladder [default: GGUF Q2_K..Q8_0; on GPU targets also GPTQ/AWQ/FP8 where native].",
 )
 @click.option("--ctx", type=int, default=None, help="Context the pick must fit [default: min(model, 8192)].")
 @click.option(
@@ -69,14 +71,33 @@ from edgekit.cli import render
     help="Output directory [default: artifacts/ for --format, runs/ for --target].",
 )
 @click.option(
-    "--score-runtime", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
+    "--score-runtime",
+    type=click.Choice(["transformers", "vllm"]),
+    default="transformers",
+    show_default=True,
     help="--target: where GPTQ/AWQ/FP8 candidates are scored (vllm: the engine that serves them).",
 )
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
-def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix, calibration, samples, tensor_types,
-                 out_dir, score_runtime, threads, force, as_json) -> None:  # fmt: skip
+def quantize_cmd(
+    model,
+    target,
+    fmt,
+    bar,
+    formats_csv,
+    ctx,
+    evaluation,
+    imatrix,
+    calibration,
+    samples,
+    tensor_types,
+    out_dir,
+    score_runtime,
+    threads,
+    force,
+    as_json,
+) -> None:
     """Quantize MODEL (catalogue name, hub id, local directory or .gguf).
 
     With --target: plan what fits, measure candidates against the unquantized model, pick the
@@ -88,7 +109,17 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
 
     if target and not fmt:
         return _main_job(
-            model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json, score_runtime
+            model,
+            target,
+            bar,
+            formats_csv,
+            ctx,
+            evaluation,
+            imatrix,
+            calibration,
+            out_dir,
+            as_json,
+            score_runtime,
         )
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
@@ -101,8 +132,11 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
     from edgekit.models.source import open_checkpoint
     from edgekit.quantize.registry import build
 
-    options = dict(imatrix=imatrix, overrides=list(tensor_types), threads=threads) if f.family == "gguf" \
-        else dict(samples=samples)  # fmt: skip
+    options = (
+        dict(imatrix=imatrix, overrides=list(tensor_types), threads=threads)
+        if f.family == "gguf"
+        else dict(samples=samples)
+    )
     with render.progress_bars(not as_json) as progress:
         progress.say(f"resolving {model}")
         ck = open_checkpoint(model)
@@ -151,15 +185,35 @@ def quantize_cmd(model, target, fmt, bar, formats_csv, ctx, evaluation, imatrix,
 
 
 def _main_job(
-    model, target, bar, formats_csv, ctx, evaluation, imatrix, calibration, out_dir, as_json,
+    model,
+    target,
+    bar,
+    formats_csv,
+    ctx,
+    evaluation,
+    imatrix,
+    calibration,
+    out_dir,
+    as_json,
     score_runtime="transformers",
 ) -> None:
     from edgekit.bench.mainjob import run_main_job
 
     formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
     with render.progress_bars(not as_json) as progress:
-        report = run_main_job(model, target, bar, formats, ctx, imatrix, Path(out_dir or "runs"), calibration,
-                              evaluation, progress, score_runtime=score_runtime)  # fmt: skip
+        report = run_main_job(
+            model,
+            target,
+            bar,
+            formats,
+            ctx,
+            imatrix,
+            Path(out_dir or "runs"),
+            calibration,
+            evaluation,
+            progress,
+            score_runtime=score_runtime,
+        )
     if as_json:
         render.emit_json(json.loads((report.run_dir / "report.json").read_text()))
         return

@@ -60,15 +60,21 @@ class progress_bars:
         self.enabled = enabled
 
     def __enter__(self):
-        from edgekit.quantize.gguf_build import Progress
+        from edgekit.progress import Progress
 
         if not self.enabled:
             return Progress()
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
-        self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=console(), transient=False)  # fmt: skip
+        self.bar = Bar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console(),
+            transient=False,
+        )
         self.bar.start()
         self.tasks = {}
 

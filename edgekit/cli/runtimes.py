@@ -26,7 +26,17 @@ def runtimes_cmd(as_json: bool) -> None:
         t.add_column(col)
     for i in infos:
         status = "[green]available[/green]" if i.available else "[red]unavailable[/red]"
-        notes = i.description if i.available else f"{i.reason}" + (f"; {i.install_hint}" if i.install_hint else "")
-        t.add_row(escape(i.name), status, escape(i.version or "-"), escape(", ".join(i.formats) or "?"),
-                  escape(", ".join(i.devices) or "?"), escape(notes))  # fmt: skip
+        notes = (
+            i.description
+            if i.available
+            else f"{i.reason}" + (f"; {i.install_hint}" if i.install_hint else "")
+        )
+        t.add_row(
+            escape(i.name),
+            status,
+            escape(i.version or "-"),
+            escape(", ".join(i.formats) or "?"),
+            escape(", ".join(i.devices) or "?"),
+            escape(notes),
+        )
     render.console().print(t)

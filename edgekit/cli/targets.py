@@ -53,14 +53,24 @@ def show(name: str, as_json: bool) -> None:
 
     tg = get_target(name)
     d = tg.to_dict()
-    d["formats"] = {f.id: {"level": (s := support(f, tg.device)).level, "reason": s.reason} for f in default_formats()}
+    d["formats"] = {
+        f.id: {"level": (s := support(f, tg.device)).level, "reason": s.reason} for f in default_formats()
+    }
     if as_json:
         render.emit_json(d)
         return
     c = render.console()
-    c.print(f"[bold]{tg.name}[/bold]  {d['description']}" + (f"  x{tg.count} over {d['interconnect']}" if tg.count > 1 else ""))
-    c.print(f"  memory     {render.gib(tg.device.memory_bytes)} per device, bandwidth {d['bandwidth_gbs_per_device']:,} GB/s")
-    c.print(f"  compute    {d['tflops_per_device']} TFLOPS" + (f", CC {d['compute_capability']}" if d["compute_capability"] else ""))
+    c.print(
+        f"[bold]{tg.name}[/bold]  {d['description']}"
+        + (f"  x{tg.count} over {d['interconnect']}" if tg.count > 1 else "")
+    )
+    c.print(
+        f"  memory     {render.gib(tg.device.memory_bytes)} per device, bandwidth {d['bandwidth_gbs_per_device']:,} GB/s"
+    )
+    c.print(
+        f"  compute    {d['tflops_per_device']} TFLOPS"
+        + (f", CC {d['compute_capability']}" if d["compute_capability"] else "")
+    )
     if d["isa"]:
         c.print(f"  ISA        {' '.join(d['isa'])}")
     for n in d["notes"]:

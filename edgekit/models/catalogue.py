@@ -177,7 +177,10 @@ def _license_from_dir(d: Path) -> License:
         if line.startswith("license:"):
             value = line.split(":", 1)[1].strip().strip("'\"").lower()
             for lic in licenses().values():
-                if value in {lic.key, lic.spdx.lower(), lic.name.lower()} or value.replace(".", "_") == lic.key:
+                if (
+                    value in {lic.key, lic.spdx.lower(), lic.name.lower()}
+                    or value.replace(".", "_") == lic.key
+                ):
                     return lic
             return License(value, value, "conditional")
     return UNKNOWN_LICENSE

@@ -20,11 +20,16 @@ _TIED_DEFAULT = {"gemma3": True, "gemma3_text": True}
 # gemma-3-4b-it's text_config states neither its heads nor its vocabulary.
 _FAMILY_DEFAULTS = {
     "gemma3": {
-        "vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
-        "max_position_embeddings": 131072, "rope_theta": 1000000.0, "sliding_window": 4096,
+        "vocab_size": 262208,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 1000000.0,
+        "sliding_window": 4096,
         "sliding_window_pattern": 6,
     },
-}  # fmt: skip
+}
 
 
 def load_config_json(path: str | Path) -> dict[str, Any]:
@@ -56,7 +61,9 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
         inner.setdefault("model_type", top_type)
         if top_type == "gemma3":
             inner["model_type"] = "gemma3"
-        inner.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", _TIED_DEFAULT.get(top_type, True)))
+        inner.setdefault(
+            "tie_word_embeddings", cfg.get("tie_word_embeddings", _TIED_DEFAULT.get(top_type, True))
+        )
         cfg = inner
     if cfg.get("model_type") == "gemma3_text":
         cfg = {**cfg, "model_type": "gemma3"}
@@ -65,14 +72,18 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
     family = r.str("model_type")
     if family not in KNOWN_FAMILIES:
         raise ConfigError(
-            source, "model_type", f"unsupported architecture '{family}' (known: {', '.join(sorted(KNOWN_FAMILIES))})"
+            source,
+            "model_type",
+            f"unsupported architecture '{family}' (known: {', '.join(sorted(KNOWN_FAMILIES))})",
         )
     hidden = r.int("hidden_size")
     n_heads = r.int("num_attention_heads")
     n_kv = r.int("num_key_value_heads", default=n_heads)
     head_dim = r.int("head_dim", default=0) or hidden // n_heads
-    n_experts = r.int("num_experts", default=0) or r.int("num_local_experts", default=0) or r.int(
-        "n_routed_experts", default=0
+    n_experts = (
+        r.int("num_experts", default=0)
+        or r.int("num_local_experts", default=0)
+        or r.int("n_routed_experts", default=0)
     )
     is_moe = n_experts > 1
     expert_ffn = r.int("moe_intermediate_size", default=0) if is_moe else 0
@@ -113,7 +124,8 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
         max_context=max_ctx,
         rope_theta=r.float("rope_theta", default=_rope_theta(cfg)),
         qk_norm=family in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text"),
-        qkv_bias=family in ("qwen2", "qwen2_moe") or (family != "qwen3" and bool(cfg.get("attention_bias", False))),
+        qkv_bias=family in ("qwen2", "qwen2_moe")
+        or (family != "qwen3" and bool(cfg.get("attention_bias", False))),
         n_experts=n_experts if is_moe else 0,
         experts_per_token=r.int("num_experts_per_tok", default=0) if is_moe else 0,
         expert_ffn=expert_ffn,

@@ -37,8 +37,13 @@ class Checkpoint:
         return safetensors_files(self.path)
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "name": self.entry.name, "revision": self.revision,
-                "origin": self.origin, "note": self.note or None}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "name": self.entry.name,
+            "revision": self.revision,
+            "origin": self.origin,
+            "note": self.note or None,
+        }
 
 
 def open_checkpoint(arg: str) -> Checkpoint:
@@ -65,7 +70,11 @@ def _local(d: Path, origin: str, entry: ModelEntry | None = None, note: str = ""
         raise EdgekitError(f"{d}: no config.json (expected a Hugging Face model directory)")
     files = safetensors_files(d)
     if not files:
-        pickles = [f.name for f in d.glob("*.bin")] + [f.name for f in d.glob("*.pt")] + [f.name for f in d.glob("*.pth")]
+        pickles = (
+            [f.name for f in d.glob("*.bin")]
+            + [f.name for f in d.glob("*.pt")]
+            + [f.name for f in d.glob("*.pth")]
+        )
         if pickles:
             raise EdgekitError(
                 f"{d}: only pickle weights ({pickles[0]}); edgekit loads safetensors only",
@@ -75,8 +84,15 @@ def _local(d: Path, origin: str, entry: ModelEntry | None = None, note: str = ""
     local = from_local(d)
     if entry is not None:
         # keep the catalogue's name, hub id and license; architecture comes from the files
-        local = ModelEntry(entry.name, entry.hub_id, local.arch, entry.license, local.source, entry.embedded,
-                           entry.quality_note)  # fmt: skip
+        local = ModelEntry(
+            entry.name,
+            entry.hub_id,
+            local.arch,
+            entry.license,
+            local.source,
+            entry.embedded,
+            entry.quality_note,
+        )
     return Checkpoint(d, local, fingerprint(d), origin, note)
 
 
@@ -120,7 +136,9 @@ def from_hub(repo_id: str, entry: ModelEntry | None = None) -> Checkpoint:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise EdgekitError(f"{repo_id} is not in the local Hugging Face cache and {why}") from None
     except Exception as e:  # repository not found, gated, network errors: one line each
-        raise EdgekitError(f"cannot download {repo_id}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise EdgekitError(
+            f"cannot download {repo_id}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     ck = _local(path, origin=f"hub:{repo_id}", entry=entry)
     revision = path.name if len(path.name) == 40 else ck.revision
     return Checkpoint(ck.path, ck.entry, revision, ck.origin)
@@ -149,7 +167,7 @@ def embedded(entry: ModelEntry) -> Checkpoint:
 
 def import_gguf(path: Path, entry: ModelEntry | None = None) -> Checkpoint:
     """Dequantize a GGUF into a BF16 safetensors checkpoint in the cache (once)."""
-    from edgekit.quantize.gguf_read import check_gguf
+    from edgekit.gguf_io.reader import check_gguf
 
     check_gguf(path)
     st = path.stat()
@@ -167,12 +185,14 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise MissingDependency("transformers and torch", "torch", "needed to import a GGUF checkpoint") from None
+        raise MissingDependency(
+            "transformers and torch", "torch", "needed to import a GGUF checkpoint"
+        ) from None
     from edgekit._quiet import quiet_transformers
 
     quiet_transformers()
     from edgekit.artifact import sha256_file
-    from edgekit.quantize.gguf_read import gguf_tokenizer_facts
+    from edgekit.gguf_io.reader import gguf_tokenizer_facts
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -190,11 +210,20 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         tok.save_pretrained(tmp)
         _restore_pre_tokenizer(tmp / "tokenizer.json", facts.get("pre"))
         digest = sha256_file(path)
-        (tmp / "edgekit-import.json").write_text(json.dumps({
-            "source": str(path), "source_sha256": digest, "revision": "gguf-" + digest[:16],
-            "dtype": "bfloat16", "tokenizer": facts, "transformers": _version("transformers"),
-            "torch": torch.__version__,
-        }, indent=2))  # fmt: skip
+        (tmp / "edgekit-import.json").write_text(
+            json.dumps(
+                {
+                    "source": str(path),
+                    "source_sha256": digest,
+                    "revision": "gguf-" + digest[:16],
+                    "dtype": "bfloat16",
+                    "tokenizer": facts,
+                    "transformers": _version("transformers"),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -24,19 +24,32 @@ def hf_tensors(arch, layers: int) -> list[tuple[str, tuple[int, ...]]]:
     out = [("model.embed_tokens.weight", (arch.vocab, h))]
     for i in range(layers):
         p = f"model.layers.{i}."
-        out += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
-                (p + "self_attn.q_proj.weight", (nh * hd, h)), (p + "self_attn.k_proj.weight", (nkv * hd, h)),
-                (p + "self_attn.v_proj.weight", (nkv * hd, h)), (p + "self_attn.o_proj.weight", (h, nh * hd)),
-                (p + "self_attn.q_norm.weight", (hd,)), (p + "self_attn.k_norm.weight", (hd,))]  # fmt: skip
+        out += [
+            (p + "input_layernorm.weight", (h,)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (nh * hd, h)),
+            (p + "self_attn.k_proj.weight", (nkv * hd, h)),
+            (p + "self_attn.v_proj.weight", (nkv * hd, h)),
+            (p + "self_attn.o_proj.weight", (h, nh * hd)),
+            (p + "self_attn.q_norm.weight", (hd,)),
+            (p + "self_attn.k_norm.weight", (hd,)),
+        ]
         if arch.is_moe:
             f = arch.expert_ffn
             out.append((p + "mlp.gate.weight", (arch.n_experts, h)))
             for e in range(arch.n_experts):
                 q = f"{p}mlp.experts.{e}."
-                out += [(q + "gate_proj.weight", (f, h)), (q + "up_proj.weight", (f, h)), (q + "down_proj.weight", (h, f))]
+                out += [
+                    (q + "gate_proj.weight", (f, h)),
+                    (q + "up_proj.weight", (f, h)),
+                    (q + "down_proj.weight", (h, f)),
+                ]
         else:
-            out += [(p + "mlp.gate_proj.weight", (arch.ffn, h)), (p + "mlp.up_proj.weight", (arch.ffn, h)),
-                    (p + "mlp.down_proj.weight", (h, arch.ffn))]  # fmt: skip
+            out += [
+                (p + "mlp.gate_proj.weight", (arch.ffn, h)),
+                (p + "mlp.up_proj.weight", (arch.ffn, h)),
+                (p + "mlp.down_proj.weight", (h, arch.ffn)),
+            ]
     out.append(("model.norm.weight", (h,)))
     if not arch.tied_embeddings:
         out.append(("lm_head.weight", (arch.vocab, h)))
@@ -64,16 +77,28 @@ def hf_config(arch, layers: int, max_context: int | None = None) -> dict:
         "eos_token_id": 0,
     }
     if arch.is_moe:
-        cfg |= {"num_experts": arch.n_experts, "num_experts_per_tok": arch.experts_per_token,
-                "moe_intermediate_size": arch.expert_ffn, "intermediate_size": arch.expert_ffn * arch.experts_per_token,
-                "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True}  # fmt: skip
+        cfg |= {
+            "num_experts": arch.n_experts,
+            "num_experts_per_tok": arch.experts_per_token,
+            "moe_intermediate_size": arch.expert_ffn,
+            "intermediate_size": arch.expert_ffn * arch.experts_per_token,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+            "norm_topk_prob": True,
+        }
     else:
         cfg["intermediate_size"] = arch.ffn
     return cfg
 
 
-def random_checkpoint(model: str, out: Path, layers: int | None = None, seed: int = 0,
-                      tokenizer_dir: Path | None = None, max_context: int | None = None) -> Path:  # fmt: skip
+def random_checkpoint(
+    model: str,
+    out: Path,
+    layers: int | None = None,
+    seed: int = 0,
+    tokenizer_dir: Path | None = None,
+    max_context: int | None = None,
+) -> Path:
     """Write a random-weight BF16 checkpoint shaped like `model` (a catalogue name) to `out`.
     A tokenizer (tokenizer.json + tokenizer_config.json) is copied from `tokenizer_dir`; its
     vocabulary must not exceed the model's."""
@@ -95,7 +120,10 @@ def random_checkpoint(model: str, out: Path, layers: int | None = None, seed: in
         n = 2 * math.prod(shape)
         header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
-    header["__metadata__"] = {"format": "pt", "edgekit": f"random weights shaped like {entry.name}, seed {seed}"}
+    header["__metadata__"] = {
+        "format": "pt",
+        "edgekit": f"random weights shaped like {entry.name}, seed {seed}",
+    }
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     rng = np.random.default_rng(seed)

@@ -45,7 +45,12 @@ def _attention(a: Arch, i: int) -> list[Tensor]:
         ts += [
             _t(i, "attn_kv_a_mqa.weight", (h, a.kv_lora_rank + a.qk_rope_head_dim), "attn"),
             _t(i, "attn_kv_a_norm.weight", (a.kv_lora_rank,), "norm"),
-            _t(i, "attn_kv_b.weight", (a.kv_lora_rank, a.n_heads * (a.qk_nope_head_dim + a.v_head_dim)), "attn"),
+            _t(
+                i,
+                "attn_kv_b.weight",
+                (a.kv_lora_rank, a.n_heads * (a.qk_nope_head_dim + a.v_head_dim)),
+                "attn",
+            ),
             _t(i, "attn_output.weight", (a.n_heads * a.v_head_dim, h), "attn"),
         ]
     elif a.family == "phi3":

@@ -18,10 +18,19 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 _DTYPES = {
-    "F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
-    "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1), "U8": ("u1", 1),
-    "BOOL": ("u1", 1), "F8_E4M3": ("u1", 1), "F8_E5M2": ("u1", 1),
-}  # fmt: skip
+    "F64": ("<f8", 8),
+    "F32": ("<f4", 4),
+    "F16": ("<f2", 2),
+    "BF16": ("<u2", 2),
+    "I64": ("<i8", 8),
+    "I32": ("<i4", 4),
+    "I16": ("<i2", 2),
+    "I8": ("i1", 1),
+    "U8": ("u1", 1),
+    "BOOL": ("u1", 1),
+    "F8_E4M3": ("u1", 1),
+    "F8_E5M2": ("u1", 1),
+}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -41,7 +50,9 @@ class SafetensorsCheckpoint:
         for f in files:
             for e in read_header(f):
                 if e.name in self.entries:
-                    raise EdgekitError(f"{f}: tensor {e.name} also appears in {self.entries[e.name].file.name}")
+                    raise EdgekitError(
+                        f"{f}: tensor {e.name} also appears in {self.entries[e.name].file.name}"
+                    )
                 self.entries[e.name] = e
         self._fds: dict[Path, int] = {}
 
@@ -66,7 +77,9 @@ class SafetensorsCheckpoint:
 
         e = self.entries[name]
         if e.dtype in ("F8_E4M3", "F8_E5M2", "BOOL"):
-            raise EdgekitError(f"{e.file}: tensor {name} is {e.dtype}; edgekit converts from F32/F16/BF16 checkpoints")
+            raise EdgekitError(
+                f"{e.file}: tensor {name} is {e.dtype}; edgekit converts from F32/F16/BF16 checkpoints"
+            )
         rows = e.shape[0] if e.shape else 1
         row_bytes = e.nbytes // rows if rows else 0
         # pread into private memory rather than mmap: a mapped file counts its touched pages
@@ -131,8 +144,12 @@ def read_header(path: Path) -> list[TensorEntry]:
         for d in shape:
             count *= d
         if b - a != count * _DTYPES[dtype][1] or a < 0:
-            raise EdgekitError(f"{path}: tensor {name}: {b - a} bytes do not hold shape {list(shape)} of {dtype}")
+            raise EdgekitError(
+                f"{path}: tensor {name}: {b - a} bytes do not hold shape {list(shape)} of {dtype}"
+            )
         if data_start + b > size:
-            raise EdgekitError(f"{path}: truncated safetensors file (tensor {name} ends past the end of the file)")
+            raise EdgekitError(
+                f"{path}: truncated safetensors file (tensor {name} ends past the end of the file)"
+            )
         out.append(TensorEntry(name, path, dtype, shape, data_start + a, b - a))
     return out

@@ -108,7 +108,9 @@ def _lex(src: str) -> list:
                 items.append(("text", text))
             return items
         body_start = start + 2
-        trim_left = src.startswith("-", body_start) and body_start + 1 < len(src) and src[body_start + 1] in _SPACE
+        trim_left = (
+            src.startswith("-", body_start) and body_start + 1 < len(src) and src[body_start + 1] in _SPACE
+        )
         if trim_left:
             text = text.rstrip(_SPACE)
             body_start += 2
@@ -181,7 +183,9 @@ def _tokens(body: str, line: int) -> list[tuple[str, object]]:
             try:
                 toks.append(("str", json.loads(body[i : j + 1])))
             except ValueError:
-                raise TemplateError(f"template line {line}: unsupported escape in {body[i:j + 1]}") from None
+                raise TemplateError(
+                    f"template line {line}: unsupported escape in {body[i : j + 1]}"
+                ) from None
             i = j + 1
         elif c == "`":
             j = body.find("`", i + 1)
@@ -226,8 +230,25 @@ def _tokens(body: str, line: int) -> list[tuple[str, object]]:
 
 # ---- parsing --------------------------------------------------------------------------------
 
-_FUNCS = {"and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "slice", "index", "print", "json",
-          "currentDate", "yesterdayDate", "toTypeScriptType"}  # fmt: skip
+_FUNCS = {
+    "and",
+    "or",
+    "not",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "len",
+    "slice",
+    "index",
+    "print",
+    "json",
+    "currentDate",
+    "yesterdayDate",
+    "toTypeScriptType",
+}
 
 
 class _Parser:
@@ -247,7 +268,7 @@ class _Parser:
                 continue
             body, line = item[1], item[2]
             word = body.split(None, 1)[0] if body else ""
-            rest = body[len(word):].strip(_SPACE)
+            rest = body[len(word) :].strip(_SPACE)
             if word == "end":
                 if top:
                     raise TemplateError(f"template line {line}: unexpected {{{{ end }}}}")
@@ -260,7 +281,9 @@ class _Parser:
             if word in ("if", "range", "with"):
                 nodes.append(self.branch(word, rest, line))
             elif word in ("define", "template", "block", "break", "continue"):
-                raise TemplateError(f"template line {line}: '{word}' is not supported by edgekit's template check")
+                raise TemplateError(
+                    f"template line {line}: '{word}' is not supported by edgekit's template check"
+                )
             else:
                 nodes.append(Action(self.pipe(_tokens(body, line), line)))
         if not top:
@@ -374,7 +397,10 @@ def _infer_tags(nodes: list, ranges: list[Branch], tags: list[str]) -> None:
     def visit_pipe(pipe: Pipe, enclosing: list) -> None:
         for op in _operands_of_pipe(pipe):
             if op.kind == "field" and op.path and op.path[0] == "Thinking" and ranges:
-                if any(o.kind == "field" and o.path and o.path[0] == "Messages" for o in _operands_of_pipe(ranges[-1].pipe)):
+                if any(
+                    o.kind == "field" and o.path and o.path[0] == "Messages"
+                    for o in _operands_of_pipe(ranges[-1].pipe)
+                ):
                     if isinstance(enclosing[0], Text):
                         tags[0] = enclosing[0].text.strip(_SPACE)
                     if isinstance(enclosing[-1], Text):

@@ -14,11 +14,27 @@ MESSAGE_ROLES = ("system", "user", "assistant")
 
 # Ollama's runtime options (api.Options and api.Runner) and the JSON type each is stored as.
 PARAMETER_TYPES: dict[str, type] = {
-    "num_ctx": int, "num_batch": int, "num_gpu": int, "main_gpu": int, "use_mmap": bool, "num_thread": int,
-    "draft_num_predict": int, "num_keep": int, "seed": int, "num_predict": int, "top_k": int, "top_p": float,
-    "min_p": float, "typical_p": float, "repeat_last_n": int, "temperature": float, "repeat_penalty": float,
-    "presence_penalty": float, "frequency_penalty": float, "stop": list,
-}  # fmt: skip
+    "num_ctx": int,
+    "num_batch": int,
+    "num_gpu": int,
+    "main_gpu": int,
+    "use_mmap": bool,
+    "num_thread": int,
+    "draft_num_predict": int,
+    "num_keep": int,
+    "seed": int,
+    "num_predict": int,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "typical_p": float,
+    "repeat_last_n": int,
+    "temperature": float,
+    "repeat_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "stop": list,
+}
 
 
 class ModelfileError(EdgekitError):
@@ -64,8 +80,9 @@ def typed_parameters(pairs: list[tuple[str, str]]) -> dict:
     for name, raw in pairs:
         kind = PARAMETER_TYPES.get(name)
         if kind is None:
-            raise ModelfileError(f"unknown Ollama parameter '{name}'",
-                                 f"known: {', '.join(sorted(PARAMETER_TYPES))}")  # fmt: skip
+            raise ModelfileError(
+                f"unknown Ollama parameter '{name}'", f"known: {', '.join(sorted(PARAMETER_TYPES))}"
+            )
         if kind is list:
             out.setdefault(name, []).append(raw)
             continue
@@ -146,8 +163,10 @@ def parse(text: str) -> Modelfile:
         word, pos = _word(text, pos, str.isalpha)
         instruction = word.lower()
         if instruction not in INSTRUCTIONS:
-            raise ModelfileError(f"Modelfile line {line}: unknown instruction '{word or text[pos]}'",
-                                 f"one of {', '.join(i.upper() for i in INSTRUCTIONS)}")  # fmt: skip
+            raise ModelfileError(
+                f"Modelfile line {line}: unknown instruction '{word or text[pos]}'",
+                f"one of {', '.join(i.upper() for i in INSTRUCTIONS)}",
+            )
         pos = _need_space(text, pos, line, word)
         sub = ""
         if instruction == "parameter":
@@ -158,7 +177,9 @@ def parse(text: str) -> Modelfile:
         elif instruction == "message":
             sub, pos = _word(text, pos, str.isalpha)
             if sub not in MESSAGE_ROLES:
-                raise ModelfileError(f"Modelfile line {line}: message role must be one of {', '.join(MESSAGE_ROLES)}")
+                raise ModelfileError(
+                    f"Modelfile line {line}: message role must be one of {', '.join(MESSAGE_ROLES)}"
+                )
             pos = _need_space(text, pos, line, sub)
         value, pos = _value(text, pos, line)
         pending.append((instruction, sub, value))

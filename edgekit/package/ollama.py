@@ -27,9 +27,11 @@ from edgekit.package.ollama_store import (
 )
 
 # general.file_type (llama_ftype) as Ollama names it; 0 and unset read as "unknown" there too
-_FILE_TYPES = ("F32 F16 Q4_0 Q4_1 - - - Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M "
-               "Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS IQ1_M BF16 "
-               "- - - TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0").split()  # fmt: skip
+_FILE_TYPES = (
+    "F32 F16 Q4_0 Q4_1 - - - Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M "
+    "Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS IQ1_M BF16 "
+    "- - - TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0"
+).split()
 _LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENSE-MODEL", "LICENSE_MODEL")
 _SPECIAL_TOKEN = re.compile(r"^<[^<>\s]+>$")
 
@@ -78,7 +80,7 @@ class GgufFacts:
 def read_gguf_facts(path: Path) -> GgufFacts:
     """Architecture, file type, parameter count, chat template and vocabulary; a file that
     is not a whole GGUF is refused in one line."""
-    from edgekit.quantize.gguf_read import scan
+    from edgekit.gguf_io.reader import scan
 
     path = Path(path)
     if path.is_dir():
@@ -86,8 +88,18 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     if not path.exists():
         raise EdgekitError(f"{path}: no such file")
     layout = scan(path)  # validates the header and that every tensor lies inside the file
-    meta = _metadata(path, {"general.architecture", "general.name", "general.file_type", "general.license",
-                            "tokenizer.chat_template", "tokenizer.ggml.tokens", "tokenizer.ggml.eos_token_id"})
+    meta = _metadata(
+        path,
+        {
+            "general.architecture",
+            "general.name",
+            "general.file_type",
+            "general.license",
+            "tokenizer.chat_template",
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.eos_token_id",
+        },
+    )
     arch = meta.get("general.architecture")
     if not arch:
         raise EdgekitError(f"{path}: the GGUF has no general.architecture")
@@ -101,13 +113,32 @@ def read_gguf_facts(path: Path) -> GgufFacts:
             count *= int(d)
         n_params += count
     ft = meta.get("general.file_type")
-    return GgufFacts(path=path, architecture=str(arch), name=meta.get("general.name"),
-                     file_type=file_type_name(ft if isinstance(ft, int) else None), parameter_count=n_params,
-                     chat_template=meta.get("tokenizer.chat_template"), tokens=tokens, eos_token=eos,
-                     license=meta.get("general.license"))  # fmt: skip
+    return GgufFacts(
+        path=path,
+        architecture=str(arch),
+        name=meta.get("general.name"),
+        file_type=file_type_name(ft if isinstance(ft, int) else None),
+        parameter_count=n_params,
+        chat_template=meta.get("tokenizer.chat_template"),
+        tokens=tokens,
+        eos_token=eos,
+        license=meta.get("general.license"),
+    )
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 
 
 def _metadata(path: Path, wanted: set[str]) -> dict:
@@ -169,8 +200,15 @@ class LicenseInfo:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "tier": self.tier, "url": self.url or None, "conditions": self.conditions,
-                "text_source": self.text_source, "text_chars": len(self.text), "warnings": self.warnings}  # fmt: skip
+        return {
+            "name": self.name,
+            "tier": self.tier,
+            "url": self.url or None,
+            "conditions": self.conditions,
+            "text_source": self.text_source,
+            "text_chars": len(self.text),
+            "warnings": self.warnings,
+        }
 
 
 def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> LicenseInfo | None:
@@ -183,7 +221,10 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
     if lic is None and facts.license:
         key = facts.license.strip().lower()
         for known in licenses().values():
-            if key in {known.key, known.spdx.lower(), known.name.lower()} or key.replace(".", "_") == known.key:
+            if (
+                key in {known.key, known.spdx.lower(), known.name.lower()}
+                or key.replace(".", "_") == known.key
+            ):
                 lic = known.to_dict()
                 break
         else:
@@ -207,9 +248,13 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
     if text is None:
         text = _license_notice(name, url, conditions)
         text_source = "notice (edgekit has no full text of this license)"
-        warnings.append(f"the full text of '{name}' was not found; the LICENSE names it and links to {url or 'its source'}")
+        warnings.append(
+            f"the full text of '{name}' was not found; the LICENSE names it and links to {url or 'its source'}"
+        )
     if tier != "permissive":
-        warnings.append(f"'{name}' is a {tier} license" + (": " + "; ".join(conditions) if conditions else ""))
+        warnings.append(
+            f"'{name}' is a {tier} license" + (": " + "; ".join(conditions) if conditions else "")
+        )
     return LicenseInfo(name, tier, url, conditions, text, text_source, warnings)
 
 
@@ -270,9 +315,11 @@ class PackagePlan:
         from edgekit import __version__
 
         fmt = (self.artifact_manifest or {}).get("format") or f"gguf:{self.facts.file_type}"
-        header = (f"Modelfile for {self.name.short}, written by edgekit {__version__} from {self.artifact.name} ({fmt})\n"
-                  f"template: {self.family.name}: {self.family.reason}\n"
-                  f"create it with: {self.command}")  # fmt: skip
+        header = (
+            f"Modelfile for {self.name.short}, written by edgekit {__version__} from {self.artifact.name} ({fmt})\n"
+            f"template: {self.family.name}: {self.family.reason}\n"
+            f"create it with: {self.command}"
+        )
         return self.modelfile.render(header)
 
     def to_dict(self) -> dict:
@@ -295,8 +342,9 @@ class PackagePlan:
         }
 
 
-def plan_package(artifact: Path | str, name: str, system: str | None = None,
-                 params: list[str] | tuple[str, ...] = ()) -> PackagePlan:  # fmt: skip
+def plan_package(
+    artifact: Path | str, name: str, system: str | None = None, params: list[str] | tuple[str, ...] = ()
+) -> PackagePlan:
     """Everything the package will hold, checked before anything is written."""
     from edgekit.artifact import manifest_path
 
@@ -310,7 +358,9 @@ def plan_package(artifact: Path | str, name: str, system: str | None = None,
             artifact_manifest = json.loads(manifest_path(artifact).read_text())
         except ValueError:
             artifact_manifest = None
-    family = templates.choose_family(facts.architecture, facts.has_token, facts.chat_template, facts.eos_token)
+    family = templates.choose_family(
+        facts.architecture, facts.has_token, facts.chat_template, facts.eos_token
+    )
     warnings: list[str] = []
     if family.template is not None:
         from edgekit.package import gotemplate
@@ -321,8 +371,10 @@ def plan_package(artifact: Path | str, name: str, system: str | None = None,
     params_out = _merge_parameters(family, user_params)
     for stop in (v for k, v in params_out if k == "stop"):
         if _SPECIAL_TOKEN.match(stop) and not facts.has_token(stop):
-            raise EdgekitError(f"stop token {stop!r} is not in the tokenizer's vocabulary",
-                               "Ollama would never see it as one token; drop it or fix the GGUF")  # fmt: skip
+            raise EdgekitError(
+                f"stop token {stop!r} is not in the tokenizer's vocabulary",
+                "Ollama would never see it as one token; drop it or fix the GGUF",
+            )
     lic = resolve_license(artifact_manifest, facts)
     if lic is None:
         warnings.append("the license of this model is unknown: no LICENSE is packaged; check the model card")
@@ -331,10 +383,17 @@ def plan_package(artifact: Path | str, name: str, system: str | None = None,
         for cond in lic.conditions:  # e.g. Llama: "derived model names must begin with 'Llama'"
             prefix = re.search(r"names must begin with '([^']+)'", cond)
             if prefix and not model_name.model.lower().startswith(prefix.group(1).lower()):
-                warnings.append(f"the {lic.name} asks that derived model names begin with '{prefix.group(1)}'; "
-                                f"'{model_name.model}' does not")  # fmt: skip
-    mf = Modelfile(from_=f"./{artifact.name}", template=family.template, system=system or None,
-                   parameters=params_out, licenses=[lic.text] if lic else [])  # fmt: skip
+                warnings.append(
+                    f"the {lic.name} asks that derived model names begin with '{prefix.group(1)}'; "
+                    f"'{model_name.model}' does not"
+                )
+    mf = Modelfile(
+        from_=f"./{artifact.name}",
+        template=family.template,
+        system=system or None,
+        parameters=params_out,
+        licenses=[lic.text] if lic else [],
+    )
     mf.render()  # values a Modelfile cannot quote fail here, before anything is written
     return PackagePlan(artifact, model_name, facts, family, mf, lic, artifact_manifest, warnings)
 
@@ -379,9 +438,16 @@ class CreateResult:
     detail: str = ""
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "name": self.name, "where": self.where, "modelfile": self.modelfile,
-                "manifest": self.manifest, "layers": self.layers, "warnings": self.warnings,
-                "detail": self.detail or None}  # fmt: skip
+        return {
+            "method": self.method,
+            "name": self.name,
+            "where": self.where,
+            "modelfile": self.modelfile,
+            "manifest": self.manifest,
+            "layers": self.layers,
+            "warnings": self.warnings,
+            "detail": self.detail or None,
+        }
 
 
 def choose_method(host: str | None = None, store: Path | str | None = None) -> tuple[str, str, list[str]]:
@@ -392,7 +458,9 @@ def choose_method(host: str | None = None, store: Path | str | None = None) -> t
     if host:
         url = normalize_host(host)
         if OllamaClient(url).version() is None:
-            raise EdgekitError(f"no Ollama server answers at {url}", "start it with `ollama serve`, or use --store")
+            raise EdgekitError(
+                f"no Ollama server answers at {url}", "start it with `ollama serve`, or use --store"
+            )
         return "server", url, []
     if store is not None:
         return "store", str(Path(store).expanduser()), []
@@ -402,12 +470,17 @@ def choose_method(host: str | None = None, store: Path | str | None = None) -> t
     url = env_host()
     if url and OllamaClient(url).version() is not None:
         return "server", url, []
-    notes = ["no ollama binary on PATH" + (f" and no server answers at OLLAMA_HOST={url}" if url else ", OLLAMA_HOST unset")
-             + ": the model was written into the store directly"]  # fmt: skip
+    notes = [
+        "no ollama binary on PATH"
+        + (f" and no server answers at OLLAMA_HOST={url}" if url else ", OLLAMA_HOST unset")
+        + ": the model was written into the store directly"
+    ]
     return "store", str(Store().root), notes
 
 
-def create(plan: PackagePlan, method: str, where: str, link: bool = True, notes: list[str] | None = None) -> CreateResult:
+def create(
+    plan: PackagePlan, method: str, where: str, link: bool = True, notes: list[str] | None = None
+) -> CreateResult:
     if method == "store":
         Store(where).check_writable()  # before the Modelfile, so a refused store leaves nothing behind
     warnings = list(plan.warnings) + list(notes or [])
@@ -438,7 +511,9 @@ def _create_with_binary(plan: PackagePlan, binary: str) -> CreateResult:
     proc = subprocess.run(cmd, cwd=plan.artifact.parent, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        raise EdgekitError(f"`ollama create {plan.name.short}` failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        raise EdgekitError(
+            f"`ollama create {plan.name.short}` failed: {lines[-1] if lines else f'exit {proc.returncode}'}"
+        )
     return CreateResult("binary", plan.name.short, binary, None, detail=" ".join(proc.stdout.split())[-200:])
 
 
@@ -488,18 +563,23 @@ def _create_in_store(plan: PackagePlan, store: Store, link: bool) -> CreateResul
         if params:
             layers.append(writer.add_bytes(go_json(params, sort_keys=True), MEDIA_TYPES["params"]))
         config = writer.add_bytes(
-            config_blob(plan.facts.architecture, plan.facts.model_type, plan.facts.file_type, layers), CONFIG_MEDIA_TYPE
+            config_blob(plan.facts.architecture, plan.facts.model_type, plan.facts.file_type, layers),
+            CONFIG_MEDIA_TYPE,
         )
         manifest = writer.write_manifest(name, config, layers)
     except OSError as e:
         writer.rollback()
-        raise EdgekitError(f"cannot write the Ollama store {store.root}: {e.strerror or e}"
-                           + (f" ({e.filename})" if getattr(e, "filename", None) else "")) from None  # fmt: skip
+        raise EdgekitError(
+            f"cannot write the Ollama store {store.root}: {e.strerror or e}"
+            + (f" ({e.filename})" if getattr(e, "filename", None) else "")
+        ) from None
     except BaseException:
         writer.rollback()
         raise
-    rows = [{"kind": x.kind, "digest": x.digest, "size": x.size, "reused": x.digest in writer.reused}
-            for x in [*layers, config]]  # fmt: skip
+    rows = [
+        {"kind": x.kind, "digest": x.digest, "size": x.size, "reused": x.digest in writer.reused}
+        for x in [*layers, config]
+    ]
     return CreateResult("store", name.short, str(store.root), None, rows, str(manifest))
 
 
@@ -532,9 +612,14 @@ class VerifyResult:
         return [c for c in self.checks if not c.ok]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "store": self.store, "manifest": self.manifest, "ok": self.ok,
-                "problems": [f"{c.name}: {c.detail}" for c in self.problems],
-                "checks": [c.to_dict() for c in self.checks]}  # fmt: skip
+        return {
+            "name": self.name,
+            "store": self.store,
+            "manifest": self.manifest,
+            "ok": self.ok,
+            "problems": [f"{c.name}: {c.detail}" for c in self.problems],
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
 def verify(name: str, store: Path | str | None = None) -> VerifyResult:
@@ -555,19 +640,24 @@ def verify(name: str, store: Path | str | None = None) -> VerifyResult:
     if len(models) == 1 and models[0].digest in good:
         try:
             facts = read_gguf_facts(st.blob_path(models[0].digest))
-            checks.append(Check("gguf", True, f"{facts.architecture}, {facts.model_type} parameters, {facts.file_type}"))
+            checks.append(
+                Check("gguf", True, f"{facts.architecture}, {facts.model_type} parameters, {facts.file_type}")
+            )
         except EdgekitError as e:
             checks.append(Check("gguf", False, f"the model blob is not a readable GGUF: {e.one_line()}"))
     if facts is None:
         return VerifyResult(manifest.name.short, str(st.root), str(manifest.path), checks)
     if manifest.config is not None and (raw := blob(manifest.config)) is not None:
         checks += _check_config(raw, facts, manifest.layers)
-    texts = {kind: [b.decode("utf-8", "replace") for x in manifest.layers_of(kind) if (b := blob(x)) is not None]
-             for kind in ("template", "params")}  # fmt: skip
+    texts = {
+        kind: [b.decode("utf-8", "replace") for x in manifest.layers_of(kind) if (b := blob(x)) is not None]
+        for kind in ("template", "params")
+    }
     template = texts["template"][0] if texts["template"] else None
     checks.append(_check_thinking(facts, template, bool(manifest.layers_of("template"))))
-    checks += _check_stops(facts, template, texts["params"][0] if texts["params"] else None,
-                           bool(manifest.layers_of("params")))  # fmt: skip
+    checks += _check_stops(
+        facts, template, texts["params"][0] if texts["params"] else None, bool(manifest.layers_of("params"))
+    )
     lic = manifest.layers_of("license")
     checks.append(Check("license", True, f"{len(lic)} license layer(s)" if lic else "no license layer"))
     return VerifyResult(manifest.name.short, str(st.root), str(manifest.path), checks)
@@ -585,7 +675,13 @@ def _check_config(raw: bytes, facts: GgufFacts, layers: list[Layer]) -> list[Che
         wrong.append("rootfs.diff_ids do not list the manifest's layers")
     if wrong:
         return [Check("config content", False, "; ".join(wrong))]
-    return [Check("config content", True, f"{cfg.get('model_family')} {cfg.get('model_type')} {cfg.get('file_type')}")]
+    return [
+        Check(
+            "config content",
+            True,
+            f"{cfg.get('model_family')} {cfg.get('model_type')} {cfg.get('file_type')}",
+        )
+    ]
 
 
 def _thinking_model(facts: GgufFacts) -> bool:
@@ -603,7 +699,9 @@ def _check_thinking(facts: GgufFacts, template: str | None, has_layer: bool) -> 
             return Check("template", True, "none: Ollama uses the GGUF's chat template")
         if "<think>" in (facts.chat_template or ""):
             return Check("think tags", True, "no TEMPLATE; the GGUF's chat template keeps <think>")
-        return Check("think tags", False, f"a thinking model ({facts.architecture}) with no template that has <think>")
+        return Check(
+            "think tags", False, f"a thinking model ({facts.architecture}) with no template that has <think>"
+        )
     try:
         tpl = gotemplate.parse(template)
     except gotemplate.TemplateError as e:
@@ -612,10 +710,16 @@ def _check_thinking(facts: GgufFacts, template: str | None, has_layer: bool) -> 
         return Check("template", True, "parses as a Go template")
     tags = tpl.thinking_tags()
     if tags != ("<think>", "</think>"):
-        return Check("think tags", False, f"Ollama would infer thinking tags {tags!r} from the template, not "
-                     "('<think>', '</think>'): thinking would be lost")  # fmt: skip
+        return Check(
+            "think tags",
+            False,
+            f"Ollama would infer thinking tags {tags!r} from the template, not "
+            "('<think>', '</think>'): thinking would be lost",
+        )
     if not {"isthinkset", "think"} & tpl.identifiers():
-        return Check("think tags", False, "the template never reads .Think/.IsThinkSet: the thinking toggle is lost")
+        return Check(
+            "think tags", False, "the template never reads .Think/.IsThinkSet: the thinking toggle is lost"
+        )
     user = {"Role": "user", "Content": "hi", "Thinking": "", "ToolCalls": []}
     data = {"System": "", "Tools": [], "Messages": [user]}
     try:
@@ -625,12 +729,20 @@ def _check_thinking(facts: GgufFacts, template: str | None, has_layer: bool) -> 
         return Check("think tags", False, f"cannot render the template to check the toggle: {e.one_line()}")
     closed = re.compile(r"<think>\s*</think>\s*$")
     if not closed.search(off) or closed.search(on):
-        return Check("think tags", False, "with think off the prompt does not end in an empty <think></think> "
-                     "block (or it does with think on)")  # fmt: skip
-    return Check("think tags", True, "<think>…</think> kept; think=false opens the answer with an empty think block")
+        return Check(
+            "think tags",
+            False,
+            "with think off the prompt does not end in an empty <think></think> "
+            "block (or it does with think on)",
+        )
+    return Check(
+        "think tags", True, "<think>…</think> kept; think=false opens the answer with an empty think block"
+    )
 
 
-def _check_stops(facts: GgufFacts, template: str | None, params_text: str | None, has_layer: bool) -> list[Check]:
+def _check_stops(
+    facts: GgufFacts, template: str | None, params_text: str | None, has_layer: bool
+) -> list[Check]:
     if has_layer and params_text is None:
         return [Check("stop tokens", False, "the params blob could not be read")]
     stops: list = []
@@ -642,10 +754,16 @@ def _check_stops(facts: GgufFacts, template: str | None, params_text: str | None
             return [Check("stop tokens", False, "the params blob is not JSON")]
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         return [Check("stop tokens", False, f"stop is {stops!r}, not a list of strings")]
-    problems = [f"{s!r} is not a token of the tokenizer" for s in stops if _SPECIAL_TOKEN.match(s) and not facts.has_token(s)]
+    problems = [
+        f"{s!r} is not a token of the tokenizer"
+        for s in stops
+        if _SPECIAL_TOKEN.match(s) and not facts.has_token(s)
+    ]
     for marker in templates.END_OF_TURN:
         if template and marker in template and facts.has_token(marker) and marker not in stops:
             problems.append(f"the template ends turns with {marker} but it is not a stop token")
     if problems:
         return [Check("stop tokens", False, "; ".join(problems))]
-    return [Check("stop tokens", True, ", ".join(stops) + " (all in the vocabulary)" if stops else "none set")]
+    return [
+        Check("stop tokens", True, ", ".join(stops) + " (all in the vocabulary)" if stops else "none set")
+    ]

@@ -65,8 +65,9 @@ class OllamaClient:
         # large send blocks: a model upload is many GiB
         return cls(parts.hostname, parts.port, timeout=timeout or self.timeout, blocksize=1 << 20), parts.path
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None,
-                timeout: float | None = None) -> Response:  # fmt: skip
+    def request(
+        self, method: str, path: str, body=None, headers: dict | None = None, timeout: float | None = None
+    ) -> Response:
         conn, prefix = self._connection(timeout)
         try:
             conn.request(method, prefix + path, body=body, headers=headers or {})
@@ -89,26 +90,40 @@ class OllamaClient:
         r = self.request("HEAD", f"/api/blobs/{digest}")
         if r.status in (200, 404):
             return r.status == 200
-        raise EdgekitError(f"the Ollama server at {self.base_url} answered {r.status} to HEAD /api/blobs/{digest}")
+        raise EdgekitError(
+            f"the Ollama server at {self.base_url} answered {r.status} to HEAD /api/blobs/{digest}"
+        )
 
     def push_blob(self, path: Path, digest: str, size: int) -> None:
         """Upload a file as the blob `digest`, streamed from disk."""
         with open(path, "rb") as fh:
-            r = self.request("POST", f"/api/blobs/{digest}", body=fh,
-                             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-                             timeout=max(self.timeout, 600.0))  # fmt: skip
+            r = self.request(
+                "POST",
+                f"/api/blobs/{digest}",
+                body=fh,
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+                timeout=max(self.timeout, 600.0),
+            )
         if r.status not in (200, 201):
-            raise EdgekitError(f"the Ollama server at {self.base_url} refused the blob {digest}: "
-                               f"{r.status} {_error_text(r)}")  # fmt: skip
+            raise EdgekitError(
+                f"the Ollama server at {self.base_url} refused the blob {digest}: {r.status} {_error_text(r)}"
+            )
 
     def create(self, payload: dict) -> dict:
         body = json.dumps({**payload, "stream": False}).encode("utf-8")
-        r = self.request("POST", "/api/create", body=body, headers={"Content-Type": "application/json"},
-                         timeout=max(self.timeout, 3600.0))  # fmt: skip
+        r = self.request(
+            "POST",
+            "/api/create",
+            body=body,
+            headers={"Content-Type": "application/json"},
+            timeout=max(self.timeout, 3600.0),
+        )
         answer = r.json()
         if r.status != 200 or answer.get("error"):
-            raise EdgekitError(f"the Ollama server at {self.base_url} could not create {payload.get('model')}: "
-                               f"{r.status} {_error_text(r)}")  # fmt: skip
+            raise EdgekitError(
+                f"the Ollama server at {self.base_url} could not create {payload.get('model')}: "
+                f"{r.status} {_error_text(r)}"
+            )
         return answer
 
 

@@ -124,7 +124,8 @@ def _part_problem(kind: str, value: str) -> str | None:
         if ch == ":" and kind == "host":
             continue
         return f"the {kind} {value!r} holds {ch!r}; allowed are letters, digits, '_', '-'" + (
-            "" if kind == "namespace" else " and '.'")
+            "" if kind == "namespace" else " and '.'"
+        )
     if ".." in value:
         return f"the {kind} {value!r} holds '..'"
     return None
@@ -153,30 +154,44 @@ class Layer:
 def go_json(obj, sort_keys: bool = False) -> bytes:
     """JSON as Go's json.Encoder writes it: compact, '<', '>' and '&' escaped, one newline."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
-    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for ch, esc in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(ch, esc)
     return (text + "\n").encode("utf-8")
 
 
 def manifest_bytes(config: Layer, layers: list[Layer]) -> bytes:
-    return go_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": config.to_dict(),
-                    "layers": [layer.to_dict() for layer in layers]})  # fmt: skip
+    return go_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": config.to_dict(),
+            "layers": [layer.to_dict() for layer in layers],
+        }
+    )
 
 
 def config_blob(model_family: str, model_type: str, file_type: str, layers: list[Layer]) -> bytes:
     """The image config Ollama writes next to the layers (model.ConfigV2): what `ollama show`
     reads for family, parameter size and quantization. architecture/os are fixed strings in
     Ollama; rootfs lists the layer digests as older Ollama releases wrote them."""
-    return go_json({
-        "model_format": "gguf",
-        "model_family": model_family,
-        "model_families": [model_family],
-        "model_type": model_type,
-        "file_type": file_type,
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
-    })  # fmt: skip
+    return go_json(
+        {
+            "model_format": "gguf",
+            "model_family": model_family,
+            "model_families": [model_family],
+            "model_type": model_type,
+            "file_type": file_type,
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+        }
+    )
 
 
 def sha256_digest(data: bytes) -> str:
@@ -240,8 +255,7 @@ class Store:
         name = self.existing_name(name)
         path = self.manifest_path(name)
         if not path.is_file():
-            raise EdgekitError(f"no model {name.short} in the Ollama store {self.root}",
-                               f"expected {path}")  # fmt: skip
+            raise EdgekitError(f"no model {name.short} in the Ollama store {self.root}", f"expected {path}")
         try:
             raw = json.loads(path.read_bytes())
         except (ValueError, UnicodeDecodeError) as e:
@@ -335,7 +349,9 @@ class StoreWriter:
                 shutil.copyfile(src, tmp)
                 os.chmod(tmp, 0o644)
             if tmp.stat().st_size != size:
-                raise EdgekitError(f"{src} changed while it was being stored (size {tmp.stat().st_size} != {size})")
+                raise EdgekitError(
+                    f"{src} changed while it was being stored (size {tmp.stat().st_size} != {size})"
+                )
         self.created.append(dest)
         return layer
 
@@ -379,15 +395,30 @@ def verify_layers(store: Store, manifest: Manifest) -> tuple[list[tuple[str, boo
     verified: set[str] = set()
     raw = manifest.raw
     shape_ok = raw.get("schemaVersion") == 2 and raw.get("mediaType") == MANIFEST_MEDIA_TYPE
-    out.append(("manifest", shape_ok, "schemaVersion 2, Docker manifest v2" if shape_ok else
-                f"schemaVersion {raw.get('schemaVersion')!r}, mediaType {raw.get('mediaType')!r}"))  # fmt: skip
+    out.append(
+        (
+            "manifest",
+            shape_ok,
+            "schemaVersion 2, Docker manifest v2"
+            if shape_ok
+            else f"schemaVersion {raw.get('schemaVersion')!r}, mediaType {raw.get('mediaType')!r}",
+        )
+    )
     entries = raw.get("layers") if isinstance(raw.get("layers"), list) else None
     if entries is None or len(entries) != len(manifest.layers):
-        out.append(("manifest layers", False, "layers is missing or has entries without mediaType/digest/size"))
+        out.append(
+            ("manifest layers", False, "layers is missing or has entries without mediaType/digest/size")
+        )
     if manifest.config is None:
         out.append(("config", False, "the manifest has no config entry"))
     elif manifest.config.media_type != CONFIG_MEDIA_TYPE:
-        out.append(("config", False, f"config media type {manifest.config.media_type!r}, expected {CONFIG_MEDIA_TYPE}"))
+        out.append(
+            (
+                "config",
+                False,
+                f"config media type {manifest.config.media_type!r}, expected {CONFIG_MEDIA_TYPE}",
+            )
+        )
     known = set(MEDIA_TYPES.values())
     for layer in ([manifest.config] if manifest.config else []) + manifest.layers:
         label = f"{layer.kind} {layer.digest[7:19]}" if layer.digest.startswith("sha256:") else layer.kind

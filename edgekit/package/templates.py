@@ -117,9 +117,14 @@ class Family:
     reason: str
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "template": "gguf" if self.template is None else self.name,
-                "parameters": dict(self.parameters), "stop": list(self.stop), "thinking": self.thinking,
-                "reason": self.reason}  # fmt: skip
+        return {
+            "name": self.name,
+            "template": "gguf" if self.template is None else self.name,
+            "parameters": dict(self.parameters),
+            "stop": list(self.stop),
+            "thinking": self.thinking,
+            "reason": self.reason,
+        }
 
 
 # Qwen3's published sampling for thinking mode (generation_config.json and Ollama's library);
@@ -131,34 +136,68 @@ _LLAMA3_STOP = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 QWEN3_ARCHS = ("qwen3", "qwen3moe")
 
 
-def choose_family(architecture: str, has_token: Callable[[str], bool], chat_template: str | None,
-                  eos_token: str | None = None) -> Family:  # fmt: skip
+def choose_family(
+    architecture: str,
+    has_token: Callable[[str], bool],
+    chat_template: str | None,
+    eos_token: str | None = None,
+) -> Family:
     """The template for a GGUF: the architecture first, then the tokenizer's special tokens,
     then the GGUF's own chat template."""
     chatml = all(has_token(t) for t in _CHATML_STOP)
     llama3 = all(has_token(t) for t in _LLAMA3_STOP)
     if architecture in QWEN3_ARCHS:
         if not chatml:
-            raise EdgekitError(f"a {architecture} GGUF without <|im_start|>/<|im_end|> tokens",
-                               "the tokenizer does not match the architecture; rebuild the artifact")  # fmt: skip
-        return Family("qwen3", QWEN3, _QWEN3_PARAMS, _CHATML_STOP, True,
-                      f"architecture {architecture}: Qwen3 template with tools and the thinking toggle")  # fmt: skip
+            raise EdgekitError(
+                f"a {architecture} GGUF without <|im_start|>/<|im_end|> tokens",
+                "the tokenizer does not match the architecture; rebuild the artifact",
+            )
+        return Family(
+            "qwen3",
+            QWEN3,
+            _QWEN3_PARAMS,
+            _CHATML_STOP,
+            True,
+            f"architecture {architecture}: Qwen3 template with tools and the thinking toggle",
+        )
     if architecture == "llama" and llama3:
-        return Family("llama3", LLAMA3, _LLAMA3_PARAMS, _LLAMA3_STOP, False,
-                      "llama architecture with Llama-3 header tokens")  # fmt: skip
+        return Family(
+            "llama3",
+            LLAMA3,
+            _LLAMA3_PARAMS,
+            _LLAMA3_STOP,
+            False,
+            "llama architecture with Llama-3 header tokens",
+        )
     if architecture == "llama" and chatml:
-        return Family("chatml", CHATML, (), _CHATML_STOP, False, "llama architecture with ChatML tokens (SmolLM2)")
+        return Family(
+            "chatml", CHATML, (), _CHATML_STOP, False, "llama architecture with ChatML tokens (SmolLM2)"
+        )
     thinking = bool(chat_template) and ("<think>" in chat_template or "enable_thinking" in chat_template)
     if chat_template:
         stop = (eos_token,) if eos_token else ()
-        return Family("gguf", None, (), stop, thinking,
-                      f"no edgekit template for architecture {architecture}; Ollama uses the GGUF's own chat template")  # fmt: skip
+        return Family(
+            "gguf",
+            None,
+            (),
+            stop,
+            thinking,
+            f"no edgekit template for architecture {architecture}; Ollama uses the GGUF's own chat template",
+        )
     if chatml:
-        return Family("chatml", CHATML, (), _CHATML_STOP, False,
-                      f"architecture {architecture} has no chat template in the GGUF; its tokenizer has ChatML tokens")  # fmt: skip
-    raise EdgekitError(f"no chat template for architecture '{architecture}': the GGUF carries none and its "
-                       "tokenizer has neither ChatML nor Llama-3 tokens",
-                       "Ollama would prompt it with raw text; add a chat template to the GGUF first")  # fmt: skip
+        return Family(
+            "chatml",
+            CHATML,
+            (),
+            _CHATML_STOP,
+            False,
+            f"architecture {architecture} has no chat template in the GGUF; its tokenizer has ChatML tokens",
+        )
+    raise EdgekitError(
+        f"no chat template for architecture '{architecture}': the GGUF carries none and its "
+        "tokenizer has neither ChatML nor Llama-3 tokens",
+        "Ollama would prompt it with raw text; add a chat template to the GGUF first",
+    )
 
 
 def default_system(chat_template: str | None) -> str | None:
@@ -168,8 +207,11 @@ def default_system(chat_template: str | None) -> str | None:
 
     if not chat_template:
         return None
-    m = re.search(r"""!=\s*['"]system['"]\s*%\}\s*\{\{-?\s*(['"])<\|im_start\|>system\n(.+?)<\|im_end\|>""",
-                  chat_template, re.S)  # fmt: skip
+    m = re.search(
+        r"""!=\s*['"]system['"]\s*%\}\s*\{\{-?\s*(['"])<\|im_start\|>system\n(.+?)<\|im_end\|>""",
+        chat_template,
+        re.S,
+    )
     if m is None or m.group(1) in m.group(2):
         return None
     return m.group(2).strip() or None

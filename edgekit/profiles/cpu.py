@@ -20,9 +20,26 @@ from edgekit.profiles.target import GIB, Device
 
 # ISA flags that matter for llama.cpp / torch CPU kernels
 _INTERESTING = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
-    "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile",
-    "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "asimd",
+    "asimddp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
 )
 
 
@@ -119,7 +136,9 @@ def bandwidth(facts: CpuFacts, probe: bool = True) -> tuple[float, str]:
             raise EdgekitError(f"EDGEKIT_CPU_BANDWIDTH_GBS={env!r} is not a number") from None
     cached = _read_cache(facts)
     if cached:
-        return cached["read_bytes_s"], f"probe of {cached['when']} (cached; `edgekit targets probe` re-measures)"
+        return cached[
+            "read_bytes_s"
+        ], f"probe of {cached['when']} (cached; `edgekit targets probe` re-measures)"
     if not probe:
         return 10e9, "not measured yet; assumed 10 GB/s"
     result = run_probe()

@@ -11,8 +11,16 @@ NEEDS_CALIBRATION = True
 
 
 def scheme(fmt) -> dict:
-    return {"weights": {"num_bits": fmt.bits, "type": "int", "symmetric": True, "strategy": "group",
-                        "group_size": fmt.group}, "input_activations": None}  # fmt: skip
+    return {
+        "weights": {
+            "num_bits": fmt.bits,
+            "type": "int",
+            "symmetric": True,
+            "strategy": "group",
+            "group_size": fmt.group,
+        },
+        "input_activations": None,
+    }
 
 
 def modifier(fmt, ignore: list[str]):

@@ -32,7 +32,8 @@ from edgekit.artifact import (
 )
 from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.quantize.gguf_build import Progress, default_calibration_text, read_text_file
+from edgekit.progress import Progress
+from edgekit.text import default_calibration_text, read_text_file
 
 # HF model types the llm-compressor path is tested on (dense and MoE)
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe")
@@ -67,8 +68,12 @@ def family_module(family: str):
 def require_llmcompressor() -> None:
     import importlib.util
 
-    for mod, what in (("llmcompressor", "llm-compressor"), ("compressed_tensors", "compressed-tensors"),
-                      ("torch", "torch"), ("transformers", "transformers")):  # fmt: skip
+    for mod, what in (
+        ("llmcompressor", "llm-compressor"),
+        ("compressed_tensors", "compressed-tensors"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+    ):
         if importlib.util.find_spec(mod) is None:
             raise MissingDependency(what, "quant", "it makes the GPTQ, AWQ and FP8 checkpoints")
 
@@ -78,8 +83,11 @@ def check_architecture(checkpoint, fmt) -> None:
     if family not in SUPPORTED:
         from edgekit.quantize.gguf import SUPPORTED as GGUF_SUPPORTED
 
-        hint = "gguf:Q4_K_M and the other gguf:* formats support it" if family in GGUF_SUPPORTED else \
-            f"edgekit quantizes {', '.join(SUPPORTED)} this way"  # fmt: skip
+        hint = (
+            "gguf:Q4_K_M and the other gguf:* formats support it"
+            if family in GGUF_SUPPORTED
+            else f"edgekit quantizes {', '.join(SUPPORTED)} this way"
+        )
         raise EdgekitError(f"{fmt.id} is not available for architecture '{family}'", hint)
 
 
@@ -89,12 +97,21 @@ def check_groups(checkpoint, fmt) -> None:
     from edgekit.formats import _QUANTIZED_ROLES
 
     if fmt.id == "fp8:block128":
-        dims = sorted({d for t in checkpoint.entry.arch.tensors() if t.role in _QUANTIZED_ROLES and t.is_matrix
-                       for d in t.shape[:2]})  # fmt: skip
+        dims = sorted(
+            {
+                d
+                for t in checkpoint.entry.arch.tensors()
+                if t.role in _QUANTIZED_ROLES and t.is_matrix
+                for d in t.shape[:2]
+            }
+        )
         bad = [d for d in dims if d % 128]
         if bad:
-            raise EdgekitError(f"fp8:block128: {checkpoint.entry.name} has a layer dimension of {bad[0]}, not a "
-                               "multiple of the 128x128 block", "fp8:dynamic (one scale per channel) works")  # fmt: skip
+            raise EdgekitError(
+                f"fp8:block128: {checkpoint.entry.name} has a layer dimension of {bad[0]}, not a "
+                "multiple of the 128x128 block",
+                "fp8:dynamic (one scale per channel) works",
+            )
         return
     if fmt.family not in ("gptq", "awq"):
         return
@@ -106,12 +123,16 @@ def check_groups(checkpoint, fmt) -> None:
     if bad:
         fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]
         hint = f"try {fmt.family}:w{fmt.bits}g{fits[0]}" if fits else "use a gguf:* format"
-        raise EdgekitError(f"{fmt.id}: {checkpoint.entry.name} has layers {bad[0]} inputs wide, not a multiple "
-                           f"of the group size {fmt.group}", hint)  # fmt: skip
+        raise EdgekitError(
+            f"{fmt.id}: {checkpoint.entry.name} has layers {bad[0]} inputs wide, not a multiple "
+            f"of the group size {fmt.group}",
+            hint,
+        )
 
 
-def calibration_windows(checkpoint, calibration: str | None, seq_len: int = SEQ_LEN,
-                        max_samples: int = MAX_SAMPLES) -> Calibration:  # fmt: skip
+def calibration_windows(
+    checkpoint, calibration: str | None, seq_len: int = SEQ_LEN, max_samples: int = MAX_SAMPLES
+) -> Calibration:
     from transformers import AutoTokenizer
 
     try:
@@ -123,8 +144,10 @@ def calibration_windows(checkpoint, calibration: str | None, seq_len: int = SEQ_
     tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if len(ids) < 16:
-        raise EdgekitError(f"calibration text has only {len(ids)} tokens; give at least a few paragraphs",
-                           "or use fp8:dynamic, which needs none")  # fmt: skip
+        raise EdgekitError(
+            f"calibration text has only {len(ids)} tokens; give at least a few paragraphs",
+            "or use fp8:dynamic, which needs none",
+        )
     windows = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
     if len(windows) > 1 and len(windows[-1]) < seq_len // 4:
         windows.pop()  # a stub tail adds little and costs a full forward pass
@@ -196,8 +219,15 @@ def cpu_only_fixes():
         IntermediatesCache.pin_memory = original
 
 
-def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, samples: int | None = None,
-          force: bool = False, progress: Progress | None = None) -> Artifact:  # fmt: skip
+def build(
+    checkpoint,
+    fmt,
+    out_dir: Path,
+    calibration: str | None = None,
+    samples: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Artifact:
     """Quantize `checkpoint` to `fmt` (a gptq/awq/fp8 Format) into a directory under out_dir."""
     from edgekit.artifact import load_artifact
 
@@ -211,10 +241,14 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
     out_dir = Path(out_dir)
     dest = out_dir / f"{safe_stem(checkpoint.entry.name)}-{fmt.id.replace(':', '-')}"
     existing = load_artifact(dest)
-    if existing and not force and existing.manifest.get("source", {}).get("revision") == checkpoint.revision \
-            and existing.manifest.get("recipe", {}).get("calibration") == (calibration or
-            ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None)) \
-            and existing.manifest.get("recipe", {}).get("max_samples") == (samples or MAX_SAMPLES):  # fmt: skip
+    if (
+        existing
+        and not force
+        and existing.manifest.get("source", {}).get("revision") == checkpoint.revision
+        and existing.manifest.get("recipe", {}).get("calibration")
+        == (calibration or ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None))
+        and existing.manifest.get("recipe", {}).get("max_samples") == (samples or MAX_SAMPLES)
+    ):
         progress.say(f"up to date: {dest}")
         return existing
 
@@ -225,8 +259,11 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    calib = calibration_windows(checkpoint, calibration, max_samples=samples or MAX_SAMPLES) \
-        if mod.NEEDS_CALIBRATION else None  # fmt: skip
+    calib = (
+        calibration_windows(checkpoint, calibration, max_samples=samples or MAX_SAMPLES)
+        if mod.NEEDS_CALIBRATION
+        else None
+    )
     progress.say(f"loading {checkpoint.entry.name} (BF16)")
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=torch.bfloat16)
     tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
@@ -270,7 +307,7 @@ def build(checkpoint, fmt, out_dir: Path, calibration: str | None = None, sample
             **checkpoint.to_dict(),
             "hub_id": checkpoint.entry.hub_id,
             "license": checkpoint.entry.license.to_dict(),
-        },  # fmt: skip
+        },
         "recipe": {
             "producer": "llm-compressor",
             "modifier": modifier_name,
@@ -306,8 +343,12 @@ def _oneshot(model, modifier, calib: Calibration | None) -> None:
         ds = Dataset.from_dict(
             {"input_ids": calib.samples, "attention_mask": [[1] * len(s) for s in calib.samples]}
         )
-        kwargs = dict(dataset=ds, num_calibration_samples=len(calib.samples), max_seq_length=SEQ_LEN,
-                      shuffle_calibration_samples=False)  # fmt: skip
+        kwargs = dict(
+            dataset=ds,
+            num_calibration_samples=len(calib.samples),
+            max_seq_length=SEQ_LEN,
+            shuffle_calibration_samples=False,
+        )
     with cpu_only_fixes(), _quiet_loguru():
         logging.getLogger("llmcompressor").setLevel(logging.WARNING)
         oneshot(model=model, recipe=modifier, moe_calibrate_all_experts=True, **kwargs)
@@ -337,5 +378,3 @@ def _copy_license(src: Path, dst: Path) -> None:
     for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE", "README.md"):
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
-
-

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgekit.errors import MissingDependency
-from edgekit.quantize import ggml_types
+from edgekit.gguf_io import ggml_types
 
 
 @functools.cache
@@ -34,12 +34,19 @@ def _lib() -> ctypes.CDLL:
         except (OSError, AttributeError):
             continue
     else:
-        raise MissingDependency("llama-cpp-python", "gguf", f"no ggml library exporting ggml_quantize_chunk in {libdir}")
+        raise MissingDependency(
+            "llama-cpp-python", "gguf", f"no ggml library exporting ggml_quantize_chunk in {libdir}"
+        )
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_chunk.argtypes = [
-        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+        ctypes.c_int,
         ctypes.c_void_p,
-    ]  # fmt: skip
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
     lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
     lib.ggml_row_size.restype = ctypes.c_size_t
@@ -88,7 +95,9 @@ def quantize_rows(values, type_name: str, imatrix=None, threads: int | None = No
         r0, r1 = bounds[i], bounds[i + 1]
         if r1 <= r0:
             return 0
-        return lib.ggml_quantize_chunk(gt.id, src.ctypes.data, dst.ctypes.data, r0 * n_per_row, r1 - r0, n_per_row, imat_ptr)
+        return lib.ggml_quantize_chunk(
+            gt.id, src.ctypes.data, dst.ctypes.data, r0 * n_per_row, r1 - r0, n_per_row, imat_ptr
+        )
 
     if threads == 1:
         written = work(0)

@@ -20,19 +20,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.gguf_io import ggml_types
 from edgekit.models.arch import Tensor
-from edgekit.quantize import ggml_types
 from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
 
 # HF model_type -> llama.cpp architecture name (gguf.MODEL_ARCH member)
-SUPPORTED = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}
+SUPPORTED = {
+    "llama": "LLAMA",
+    "mistral": "LLAMA",
+    "qwen2": "QWEN2",
+    "qwen3": "QWEN3",
+    "qwen3_moe": "QWEN3MOE",
+}
 
 # llama_ftype values written to general.file_type (include/llama.h)
 FILE_TYPE = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_S": 11,
-    "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
-    "Q2_K_S": 21, "BF16": 32,
-}  # fmt: skip
+    "F32": 0,
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 7,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q2_K": 10,
+    "Q3_K_S": 11,
+    "Q3_K_M": 12,
+    "Q3_K_L": 13,
+    "Q4_K_S": 14,
+    "Q4_K_M": 15,
+    "Q5_K_S": 16,
+    "Q5_K_M": 17,
+    "Q6_K": 18,
+    "Q2_K_S": 21,
+    "BF16": 32,
+}
 
 _EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
@@ -46,8 +67,12 @@ class Recipe:
     threads: int | None = None
 
     def to_dict(self) -> dict:
-        return {"mix": self.mix, "overrides": [f"{p}={t}" for p, t in self.overrides],
-                "imatrix": self.imatrix_source, "threads": self.threads}  # fmt: skip
+        return {
+            "mix": self.mix,
+            "overrides": [f"{p}={t}" for p, t in self.overrides],
+            "imatrix": self.imatrix_source,
+            "threads": self.threads,
+        }
 
 
 @dataclass
@@ -108,7 +133,9 @@ def parse_overrides(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str, int, int], None] | None = None) -> ConvertResult:
+def convert(
+    checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str, int, int], None] | None = None
+) -> ConvertResult:
     """Write `checkpoint` (edgekit.models.source.Checkpoint) as one GGUF file at `out_path`."""
     import gguf
     import numpy as np
@@ -150,10 +177,14 @@ def convert(checkpoint, out_path: Path, recipe: Recipe, progress: Callable[[str,
                 nbytes = ggml_types.tensor_nbytes(p.gguf_shape, ty)
                 np_shape = tuple(reversed(p.gguf_shape))
                 if ty in ("F32", "F16"):
-                    w.add_tensor_info(p.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
+                    w.add_tensor_info(
+                        p.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes
+                    )
                 else:
                     byte_shape = (*np_shape[:-1], nbytes // _rows(p.gguf_shape))
-                    w.add_tensor_info(p.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=_qtype(ty, gguf))
+                    w.add_tensor_info(
+                        p.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=_qtype(ty, gguf)
+                    )
                 records.append(TensorRecord(p.name, p.gguf_shape, ty, nbytes))
             w.write_header_to_file()
             w.write_kv_data_to_file()
@@ -196,18 +227,26 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
             continue
         gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
-            raise EdgekitError(f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config")
+            raise EdgekitError(
+                f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config"
+            )
         shape = weights.shape(name)
         chunks = _chunker(weights, name, gname, arch)
         planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks))
     for (layer, proj), by_idx in sorted(experts.items()):
         if sorted(by_idx) != list(range(arch.n_experts)):
-            raise EdgekitError(f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint")
+            raise EdgekitError(
+                f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint"
+            )
         gname = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}", try_suffixes=(".weight",))
         gname = gname if gname.endswith(".weight") else gname + ".weight"
         first = weights.shape(by_idx[0])
         names = [by_idx[e] for e in range(arch.n_experts)]
-        planned.append(_Planned(gname, (first[1], first[0], arch.n_experts), "expert", layer, _expert_chunker(weights, names)))
+        planned.append(
+            _Planned(
+                gname, (first[1], first[0], arch.n_experts), "expert", layer, _expert_chunker(weights, names)
+            )
+        )
     if arch.tied_embeddings:
         planned = [p for p in planned if p.name != "output.weight"]
     if not any(p.name == "token_embd.weight" for p in planned):
@@ -224,7 +263,11 @@ def _write_order(p: _Planned):
 
 
 def _chunker(weights, hf_name: str, gname: str, arch):
-    permute = arch.family in ("llama", "mistral") and (".attn_q." in gname or ".attn_k." in gname) and gname.endswith(".weight")
+    permute = (
+        arch.family in ("llama", "mistral")
+        and (".attn_q." in gname or ".attn_k." in gname)
+        and gname.endswith(".weight")
+    )
     heads = arch.n_heads if ".attn_q." in gname else arch.n_kv_heads
 
     def chunks():
@@ -325,7 +368,9 @@ def _encode_rows(rows, ty: str, imatrix, threads: int | None):
     if ty == "F16":
         return np.ascontiguousarray(rows, dtype=np.float16)
     if ty == "BF16":
-        return gguf.quants.quantize(np.ascontiguousarray(rows, dtype=np.float32), gguf.GGMLQuantizationType.BF16)
+        return gguf.quants.quantize(
+            np.ascontiguousarray(rows, dtype=np.float32), gguf.GGMLQuantizationType.BF16
+        )
     from edgekit.quantize.ggml_lib import quantize_rows
 
     return quantize_rows(rows, ty, imatrix, threads)

@@ -5,58 +5,22 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from edgekit.artifact import Artifact, load_artifact, safe_stem, sha256_file, tool_versions, write_manifest
 from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
+from edgekit.progress import Progress
+from edgekit.text import default_calibration_text, read_text_file
 
 # Q8_0 and the float types ignore an importance matrix (ggml's quantizers for them take none)
 _IMATRIX_USELESS = {"F32", "F16", "BF16", "Q8_0"}
 IMATRIX_CTX = 512
 
 
-def default_calibration_text() -> str:
-    return resources.files("edgekit.data").joinpath("calibration.txt").read_text(encoding="utf-8")
-
-
-def default_evaluation_text() -> str:
-    return resources.files("edgekit.data").joinpath("evaluation.txt").read_text(encoding="utf-8")
-
-
-@dataclass
-class Progress:
-    """Callbacks the CLI turns into progress bars; all optional."""
-
-    stage: Callable[[str], None] | None = None
-    tensor: Callable[[str, int, int], None] | None = None
-    chunk: Callable[[int, int], None] | None = None  # importance-matrix windows
-    windows: Callable[[int, int], None] | None = None  # reference / scoring windows
-
-    def say(self, text: str) -> None:
-        if self.stage:
-            self.stage(text)
-
-
-def read_text_file(path: Path | str, what: str) -> str:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EdgekitError(f"{what} {path} not found") from None
-    except UnicodeDecodeError:
-        raise EdgekitError(f"{what} {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise EdgekitError(f"cannot read {what} {path}: {e.strerror}") from None
-    if not text.strip():
-        raise EdgekitError(f"{what} {path} is empty")
-    return text
-
-
-def importance_matrix(checkpoint, mode: str, calibration: str | None = None, progress: Progress | None = None):
+def importance_matrix(
+    checkpoint, mode: str, calibration: str | None = None, progress: Progress | None = None
+):
     """(Imatrix or None, path of its file or None) for mode 'auto', 'none' or a file path."""
     from edgekit.quantize import imatrix as im
 
@@ -78,9 +42,17 @@ def importance_matrix(checkpoint, mode: str, calibration: str | None = None, pro
     return result, cached
 
 
-def build_gguf(model, mix: str, out_dir: Path, imatrix: str = "auto", calibration: str | None = None,
-               overrides: list[str] | None = None, threads: int | None = None, force: bool = False,
-               progress: Progress | None = None) -> Artifact:  # fmt: skip
+def build_gguf(
+    model,
+    mix: str,
+    out_dir: Path,
+    imatrix: str = "auto",
+    calibration: str | None = None,
+    overrides: list[str] | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Artifact:
     from edgekit.models.source import open_checkpoint
     from edgekit.quantize.gguf import MIX_DEFAULT, Recipe, convert, parse_overrides
 
@@ -102,13 +74,22 @@ def build_gguf(model, mix: str, out_dir: Path, imatrix: str = "auto", calibratio
     suffix = "" if use_imatrix == "none" else "-imat"
     dest = out_dir / f"{stem}-{mix}{suffix}.gguf"
     existing = load_artifact(dest)
-    if existing and not force and existing.manifest.get("source", {}).get("revision") == ck.revision \
-            and existing.manifest.get("recipe", {}).get("overrides") == [f"{p}={t}" for p, t in tt]:  # fmt: skip
+    if (
+        existing
+        and not force
+        and existing.manifest.get("source", {}).get("revision") == ck.revision
+        and existing.manifest.get("recipe", {}).get("overrides") == [f"{p}={t}" for p, t in tt]
+    ):
         progress.say(f"up to date: {dest}")
         return existing
     im, im_path = importance_matrix(ck, use_imatrix, calibration, progress)
-    recipe = Recipe(mix=mix, overrides=tt, imatrix=im.importances() if im else None,
-                    imatrix_source=str(im_path) if im_path else None, threads=threads)  # fmt: skip
+    recipe = Recipe(
+        mix=mix,
+        overrides=tt,
+        imatrix=im.importances() if im else None,
+        imatrix_source=str(im_path) if im_path else None,
+        threads=threads,
+    )
     progress.say(f"converting {ck.entry.name} to {mix} (one pass)")
     t0 = time.perf_counter()
     result = convert(ck, dest, recipe, progress.tensor)
@@ -130,9 +111,12 @@ def build_gguf(model, mix: str, out_dir: Path, imatrix: str = "auto", calibratio
         "tensor_types": result.type_counts(),
         "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
         "source": {**ck.to_dict(), "hub_id": ck.entry.hub_id, "license": ck.entry.license.to_dict()},
-        "recipe": {**recipe.to_dict(), "imatrix": imatrix_file.name if imatrix_file else None,
-                   "imatrix_summary": im.summary() if im else None, "calibration": calibration or
-                   ("edgekit:calibration.txt" if im else None)},  # fmt: skip
+        "recipe": {
+            **recipe.to_dict(),
+            "imatrix": imatrix_file.name if imatrix_file else None,
+            "imatrix_summary": im.summary() if im else None,
+            "calibration": calibration or ("edgekit:calibration.txt" if im else None),
+        },
         "convert_seconds": round(seconds, 2),
         "tool_versions": tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
     }

@@ -10,15 +10,21 @@ from pathlib import Path
 from edgekit.errors import EdgekitError, MissingDependency
 
 
-def llama_quantize(src: Path, dst: Path, mix: str, imatrix: dict | None = None,
-                   overrides: list[tuple[str, str]] | None = None, threads: int = 0) -> None:  # fmt: skip
+def llama_quantize(
+    src: Path,
+    dst: Path,
+    mix: str,
+    imatrix: dict | None = None,
+    overrides: list[tuple[str, str]] | None = None,
+    threads: int = 0,
+) -> None:
     """Quantize GGUF `src` to `dst` with llama.cpp itself. imatrix: name -> normalised importances."""
     try:
         import llama_cpp.llama_cpp as L
         import numpy as np
     except ImportError:
         raise MissingDependency("llama-cpp-python", "gguf") from None
-    from edgekit.quantize import ggml_types
+    from edgekit.gguf_io import ggml_types
     from edgekit.quantize.gguf import FILE_TYPE
 
     params = L.llama_model_quantize_default_params()

@@ -14,12 +14,8 @@ from edgekit.errors import EdgekitError
 
 # Split patterns of the pre-tokenizers llama.cpp knows by name (facts read from the
 # tokenizer.json files of Qwen2/Qwen3 and Llama-3; they differ in how digits group)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+_QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 _HF_PRE = {
     "qwen2": {
@@ -89,7 +85,9 @@ def bpe_vocab(tokenizer_dir: Path, vocab_size: int) -> dict:
     except (ValueError, KeyError, TypeError) as e:
         raise EdgekitError(f"{path}: unreadable tokenizer ({type(e).__name__})") from None
     if model.get("type") != "BPE":
-        raise EdgekitError(f"{path}: tokenizer model {model.get('type')!r} is not supported yet (byte-level BPE only)")
+        raise EdgekitError(
+            f"{path}: tokenizer model {model.get('type')!r} is not supported yet (byte-level BPE only)"
+        )
     vocab: dict[str, int] = dict(model["vocab"])
     added = {t["id"]: t for t in data.get("added_tokens", [])}
     for tid, t in added.items():

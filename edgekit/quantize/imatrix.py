@@ -61,14 +61,22 @@ class Imatrix:
         }
 
 
-def collect(checkpoint, text: str, ctx: int = 512, max_chunks: int | None = None, dataset: str = "calibration",
-            progress: Callable[[int, int], None] | None = None) -> Imatrix:  # fmt: skip
+def collect(
+    checkpoint,
+    text: str,
+    ctx: int = 512,
+    max_chunks: int | None = None,
+    dataset: str = "calibration",
+    progress: Callable[[int, int], None] | None = None,
+) -> Imatrix:
     try:
         import numpy as np
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise MissingDependency("torch and transformers", "torch", "needed to compute an importance matrix") from None
+        raise MissingDependency(
+            "torch and transformers", "torch", "needed to compute an importance matrix"
+        ) from None
     from edgekit._quiet import quiet_transformers
 
     quiet_transformers()
@@ -172,7 +180,9 @@ def save(im: Imatrix, path: Path) -> None:
         w.add_uint32("imatrix.chunk_size", im.chunk_size)
         for name in sorted(im.sums):
             w.add_tensor(f"{name}.in_sum2", np.ascontiguousarray(im.sums[name], dtype=np.float32))
-            w.add_tensor(f"{name}.counts", np.ascontiguousarray(im.counts[name], dtype=np.float32).reshape(-1, 1))
+            w.add_tensor(
+                f"{name}.counts", np.ascontiguousarray(im.counts[name], dtype=np.float32).reshape(-1, 1)
+            )
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -182,7 +192,7 @@ def save(im: Imatrix, path: Path) -> None:
 def load(path: Path) -> Imatrix:
     import numpy as np
 
-    from edgekit.quantize.gguf_read import field_value, open_reader
+    from edgekit.gguf_io.reader import field_value, open_reader
 
     r = open_reader(path)
     sums, counts = {}, {}
@@ -194,5 +204,10 @@ def load(path: Path) -> Imatrix:
     if not sums or set(sums) != set(counts):
         raise EdgekitError(f"{path}: not an importance matrix (needs matching .in_sum2 and .counts tensors)")
     datasets = field_value(r, "imatrix.datasets") or []
-    return Imatrix(sums, counts, list(datasets), int(field_value(r, "imatrix.chunk_count") or 0),
-                   int(field_value(r, "imatrix.chunk_size") or 0))  # fmt: skip
+    return Imatrix(
+        sums,
+        counts,
+        list(datasets),
+        int(field_value(r, "imatrix.chunk_count") or 0),
+        int(field_value(r, "imatrix.chunk_size") or 0),
+    )

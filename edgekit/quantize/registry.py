@@ -14,8 +14,15 @@ from edgekit.errors import EdgekitError
 def _gguf(checkpoint, fmt, out_dir: Path, calibration=None, progress=None, imatrix: str = "auto", **options):
     from edgekit.quantize.gguf_build import build_gguf
 
-    return build_gguf(checkpoint, fmt.variant, out_dir, imatrix=imatrix, calibration=calibration,
-                      progress=progress, **options)  # fmt: skip
+    return build_gguf(
+        checkpoint,
+        fmt.variant,
+        out_dir,
+        imatrix=imatrix,
+        calibration=calibration,
+        progress=progress,
+        **options,
+    )
 
 
 def _compressed(
@@ -26,7 +33,9 @@ def _compressed(
     return compressed.build(checkpoint, fmt, out_dir, calibration=calibration, progress=progress, **options)
 
 
-def _onnx(checkpoint, fmt, out_dir: Path, calibration=None, progress=None, imatrix: str = "auto", force=False, **_):
+def _onnx(
+    checkpoint, fmt, out_dir: Path, calibration=None, progress=None, imatrix: str = "auto", force=False, **_
+):
     from edgekit.runtimes import onnx_export
 
     if calibration:

@@ -57,8 +57,11 @@ def load_dequantized(path: Path, dtype, device: str):
     cfg.pop("quantization_config", None)
     with tempfile.TemporaryDirectory(prefix="edgekit-deq-") as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(cfg))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(Path(tmp) / "model.safetensors"),
-                  metadata={"format": "pt"})  # fmt: skip
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(Path(tmp) / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         del tensors
         return AutoModelForCausalLM.from_pretrained(
             tmp, dtype=dtype, device_map=device, output_loading_info=True
@@ -108,8 +111,10 @@ def verify_against_checkpoint(model, path: Path) -> dict:
             # still compressed in the model (decompressed lazily at the first forward): same bytes
             names = [n for n in (f"{mod}.weight_packed", f"{mod}.weight", f"{mod}.weight_scale") if n in raw]
             if not all(n in params and torch.equal(params[n].detach().cpu(), raw[n]) for n in names):
-                raise EdgekitError(f"{path}: the loaded quantized tensors of {mod} differ from the checkpoint's; "
-                                   "refusing to measure a broken model")  # fmt: skip
+                raise EdgekitError(
+                    f"{path}: the loaded quantized tensors of {mod} differ from the checkpoint's; "
+                    "refusing to measure a broken model"
+                )
             checked += 1
             continue
         want = ref[f"{mod}.weight"]
@@ -120,8 +125,10 @@ def verify_against_checkpoint(model, path: Path) -> dict:
         worst = max(worst, err)
         checked += 1
         if err > _TOLERANCE:
-            raise EdgekitError(f"{path}: loaded weights of {mod} differ from the checkpoint (relative error "
-                               f"{err:.3g}); the loader mis-mapped them — refusing to measure a broken model")  # fmt: skip
+            raise EdgekitError(
+                f"{path}: loaded weights of {mod} differ from the checkpoint (relative error "
+                f"{err:.3g}); the loader mis-mapped them — refusing to measure a broken model"
+            )
     return {"checked_modules": checked, "max_relative_error": worst}
 
 

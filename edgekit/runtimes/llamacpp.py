@@ -25,8 +25,16 @@ def available() -> tuple[bool, str]:
     return True, f"llama-cpp-python {llama_cpp.__version__}"
 
 
-def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | None = None, logits_all: bool = True,
-         seed: int = 0, device: str | None = None, scoring: bool | None = None) -> LlamaCppSession:  # fmt: skip
+def load(
+    path,
+    n_ctx: int = 2048,
+    threads: int | None = None,
+    gpu_layers: int | None = None,
+    logits_all: bool = True,
+    seed: int = 0,
+    device: str | None = None,
+    scoring: bool | None = None,
+) -> LlamaCppSession:
     """`device` and `scoring` are the registry's common options (edgekit.runtimes.base):
     device "cpu" keeps every layer on the CPU, "cuda" offloads all; scoring=False drops
     the per-position logits (`logits_all`), which `generate` and `generate_tokens` never need."""
@@ -34,7 +42,7 @@ def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | 
         import llama_cpp
     except ImportError:
         raise MissingDependency("llama-cpp-python", "gguf") from None
-    from edgekit.quantize.gguf_read import check_gguf
+    from edgekit.gguf_io.reader import check_gguf
 
     path = Path(path)
     check_gguf(path)
@@ -42,8 +50,10 @@ def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | 
         logits_all = scoring
     offload = llama_cpp.llama_supports_gpu_offload()
     if device == "cuda" and not offload:
-        raise EdgekitError("this llama-cpp-python build has no GPU offload",
-                           "reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")  # fmt: skip
+        raise EdgekitError(
+            "this llama-cpp-python build has no GPU offload",
+            "reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu",
+        )
     if device not in (None, "cpu", "cuda"):
         raise EdgekitError(f"llama.cpp runs on cpu or cuda, not '{device}'")
     if device == "cpu":
@@ -55,10 +65,17 @@ def load(path, n_ctx: int = 2048, threads: int | None = None, gpu_layers: int | 
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_ubatch=min(n_ctx, 512),
-            n_threads=threads or os.cpu_count(), n_threads_batch=threads or os.cpu_count(),
-            n_gpu_layers=gpu_layers, logits_all=logits_all, seed=seed, verbose=False,
-        )  # fmt: skip
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=min(n_ctx, 512),
+            n_ubatch=min(n_ctx, 512),
+            n_threads=threads or os.cpu_count(),
+            n_threads_batch=threads or os.cpu_count(),
+            n_gpu_layers=gpu_layers,
+            logits_all=logits_all,
+            seed=seed,
+            verbose=False,
+        )
     except (ValueError, RuntimeError) as e:
         raise EdgekitError(f"{path}: llama.cpp cannot load it ({str(e).splitlines()[0][:120]})") from None
     return LlamaCppSession(llm, time.perf_counter() - t0, "cuda" if offload and gpu_layers != 0 else "cpu")
@@ -84,7 +101,9 @@ class LlamaCppSession:
         return np.array(self.llm.scores[: len(tokens)], dtype=np.float32, copy=True)
 
     def generate(self, prompt: str, max_tokens: int = 64) -> Generation:
-        toks = self.tokenize(prompt, add_bos=self.llm._model.add_bos_token() if hasattr(self.llm, "_model") else False)
+        toks = self.tokenize(
+            prompt, add_bos=self.llm._model.add_bos_token() if hasattr(self.llm, "_model") else False
+        )
         self.llm.reset()
         t0 = time.perf_counter()
         first = None
@@ -110,7 +129,9 @@ class LlamaCppSession:
         if max_tokens < 1:
             raise EdgekitError("max_tokens must be at least 1")
         if len(tokens) + max_tokens > self.llm.n_ctx():
-            raise EdgekitError(f"{len(tokens)} + {max_tokens} tokens do not fit the context of {self.llm.n_ctx()}")
+            raise EdgekitError(
+                f"{len(tokens)} + {max_tokens} tokens do not fit the context of {self.llm.n_ctx()}"
+            )
         llm = self.llm
         llm.reset()  # no prefix reuse: every call prefills the whole prompt
         perf, cpu = time.perf_counter, time.process_time
@@ -126,8 +147,15 @@ class LlamaCppSession:
         end, cpu_end = perf(), cpu()
         # CPU seconds of this process (all threads) while decoding: unlike wall time, not
         # inflated when other processes compete for the cores
-        return Generation("", len(tokens), n, self.load_s, first - t0, end - first,
-                          extra={"decode_cpu_s": cpu_end - cpu_first})  # fmt: skip
+        return Generation(
+            "",
+            len(tokens),
+            n,
+            self.load_s,
+            first - t0,
+            end - first,
+            extra={"decode_cpu_s": cpu_end - cpu_first},
+        )
 
     def close(self) -> None:
         self.llm.close()

@@ -58,8 +58,17 @@ CHECK_TOKENS = 12
 # the export is refused when torch and onnxruntime disagree by more than this (relative to
 # the largest logit): float32 rounding differences are ~1e-6 of it
 CHECK_REL_TOL = 1e-3
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                    "generation_config.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")  # fmt: skip
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 _LICENSE_GLOBS = ("LICENSE*", "NOTICE*", "README.md")
 
 
@@ -97,8 +106,10 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
     if from_onnx:
         info = _read_info(src_path)
         if info.get("precision") != "fp32":
-            raise EdgekitError(f"{src_path}: only an onnx:fp32 export can be quantized (this one is "
-                               f"{info.get('precision') or 'unknown'})")  # fmt: skip
+            raise EdgekitError(
+                f"{src_path}: only an onnx:fp32 export can be quantized (this one is "
+                f"{info.get('precision') or 'unknown'})"
+            )
         moe = info.get("moe", False)
         src_manifest = _source_manifest(src_path)
         source_info = src_manifest.get("source") or {"path": str(src_path)}
@@ -106,12 +117,19 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
         source_info = _checkpoint_info(source, src_path)
         moe = _config_is_moe(src_path)
     if moe and precision != "fp32":
-        raise EdgekitError(f"onnx:{precision} is not offered for a mixture-of-experts model: the exported experts "
-                           "are batched matrix products that onnxruntime's quantizers leave in float32, so most "
-                           "of the weights would stay unquantized", "use onnx:fp32, or a GGUF / GPTQ format")  # fmt: skip
+        raise EdgekitError(
+            f"onnx:{precision} is not offered for a mixture-of-experts model: the exported experts "
+            "are batched matrix products that onnxruntime's quantizers leave in float32, so most "
+            "of the weights would stay unquantized",
+            "use onnx:fp32, or a GGUF / GPTQ format",
+        )
     existing = load_artifact(out_dir)
-    if existing and not force and existing.manifest.get("format") == FORMAT_IDS[precision] \
-            and (existing.manifest.get("source") or {}).get("revision") == source_info.get("revision"):  # fmt: skip
+    if (
+        existing
+        and not force
+        and existing.manifest.get("format") == FORMAT_IDS[precision]
+        and (existing.manifest.get("source") or {}).get("revision") == source_info.get("revision")
+    ):
         say(f"up to date: {out_dir}")
         return existing
 
@@ -203,9 +221,17 @@ def _export_fp32(ckpt: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad(), _quiet_exporter():
         try:
-            program = torch.onnx.export(wrapper, example, dynamic_shapes=dynamic, input_names=input_names,
-                                        output_names=output_names, dynamo=True, optimize=True, verbose=False,
-                                        external_data=True)  # fmt: skip
+            program = torch.onnx.export(
+                wrapper,
+                example,
+                dynamic_shapes=dynamic,
+                input_names=input_names,
+                output_names=output_names,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+                external_data=True,
+            )
         except Exception as e:  # torch.export's errors are long; the first line names the problem
             raise EdgekitError(f"{ckpt}: torch.onnx.export failed ({first_line(e)})") from None
         program.save(str(out / MODEL_FILE), external_data=True)
@@ -231,9 +257,14 @@ def _export_fp32(ckpt: Path, out: Path) -> dict:
     }
     _write_json(out / INFO_FILE, info)
     del model
-    return {"exporter": info["exporter"], "opset": info["opset"], "attention": "eager",
-            "experts": getattr(cfg, "_experts_implementation", None) if _is_moe(text_cfg) else None,
-            "export_s": round(export_s, 2), "check": check}  # fmt: skip
+    return {
+        "exporter": info["exporter"],
+        "opset": info["opset"],
+        "attention": "eager",
+        "experts": getattr(cfg, "_experts_implementation", None) if _is_moe(text_cfg) else None,
+        "export_s": round(export_s, 2),
+        "check": check,
+    }
 
 
 def _wrapper_class():
@@ -254,8 +285,14 @@ def _wrapper_class():
             cache = DynamicCache(config=self.model.config)
             for i in range(self.n_layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True, logits_to_keep=logits_index)  # fmt: skip
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=logits_index,
+            )
             present = []
             for layer in out.past_key_values.layers:
                 present += [layer.keys, layer.values]
@@ -290,8 +327,10 @@ def _load_torch_model(ckpt: Path):
     raw = json.loads((ckpt / "config.json").read_text())
     if raw.get("quantization_config"):
         method = (raw["quantization_config"] or {}).get("quant_method", "?")
-        raise EdgekitError(f"{ckpt}: a quantized checkpoint ({method}); the ONNX export takes the unquantized one",
-                           "the int8 and int4 ONNX formats are quantized from it by onnxruntime")  # fmt: skip
+        raise EdgekitError(
+            f"{ckpt}: a quantized checkpoint ({method}); the ONNX export takes the unquantized one",
+            "the int8 and int4 ONNX formats are quantized from it by onnxruntime",
+        )
     if not any(ckpt.glob("*.safetensors")):
         raise EdgekitError(f"{ckpt}: no *.safetensors weights")
     try:
@@ -300,9 +339,13 @@ def _load_torch_model(ckpt: Path):
         raise EdgekitError(f"{ckpt}: transformers cannot read its config ({first_line(e)})") from None
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            str(ckpt), dtype=torch.float32, attn_implementation="eager", output_loading_info=True,
-            use_safetensors=True, trust_remote_code=False,
-        )  # fmt: skip
+            str(ckpt),
+            dtype=torch.float32,
+            attn_implementation="eager",
+            output_loading_info=True,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         raise EdgekitError(f"{ckpt}: transformers cannot load it ({first_line(e)})") from None
     from edgekit.runtimes.transformers import _check_load_info
@@ -334,9 +377,12 @@ def _check_against_torch(model, out: Path, vocab: int) -> dict:
     pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
 
     def run(ids, start, past):
-        feeds = {"input_ids": ids, "attention_mask": np.ones((1, start + ids.shape[1]), np.int64),
-                 "position_ids": np.arange(start, start + ids.shape[1], dtype=np.int64)[None],
-                 "logits_index": np.arange(ids.shape[1], dtype=np.int64)}  # fmt: skip
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": np.ones((1, start + ids.shape[1]), np.int64),
+            "position_ids": np.arange(start, start + ids.shape[1], dtype=np.int64)[None],
+            "logits_index": np.arange(ids.shape[1], dtype=np.int64),
+        }
         for i, p in enumerate(pasts):
             feeds[p.name] = past[i]
         return sess.run(None, {k: v for k, v in feeds.items() if k in names})
@@ -350,8 +396,10 @@ def _check_against_torch(model, out: Path, vocab: int) -> dict:
     diff = float(max(np.abs(full - ref).max(), np.abs(inc - ref).max()))
     top1 = float((full.argmax(-1) == ref.argmax(-1)).mean())
     if not diff <= CHECK_REL_TOL * scale:
-        raise EdgekitError(f"the ONNX export disagrees with torch (max |logit difference| {diff:.3g} against logits "
-                           f"up to {scale:.3g}); refusing to keep it")  # fmt: skip
+        raise EdgekitError(
+            f"the ONNX export disagrees with torch (max |logit difference| {diff:.3g} against logits "
+            f"up to {scale:.3g}); refusing to keep it"
+        )
     return {"tokens": n, "max_abs_diff": diff, "max_abs_logit": scale, "same_top1": top1}
 
 
@@ -377,8 +425,7 @@ def _quantize(fp32_dir: Path, out: Path, precision: str) -> dict:
     recipe["quantize_s"] = round(time.perf_counter() - t0, 2)
     _normalise_external_data(out)
     counts = _op_counts(dst)
-    recipe["quantized_nodes"] = {k: v for k, v in counts.items()
-                                 if k == "MatMulNBits"}  # fmt: skip
+    recipe["quantized_nodes"] = {k: v for k, v in counts.items() if k == "MatMulNBits"}
     if not recipe["quantized_nodes"]:
         raise EdgekitError(f"onnxruntime quantized no MatMul of {src} to {precision}")
     return recipe
@@ -395,13 +442,19 @@ def _run_quantizer(src: Path, dst: Path, precision: str) -> dict:
 
     bits, symmetric = QUANT[precision]
     model = onnx.load(str(src), load_external_data=True)
-    q = MatMulNBitsQuantizer(model, bits=bits, block_size=QUANT_BLOCK, is_symmetric=symmetric,
-                             accuracy_level=ACCURACY_LEVEL)  # fmt: skip
+    q = MatMulNBitsQuantizer(
+        model, bits=bits, block_size=QUANT_BLOCK, is_symmetric=symmetric, accuracy_level=ACCURACY_LEVEL
+    )
     q.process()
     q.model.save_model_to_file(str(dst), use_external_data_format=True)
-    return {"quantizer": "onnxruntime MatMulNBitsQuantizer (round to nearest)", "bits": bits,
-            "block_size": QUANT_BLOCK, "symmetric": symmetric, "accuracy_level": ACCURACY_LEVEL,
-            "ops": ["MatMul"]}  # fmt: skip
+    return {
+        "quantizer": "onnxruntime MatMulNBitsQuantizer (round to nearest)",
+        "bits": bits,
+        "block_size": QUANT_BLOCK,
+        "symmetric": symmetric,
+        "accuracy_level": ACCURACY_LEVEL,
+        "ops": ["MatMul"],
+    }
 
 
 def _normalise_external_data(out: Path) -> None:
@@ -498,8 +551,9 @@ def _checkpoint_info(source, path: Path) -> dict:
     from edgekit.models.source import fingerprint
 
     if not (path / "config.json").is_file():
-        raise EdgekitError(f"{path}: no config.json and no model.onnx (expected a Hugging Face checkpoint "
-                           "or an ONNX export)")  # fmt: skip
+        raise EdgekitError(
+            f"{path}: no config.json and no model.onnx (expected a Hugging Face checkpoint or an ONNX export)"
+        )
     return {"path": str(path), "name": path.name, "revision": fingerprint(path), "origin": "local"}
 
 
@@ -553,8 +607,10 @@ class _quiet_exporter:  # noqa: N801 - used as a context manager
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m edgekit.runtimes.onnx_export",
-                                 description="Export a Hugging Face checkpoint to ONNX with a KV cache.")  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m edgekit.runtimes.onnx_export",
+        description="Export a Hugging Face checkpoint to ONNX with a KV cache.",
+    )
     ap.add_argument("source", help="checkpoint directory (or an onnx:fp32 export to quantize)")
     ap.add_argument("out", help="the artifact directory to write")
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32")

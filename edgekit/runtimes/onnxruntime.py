@@ -48,8 +48,10 @@ def _installed(dist: str) -> str | None:
 def available() -> tuple[bool, str]:
     cpu, gpu = _installed("onnxruntime"), _installed("onnxruntime-gpu")
     if cpu and gpu:
-        return False, (f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed; they overwrite each "
-                       "other's files (pip uninstall both, then install one)")  # fmt: skip
+        return False, (
+            f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed; they overwrite each "
+            "other's files (pip uninstall both, then install one)"
+        )
     try:
         import onnxruntime as ort
     except ImportError:
@@ -64,8 +66,15 @@ def available() -> tuple[bool, str]:
     return True, f"{dist} {ort.__version__} ({', '.join(providers) or 'no providers'})"
 
 
-def load(path, device: str | None = None, threads: int | None = None, n_ctx: int | None = None,
-         scoring: bool | None = None, export_dir=None, **_ignored) -> OnnxSession:  # fmt: skip
+def load(
+    path,
+    device: str | None = None,
+    threads: int | None = None,
+    n_ctx: int | None = None,
+    scoring: bool | None = None,
+    export_dir=None,
+    **_ignored,
+) -> OnnxSession:
     """Open an ONNX export directory, or a checkpoint directory (exported once to onnx:fp32
     under `export_dir`, default edgekit's cache). `device` "cpu" | "cuda" | None (CUDA when
     this onnxruntime has the provider and it loads, else the CPU); `threads` sets the CPU
@@ -94,8 +103,10 @@ def load(path, device: str | None = None, threads: int | None = None, n_ctx: int
 
     available_providers = ort.get_available_providers()
     if device == "cuda" and _PROVIDERS["cuda"] not in available_providers:
-        raise EdgekitError("this onnxruntime has no CUDAExecutionProvider",
-                           "install onnxruntime-gpu instead of onnxruntime (never both), or use --device cpu")  # fmt: skip
+        raise EdgekitError(
+            "this onnxruntime has no CUDAExecutionProvider",
+            "install onnxruntime-gpu instead of onnxruntime (never both), or use --device cpu",
+        )
     if device is None:
         device = "cuda" if _PROVIDERS["cuda"] in available_providers and _cuda_device_present() else "cpu"
     providers = [_PROVIDERS["cuda"], _PROVIDERS["cpu"]] if device == "cuda" else [_PROVIDERS["cpu"]]
@@ -113,9 +124,11 @@ def load(path, device: str | None = None, threads: int | None = None, n_ctx: int
         raise EdgekitError(f"{path}: onnxruntime cannot load it ({first_line(e)})") from None
     running = sess.get_providers()
     if running[0] != providers[0]:
-        raise EdgekitError(f"{providers[0]} was asked for but onnxruntime runs {running[0]} (it falls back "
-                           "silently when the CUDA libraries do not load)",
-                           "check the CUDA and cuDNN versions onnxruntime-gpu needs, or use --device cpu")  # fmt: skip
+        raise EdgekitError(
+            f"{providers[0]} was asked for but onnxruntime runs {running[0]} (it falls back "
+            "silently when the CUDA libraries do not load)",
+            "check the CUDA and cuDNN versions onnxruntime-gpu needs, or use --device cpu",
+        )
     load_s = time.perf_counter() - t0
     return OnnxSession(sess, path, device, load_s, exported_from)
 
@@ -197,8 +210,9 @@ class OnnxSession:
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         missing = [n for n in self.present_names if n not in outputs]
         if missing or "logits" not in outputs:
-            raise EdgekitError(f"{path}: model.onnx lacks the outputs its KV cache needs "
-                               f"({(missing or ['logits'])[0]})")  # fmt: skip
+            raise EdgekitError(
+                f"{path}: model.onnx lacks the outputs its KV cache needs ({(missing or ['logits'])[0]})"
+            )
         self._past_shape = {}
         for n in self.past_names:
             shape = inputs[n].shape  # [batch, kv_heads, past, head_dim]
@@ -272,8 +286,9 @@ class OnnxSession:
         if not tokens:
             raise EdgekitError("no prompt tokens")
         out, first_s, rest_s = self._decode(list(tokens), max_tokens, batch=batch, stop_at_eos=False)
-        return Generation("", len(tokens), len(out[0]), self.load_s, first_s, rest_s, extra=self._extra(),
-                          batch=batch)  # fmt: skip
+        return Generation(
+            "", len(tokens), len(out[0]), self.load_s, first_s, rest_s, extra=self._extra(), batch=batch
+        )
 
     def greedy(self, tokens: list[int], max_tokens: int) -> list[int]:
         """The greedy continuation (EOS ignored), for tests and checks."""
@@ -288,8 +303,12 @@ class OnnxSession:
     # ---- decoding --------------------------------------------------------------------------------
 
     def _extra(self) -> dict:
-        return {"device": self.device, "providers": list(self.providers), "format": self.format,
-                "exported_from": str(self.exported_from) if self.exported_from else None}  # fmt: skip
+        return {
+            "device": self.device,
+            "providers": list(self.providers),
+            "format": self.format,
+            "exported_from": str(self.exported_from) if self.exported_from else None,
+        }
 
     def _feeds(self, ids, start: int, index) -> dict:
         import numpy as np
@@ -325,8 +344,10 @@ class OnnxSession:
         dev = self._ort_device
         n = len(tokens)
         ids = np.tile(np.asarray([tokens], dtype=np.int64), (batch, 1))
-        past = {name: ort.OrtValue.ortvalue_from_numpy(self._empty_past(name, batch), dev, 0)
-                for name in self.past_names}  # fmt: skip
+        past = {
+            name: ort.OrtValue.ortvalue_from_numpy(self._empty_past(name, batch), dev, 0)
+            for name in self.past_names
+        }
         out: list[list[int]] = [[] for _ in range(batch)]
         perf = time.perf_counter
         t0 = perf()

@@ -144,24 +144,43 @@ def inspect(ep_name: str, target: str, origin: str = "entry-point", check: bool 
             hint = _install_hint(ep_name, None, extra)
         return RuntimeInfo(ep_name, target, origin, False, why, extra=extra, install_hint=hint)
     except Exception as e:  # a third party's module may fail in any way
-        return RuntimeInfo(ep_name, target, origin, False, f"fails to import ({_one_line(e)})", extra=extra,
-                           install_hint=_install_hint(ep_name, None, extra))  # fmt: skip
+        return RuntimeInfo(
+            ep_name,
+            target,
+            origin,
+            False,
+            f"fails to import ({_one_line(e)})",
+            extra=extra,
+            install_hint=_install_hint(ep_name, None, extra),
+        )
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(mod, a)]
     name = getattr(mod, "name", ep_name) if isinstance(getattr(mod, "name", None), str) else ep_name
     extra = getattr(mod, "extra", extra)
     formats = _tuple(getattr(mod, "formats", ()))
     devices = _tuple(getattr(mod, "devices", ()))
-    common = dict(formats=formats, devices=devices, extra=extra if isinstance(extra, str) else None,
-                  install_hint=_install_hint(ep_name, mod, extra if isinstance(extra, str) else None),
-                  description=str(getattr(mod, "description", "") or ""),
-                  packages=_tuple(getattr(mod, "packages", ())), module=mod)  # fmt: skip
+    common = dict(
+        formats=formats,
+        devices=devices,
+        extra=extra if isinstance(extra, str) else None,
+        install_hint=_install_hint(ep_name, mod, extra if isinstance(extra, str) else None),
+        description=str(getattr(mod, "description", "") or ""),
+        packages=_tuple(getattr(mod, "packages", ())),
+        module=mod,
+    )
     if missing:
         why = f"does not implement the runtime contract (missing: {', '.join(missing)})"
         return RuntimeInfo(name, target, origin, False, why, **common)
     bad_dev = [d for d in devices if d not in DEVICE_KINDS]
     if not formats or not devices or bad_dev:
-        why = "declares no formats" if not formats else (
-            "declares no devices" if not devices else f"unknown device kind {bad_dev[0]!r} (use {', '.join(DEVICE_KINDS)})")
+        why = (
+            "declares no formats"
+            if not formats
+            else (
+                "declares no devices"
+                if not devices
+                else f"unknown device kind {bad_dev[0]!r} (use {', '.join(DEVICE_KINDS)})"
+            )
+        )
         return RuntimeInfo(name, target, origin, False, why, **common)
     if not check:
         return RuntimeInfo(name, target, origin, True, "not checked", **common)

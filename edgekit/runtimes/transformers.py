@@ -19,7 +19,9 @@ name = "transformers"
 formats = ("bf16", "gptq", "awq", "fp8")
 devices = ("cpu", "cuda")
 extra = "torch"
-description = "transformers on CPU or CUDA: the BF16 reference and compressed-tensors GPTQ/AWQ/FP8 (dequantized on CPU)"
+description = (
+    "transformers on CPU or CUDA: the BF16 reference and compressed-tensors GPTQ/AWQ/FP8 (dequantized on CPU)"
+)
 packages = ("transformers", "torch", "compressed-tensors")
 
 
@@ -32,8 +34,14 @@ def available() -> tuple[bool, str]:
     return True, f"transformers {transformers.__version__}, torch {torch.__version__}"
 
 
-def load(path, device: str | None = None, dtype: str | None = None, threads: int | None = None,
-         scoring: bool | None = None, **_ignored) -> TransformersSession:  # fmt: skip
+def load(
+    path,
+    device: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    scoring: bool | None = None,
+    **_ignored,
+) -> TransformersSession:
     """Load a checkpoint directory. For scoring the logits are computed in float32 (what the
     quality store compares against); a speed measurement (`scoring=False`) runs the model as
     it is deployed, in bfloat16."""
@@ -57,16 +65,22 @@ def load(path, device: str | None = None, dtype: str | None = None, threads: int
     qcfg = cfg.get("quantization_config") or {}
     method = qcfg.get("quant_method")
     if method not in (None, "compressed-tensors"):
-        raise EdgekitError(f"{path}: quantization method '{method}' is not one edgekit loads "
-                           "(compressed-tensors checkpoints and unquantized ones are)")  # fmt: skip
+        raise EdgekitError(
+            f"{path}: quantization method '{method}' is not one edgekit loads "
+            "(compressed-tensors checkpoints and unquantized ones are)"
+        )
     torch_dtype = getattr(torch, dtype)
     t0 = time.perf_counter()
     load_path = "transformers"
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=torch_dtype, device_map=device, output_loading_info=True, trust_remote_code=False,
+            str(path),
+            dtype=torch_dtype,
+            device_map=device,
+            output_loading_info=True,
+            trust_remote_code=False,
             use_safetensors=True,
-        )  # fmt: skip
+        )
     except (RuntimeError, ValueError, KeyError) as e:
         if not method:
             raise EdgekitError(f"{path}: transformers cannot load it ({first_line(e)})") from None
@@ -93,8 +107,10 @@ def _check_load_info(path: Path, info: dict) -> None:
     if missing or unexpected or mismatched:
         what = missing or unexpected or mismatched
         kind = "missing" if missing else "unexpected" if unexpected else "mismatched"
-        raise EdgekitError(f"{path}: {len(what)} {kind} weights when loading (e.g. {what[0]}); refusing to run a "
-                           "model with weights left at random values")  # fmt: skip
+        raise EdgekitError(
+            f"{path}: {len(what)} {kind} weights when loading (e.g. {what[0]}); refusing to run a "
+            "model with weights left at random values"
+        )
 
 
 class TransformersSession:
@@ -145,8 +161,15 @@ class TransformersSession:
             sync()
             end = time.perf_counter()
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return Generation(text, len(toks), len(out), self.load_s, first - t0, end - first,
-                          extra={"device": self.device, "load_path": self.load_path})  # fmt: skip
+        return Generation(
+            text,
+            len(toks),
+            len(out),
+            self.load_s,
+            first - t0,
+            end - first,
+            extra={"device": self.device, "load_path": self.load_path},
+        )
 
     def generate_tokens(self, tokens: list[int], max_tokens: int, batch: int = 1) -> Generation:
         """Exactly `max_tokens` greedy tokens for `batch` copies of the prompt, KV cache on,
@@ -170,8 +193,16 @@ class TransformersSession:
                 nxt = res.logits[:, -1].argmax(-1, keepdim=True)
             sync()
             end = time.perf_counter()
-        return Generation("", len(tokens), max_tokens, self.load_s, first - t0, end - first,
-                          extra={"device": self.device, "load_path": self.load_path}, batch=batch)  # fmt: skip
+        return Generation(
+            "",
+            len(tokens),
+            max_tokens,
+            self.load_s,
+            first - t0,
+            end - first,
+            extra={"device": self.device, "load_path": self.load_path},
+            batch=batch,
+        )
 
     def close(self) -> None:
         self.model = None

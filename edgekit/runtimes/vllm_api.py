@@ -93,8 +93,11 @@ class Histogram:
     def minus(self, earlier: Histogram) -> Histogram:
         """The observations made between two scrapes of the same server."""
         before = dict(earlier.buckets)
-        return Histogram(tuple((le, c - before.get(le, 0.0)) for le, c in self.buckets),
-                         self.sum - earlier.sum, self.count - earlier.count)  # fmt: skip
+        return Histogram(
+            tuple((le, c - before.get(le, 0.0)) for le, c in self.buckets),
+            self.sum - earlier.sum,
+            self.count - earlier.count,
+        )
 
     def quantile(self, q: float) -> float | None:
         """Prometheus's histogram_quantile: linear inside the bucket holding rank q * count;
@@ -171,8 +174,13 @@ def _summary(h: Histogram | None) -> dict | None:
     if h is None or h.count <= 0:
         return None
     r = lambda x: None if x is None else round(x, 6)  # noqa: E731
-    return {"count": int(round(h.count)), "mean": r(h.mean), "p50": r(h.quantile(0.5)),
-            "p90": r(h.quantile(0.9)), "p99": r(h.quantile(0.99))}  # fmt: skip
+    return {
+        "count": int(round(h.count)),
+        "mean": r(h.mean),
+        "p50": r(h.quantile(0.5)),
+        "p90": r(h.quantile(0.9)),
+        "p99": r(h.quantile(0.99)),
+    }
 
 
 def metrics_delta(before: Metrics, after: Metrics) -> dict:
@@ -180,12 +188,22 @@ def metrics_delta(before: Metrics, after: Metrics) -> dict:
     bucket interpolations, coarser than edgekit's client-side ones), token and request counts,
     preemptions."""
     out: dict = {}
-    for key, names in (("ttft_s", TTFT), ("itl_s", ITL), ("e2e_s", E2E), ("queue_s", QUEUE),
-                       ("prefill_s", PREFILL), ("decode_s", DECODE)):  # fmt: skip
+    for key, names in (
+        ("ttft_s", TTFT),
+        ("itl_s", ITL),
+        ("e2e_s", E2E),
+        ("queue_s", QUEUE),
+        ("prefill_s", PREFILL),
+        ("decode_s", DECODE),
+    ):
         a, b = _first_hist(after, names), _first_hist(before, names)
         out[key] = _summary(a.minus(b) if a is not None and b is not None else a)
-    for key, name in (("prompt_tokens", "vllm:prompt_tokens"), ("generation_tokens", "vllm:generation_tokens"),
-                      ("requests_finished", "vllm:request_success"), ("preemptions", "vllm:num_preemptions")):  # fmt: skip
+    for key, name in (
+        ("prompt_tokens", "vllm:prompt_tokens"),
+        ("generation_tokens", "vllm:generation_tokens"),
+        ("requests_finished", "vllm:request_success"),
+        ("preemptions", "vllm:num_preemptions"),
+    ):
         a, b = after.total(name), before.total(name)
         out[key] = None if a is None else int(round(a - (b or 0.0)))
     return out
@@ -280,8 +298,9 @@ def completion_chunks(events: Iterable[dict]) -> Iterator[StreamChunk]:
             done = int(usage["completion_tokens"])
         else:
             done += n
-        yield StreamChunk(ch.get("text") or "", list(ids) if ids is not None else None, n,
-                          ch.get("finish_reason"), usage)  # fmt: skip
+        yield StreamChunk(
+            ch.get("text") or "", list(ids) if ids is not None else None, n, ch.get("finish_reason"), usage
+        )
 
 
 # ---- prompt log-probabilities ----------------------------------------------------------------
@@ -297,7 +316,9 @@ def parse_prompt_logprobs(response: dict, prompt: list[int], k: int):
     try:
         plp = response["choices"][0]["prompt_logprobs"]
     except (KeyError, IndexError, TypeError):
-        raise VllmError("the response has no prompt_logprobs (was the request made with prompt_logprobs?)") from None
+        raise VllmError(
+            "the response has no prompt_logprobs (was the request made with prompt_logprobs?)"
+        ) from None
     if not isinstance(plp, list) or len(plp) != len(prompt):
         got = len(plp) if isinstance(plp, list) else type(plp).__name__
         raise VllmError(f"prompt_logprobs covers {got} positions, the prompt has {len(prompt)}")
@@ -347,15 +368,31 @@ class LogFacts:
 
 
 _LOG_RULES = [
-    (re.compile(r"\bversion (\d+\.\d+\.\d+\S*)"), lambda f, m: setattr(f, "version", f.version or m.group(1))),
-    (re.compile(r"(\w+(?: \+ host)?) KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per "
-                r"request: ([\d.]+)x"), None),
-    (re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
-     lambda f, m: setattr(f, "available_kv_gib", float(m.group(1)))),
+    (
+        re.compile(r"\bversion (\d+\.\d+\.\d+\S*)"),
+        lambda f, m: setattr(f, "version", f.version or m.group(1)),
+    ),
+    (
+        re.compile(
+            r"(\w+(?: \+ host)?) KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per "
+            r"request: ([\d.]+)x"
+        ),
+        None,
+    ),
+    (
+        re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
+        lambda f, m: setattr(f, "available_kv_gib", float(m.group(1))),
+    ),
     (re.compile(r"Model loading took ([\d.]+) GiB memory and ([\d.]+) seconds"), None),
-    (re.compile(r"Loading weights took ([\d.]+) seconds"), lambda f, m: setattr(f, "weights_load_s", float(m.group(1)))),
-    (re.compile(r"init engine \(.*\) took ([\d.]+) s"), lambda f, m: setattr(f, "engine_init_s", float(m.group(1)))),
-]  # fmt: skip
+    (
+        re.compile(r"Loading weights took ([\d.]+) seconds"),
+        lambda f, m: setattr(f, "weights_load_s", float(m.group(1))),
+    ),
+    (
+        re.compile(r"init engine \(.*\) took ([\d.]+) s"),
+        lambda f, m: setattr(f, "engine_init_s", float(m.group(1))),
+    ),
+]
 
 
 def parse_log(lines: Iterable[str]) -> LogFacts:
@@ -378,7 +415,9 @@ def parse_log(lines: Iterable[str]) -> LogFacts:
 
 
 _ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|^\w*(Error|Exception): ")
-_PREFIX = re.compile(r"^\(\w+ pid=\d+\)\s*|^(INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d \[[^\]]*\]\s*")
+_PREFIX = re.compile(
+    r"^\(\w+ pid=\d+\)\s*|^(INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d \[[^\]]*\]\s*"
+)
 
 
 def _is_error_line(line: str) -> bool:
@@ -398,8 +437,11 @@ _WRAPPER = re.compile(r"root cause|initialization failed|failed to start", re.I)
 def failure_reason(lines: list[str]) -> str | None:
     """The most telling line of a server that died: the last exception line, else the last
     ERROR line (vLLM prints a traceback, then the exception as its last line)."""
-    raised = [s for s in map(_strip_prefix, lines)
-              if re.match(r"^[\w.]*(Error|Exception)\b.*:", s) or re.match(r"^[\w.]*(Error|Exception)$", s)]  # fmt: skip
+    raised = [
+        s
+        for s in map(_strip_prefix, lines)
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", s) or re.match(r"^[\w.]*(Error|Exception)$", s)
+    ]
     # vLLM re-raises a worker's failure in the engine and the API server as "... failed ... See
     # root cause above": the root cause is the last exception line that is not such a wrapper
     causes = [s for s in raised if not _WRAPPER.search(s)]

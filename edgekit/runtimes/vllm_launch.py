@@ -36,15 +36,32 @@ class VllmLaunch:
         return self.per_gpu["kv_tokens"] >= self.ctx
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "served": self.served, "format": self.format, "target": self.target,
-                "ctx": self.ctx, "layout": self.layout, "nodes": self.nodes, "per_gpu": self.per_gpu,
-                "fits": self.fits, "serve": self.serve, "serve_command": shlex.join(self.serve),
-                "ray": self.ray, "notes": self.notes}  # fmt: skip
+        return {
+            "model": self.model,
+            "served": self.served,
+            "format": self.format,
+            "target": self.target,
+            "ctx": self.ctx,
+            "layout": self.layout,
+            "nodes": self.nodes,
+            "per_gpu": self.per_gpu,
+            "fits": self.fits,
+            "serve": self.serve,
+            "serve_command": shlex.join(self.serve),
+            "ray": self.ray,
+            "notes": self.notes,
+        }
 
 
-def launch_plan(model: str, target_spec: str, fmt_id: str = "bf16", ctx: int | None = None,
-                gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION, served: str | None = None,
-                port: int = 8000) -> VllmLaunch:  # fmt: skip
+def launch_plan(
+    model: str,
+    target_spec: str,
+    fmt_id: str = "bf16",
+    ctx: int | None = None,
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+    served: str | None = None,
+    port: int = 8000,
+) -> VllmLaunch:
     from edgekit.formats import get_format
     from edgekit.models.catalogue import resolve
     from edgekit.plan import plan
@@ -55,8 +72,10 @@ def launch_plan(model: str, target_spec: str, fmt_id: str = "bf16", ctx: int | N
     entry = model if hasattr(model, "arch") else resolve(model)  # a ModelEntry, or a name to resolve
     target = get_target(target_spec)
     if target.device.kind != "gpu":
-        raise EdgekitError(f"vLLM serves on GPUs; {target.name} is a {target.device.kind}",
-                           "plan a GPU target such as h100 or 8xh100")  # fmt: skip
+        raise EdgekitError(
+            f"vLLM serves on GPUs; {target.name} is a {target.device.kind}",
+            "plan a GPU target such as h100 or 8xh100",
+        )
     fmt = get_format(fmt_id)
     if fmt.family not in ("bf16", "gptq", "awq", "fp8"):
         raise EdgekitError(f"vLLM does not serve {fmt.id} here; choose bf16, gptq:*, awq:* or fp8:*")
@@ -94,9 +113,23 @@ def launch_plan(model: str, target_spec: str, fmt_id: str = "bf16", ctx: int | N
         notes.append(
             f"TP {lay.tp} would span nodes: TP {tp} inside each node, {pp} pipeline stages across them"
         )
-    argv = ["vllm", "serve", ref, "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
-            "--max-model-len", str(ctx), "--gpu-memory-utilization", f"{gpu_memory_utilization:.2f}",
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    argv = [
+        "vllm",
+        "serve",
+        ref,
+        "--tensor-parallel-size",
+        str(tp),
+        "--pipeline-parallel-size",
+        str(pp),
+        "--max-model-len",
+        str(ctx),
+        "--gpu-memory-utilization",
+        f"{gpu_memory_utilization:.2f}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if expert_parallel:
         argv.append("--enable-expert-parallel")
     ray: list[str] = []
@@ -105,17 +138,25 @@ def launch_plan(model: str, target_spec: str, fmt_id: str = "bf16", ctx: int | N
         ray = [f"ray start --head --port={RAY_PORT} --num-gpus={GPUS_PER_NODE}   # on the head node"] + [
             f"ray start --address=<head-ip>:{RAY_PORT} --num-gpus={GPUS_PER_NODE}   # on worker node {i}"
             for i in range(1, nodes)
-        ]  # fmt: skip
-        notes.append(f"{target.count} GPUs = {nodes} nodes of {GPUS_PER_NODE}: start Ray on every node, then "
-                     "`vllm serve` on the head node (RAY_ADDRESS=<head-ip>:6379 for an existing cluster)")  # fmt: skip
+        ]
+        notes.append(
+            f"{target.count} GPUs = {nodes} nodes of {GPUS_PER_NODE}: start Ray on every node, then "
+            "`vllm serve` on the head node (RAY_ADDRESS=<head-ip>:6379 for an existing cluster)"
+        )
     if kv_budget <= 0:
         notes.append("the weights alone exceed the usable memory per GPU: more GPUs or a smaller format")
     elif kv_tokens < ctx:
         notes.append(
             f"the KV cache holds {kv_tokens:,} tokens per replica: less than one {ctx:,}-token sequence"
         )
-    per_gpu = {"capacity": budget.capacity, "usable": usable, "weights": budget.weights, "non_kv_overhead": non_kv,
-               "kv_budget": max(kv_budget, 0), "kv_tokens": kv_tokens,
-               "concurrent_full_sequences": kv_tokens // ctx if ctx else 0}  # fmt: skip
+    per_gpu = {
+        "capacity": budget.capacity,
+        "usable": usable,
+        "weights": budget.weights,
+        "non_kv_overhead": non_kv,
+        "kv_budget": max(kv_budget, 0),
+        "kv_tokens": kv_tokens,
+        "concurrent_full_sequences": kv_tokens // ctx if ctx else 0,
+    }
     layout = {**lay.to_dict(), "tp": tp, "pp": pp, "ep": min(lay.ep, tp) if lay.ep > 1 else 1}
     return VllmLaunch(entry.name, ref, fmt.id, target.name, ctx, layout, nodes, per_gpu, argv, ray, notes)

@@ -73,8 +73,12 @@ class VllmInstall:
         return [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
 
     def to_dict(self) -> dict:
-        return {"python": self.python, "distribution": self.distribution, "version": self.version,
-                "device": self.device}  # fmt: skip
+        return {
+            "python": self.python,
+            "distribution": self.distribution,
+            "version": self.version,
+            "device": self.device,
+        }
 
 
 _found: dict[str, tuple[VllmInstall | None, str]] = {}
@@ -164,10 +168,15 @@ class TreeMemorySampler:
         mine = set(pids)
         for i, h in enumerate(self.handles):
             try:
-                used = sum(int(p.usedGpuMemory or 0) for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h)
-                           if p.pid in mine)  # fmt: skip
+                used = sum(
+                    int(p.usedGpuMemory or 0)
+                    for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h)
+                    if p.pid in mine
+                )
                 self.peak_gpu[i] = max(self.peak_gpu[i], used)
-                self.peak_gpu_device[i] = max(self.peak_gpu_device[i], int(self.nv.nvmlDeviceGetMemoryInfo(h).used))
+                self.peak_gpu_device[i] = max(
+                    self.peak_gpu_device[i], int(self.nv.nvmlDeviceGetMemoryInfo(h).used)
+                )
             except Exception:
                 continue
         self.samples += 1
@@ -197,12 +206,19 @@ class TreeMemorySampler:
                 pass
 
     def to_dict(self) -> dict:
-        gpus = [{"index": i, "peak_bytes": p, "device_peak_bytes": d}
-                for i, (p, d) in enumerate(zip(self.peak_gpu, self.peak_gpu_device, strict=True))]  # fmt: skip
-        return {"peak_rss_bytes": self.peak_rss, "gpus": gpus, "samples": self.samples,
-                "interval_s": self.interval, "nvml": self.nvml_note or "ok",
-                "method": "sum of VmRSS over the server's process tree and NVML per-process GPU memory of those "
-                          "processes, sampled in a thread; the peak is the largest sample"}  # fmt: skip
+        gpus = [
+            {"index": i, "peak_bytes": p, "device_peak_bytes": d}
+            for i, (p, d) in enumerate(zip(self.peak_gpu, self.peak_gpu_device, strict=True))
+        ]
+        return {
+            "peak_rss_bytes": self.peak_rss,
+            "gpus": gpus,
+            "samples": self.samples,
+            "interval_s": self.interval,
+            "nvml": self.nvml_note or "ok",
+            "method": "sum of VmRSS over the server's process tree and NVML per-process GPU memory of those "
+            "processes, sampled in a thread; the peak is the largest sample",
+        }
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -250,8 +266,15 @@ class RequestTiming:
 class VllmServer:
     """`vllm serve` on 127.0.0.1 in its own process group, its output in a log file."""
 
-    def __init__(self, install: VllmInstall, model: str, args: list[str], log_path: Path,
-                 env: dict[str, str] | None = None, port: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        install: VllmInstall,
+        model: str,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
         self.install, self.model, self.args = install, model, list(args)
         self.log_path = Path(log_path)
         self.env = env or {}
@@ -261,7 +284,14 @@ class VllmServer:
 
     @property
     def argv(self) -> list[str]:
-        return [*self.install.server_argv(self.model), "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [
+            *self.install.server_argv(self.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
 
     def start(self, timeout_s: float = 1800.0, on_wait=None, on_spawn=None) -> float:
         """Start and wait until /health answers; the seconds it took. A server that exits or
@@ -271,8 +301,14 @@ class VllmServer:
         env = {**os.environ, **self.env}
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         try:
             if on_spawn is not None:
                 on_spawn(self.proc.pid)
@@ -284,7 +320,9 @@ class VllmServer:
                     self.started_s = time.perf_counter() - t0
                     return self.started_s
                 if time.perf_counter() - t0 > timeout_s:
-                    raise EdgekitError(f"vLLM did not answer within {timeout_s:.0f} s", f"its log: {self.log_path}")
+                    raise EdgekitError(
+                        f"vLLM did not answer within {timeout_s:.0f} s", f"its log: {self.log_path}"
+                    )
                 if on_wait is not None:
                     on_wait(time.perf_counter() - t0)
                 time.sleep(0.5)
@@ -363,8 +401,12 @@ class VllmServer:
         conn = self._conn(timeout)
         rt = RequestTiming(time.perf_counter())
         try:
-            conn.request("POST", "/v1/completions", body=json.dumps(body).encode(),
-                         headers={"Content-Type": "application/json", "Accept": "text/event-stream"})  # fmt: skip
+            conn.request(
+                "POST",
+                "/v1/completions",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            )
             resp = conn.getresponse()
             if resp.status != 200:
                 raise VllmError(error_message(resp.read(), resp.status), resp.status)

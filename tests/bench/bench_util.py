@@ -13,7 +13,9 @@ def smollm2_q4km(checkpoint, tmp_path_factory):
     from edgekit.quantize.gguf_build import build_gguf
 
     # a fixed directory under the session's base temp: a second caller finds it up to date
-    return build_gguf(checkpoint, "Q4_K_M", tmp_path_factory.getbasetemp() / "bench-artifacts", imatrix="none").path
+    return build_gguf(
+        checkpoint, "Q4_K_M", tmp_path_factory.getbasetemp() / "bench-artifacts", imatrix="none"
+    ).path
 
 
 def has_nvml_gpu() -> bool:
@@ -22,20 +24,57 @@ def has_nvml_gpu() -> bool:
     return bool(nvml_gpus()[0])
 
 
-def fake_run(rid: str, label: str, fingerprint: str, decode: float, device: str = "cpu", batch: int = 1,
-             created: str = "2026-01-01T00:00:00Z") -> dict:  # fmt: skip
+def fake_run(
+    rid: str,
+    label: str,
+    fingerprint: str,
+    decode: float,
+    device: str = "cpu",
+    batch: int = 1,
+    created: str = "2026-01-01T00:00:00Z",
+) -> dict:
     """A stored bench result as another machine would have written it."""
-    stat = {"median": decode, "min": decode, "max": decode, "q1": decode, "q3": decode, "n": 1, "values": [decode]}
+    stat = {
+        "median": decode,
+        "min": decode,
+        "max": decode,
+        "q1": decode,
+        "q3": decode,
+        "n": 1,
+        "values": [decode],
+    }
     return {
-        "schema": "edgekit.bench/1", "id": rid, "created": created,
-        "subject": {"path": "/x/smollm2-135m-Q4_K_M.gguf", "kind": "artifact", "format": "gguf:Q4_K_M",
-                    "model": "smollm2-135m", "size_bytes": 1, "sha256": None},
+        "schema": "edgekit.bench/1",
+        "id": rid,
+        "created": created,
+        "subject": {
+            "path": "/x/smollm2-135m-Q4_K_M.gguf",
+            "kind": "artifact",
+            "format": "gguf:Q4_K_M",
+            "model": "smollm2-135m",
+            "size_bytes": 1,
+            "sha256": None,
+        },
         "runtime": {"name": "llama.cpp", "version": "llama-cpp-python 0.3.36"},
         "device": device,
-        "host": {"label": label, "fingerprint": fingerprint, "cpu": {"model": "CPU " + label},
-                 "gpus": [{"name": "NVIDIA GeForce RTX 4090"}] if device == "cuda" else []},
+        "host": {
+            "label": label,
+            "fingerprint": fingerprint,
+            "cpu": {"model": "CPU " + label},
+            "gpus": [{"name": "NVIDIA GeForce RTX 4090"}] if device == "cuda" else [],
+        },
         "settings": {"prompt_tokens": 512, "gen_tokens": 128},
-        "load_s": 0.1, "peak_rss_bytes": 100, "peak_vram_bytes": 200 if device == "cuda" else None,
-        "batches": [{"batch": batch, "measured": True, "decode_tok_s": stat, "prefill_tok_s": stat,
-                     "ttft_s": stat, "roofline": {"fraction": 0.5}}],
+        "load_s": 0.1,
+        "peak_rss_bytes": 100,
+        "peak_vram_bytes": 200 if device == "cuda" else None,
+        "batches": [
+            {
+                "batch": batch,
+                "measured": True,
+                "decode_tok_s": stat,
+                "prefill_tok_s": stat,
+                "ttft_s": stat,
+                "roofline": {"fraction": 0.5},
+            }
+        ],
     }

@@ -18,7 +18,17 @@ def run_cli(*args):
 
 
 def test_main_job_on_a_tiny_model_and_rerun_from_cache(tiny_qwen3, tmp_path):
-    args = ["quantize", str(tiny_qwen3), "--target", "cpu", "--bar", "kld<=0.05", "--out", str(tmp_path), "--json"]
+    args = [
+        "quantize",
+        str(tiny_qwen3),
+        "--target",
+        "cpu",
+        "--bar",
+        "kld<=0.05",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     d = json.loads(run_cli(*args).output)
     run_dir = next(tmp_path.iterdir())
     assert {p.name for p in run_dir.iterdir()} >= {"report.json", "report.md", "pareto.png", "artifacts"}
@@ -39,8 +49,13 @@ def test_main_job_on_a_tiny_model_and_rerun_from_cache(tiny_qwen3, tmp_path):
 
 
 def _edgekit(*args):
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ))  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
 
 
 def _one_line(r, needle):
@@ -50,8 +65,12 @@ def _one_line(r, needle):
 
 
 def test_malformed_bar(tiny_qwen3, tmp_path):
-    _one_line(_edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--bar", "kld>=oops", "--out", str(tmp_path)),
-              "malformed quality bar")  # fmt: skip
+    _one_line(
+        _edgekit(
+            "quantize", str(tiny_qwen3), "--target", "cpu", "--bar", "kld>=oops", "--out", str(tmp_path)
+        ),
+        "malformed quality bar",
+    )
     assert not any(tmp_path.iterdir())
 
 
@@ -59,8 +78,12 @@ def test_evaluation_text_shorter_than_a_window(tiny_qwen3, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Too short to fill a window.")
     out = tmp_path / "out"
-    _one_line(_edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--evaluation", str(short), "--out", str(out)),
-              "fewer than one window")  # fmt: skip
+    _one_line(
+        _edgekit(
+            "quantize", str(tiny_qwen3), "--target", "cpu", "--evaluation", str(short), "--out", str(out)
+        ),
+        "fewer than one window",
+    )
     assert not list(out.rglob("report.*"))
 
 
@@ -70,4 +93,6 @@ def test_reference_that_cannot_be_loaded(tiny_qwen3, copy_dir, tmp_path):
     out = tmp_path / "out"
     _one_line(_edgekit("quantize", str(d), "--target", "cpu", "--out", str(out)), "safetensors")
     assert not list(out.rglob("report.*"))
-    _one_line(_edgekit("eval", str(tmp_path / "missing.gguf"), "--reference", str(tiny_qwen3)), "missing.gguf")
+    _one_line(
+        _edgekit("eval", str(tmp_path / "missing.gguf"), "--reference", str(tiny_qwen3)), "missing.gguf"
+    )

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.llamacpp, pytest.mark.torch, pytest.mark.slow]
 def smollm2_setup(smollm2_checkpoint, tmp_path_factory):
     from edgekit.bench.reference import reference_gguf, reference_store
     from edgekit.quantize.gguf import Recipe, convert
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
     text = default_evaluation_text()[:12000]  # about four windows of 512 tokens
     store = reference_store(smollm2_checkpoint, text)
@@ -60,7 +60,7 @@ def test_reference_store_is_cached(smollm2_checkpoint, smollm2_setup):
     import time
 
     from edgekit.bench.reference import reference_store
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
     store, _, _ = smollm2_setup
     t0 = time.perf_counter()

@@ -29,8 +29,8 @@ class _Noisy:
 def setup(tiny_qwen3):
     from edgekit.bench.reference import reference_gguf, reference_store
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.runtimes import llamacpp
+    from edgekit.text import default_evaluation_text
 
     ck = open_checkpoint(str(tiny_qwen3))
     store = reference_store(ck, default_evaluation_text()[:6000])

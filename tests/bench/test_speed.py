@@ -46,8 +46,15 @@ def test_parse_batches_and_settings():
         with pytest.raises(EdgekitError):
             parse_batches(bad)
     Settings().check()
-    for bad in (Settings(gen_tokens=1), Settings(prompt_tokens=0), Settings(repeats=0), Settings(batches=()),
-                Settings(n_ctx=100), Settings(device="tpu"), Settings(threads=0)):  # fmt: skip
+    for bad in (
+        Settings(gen_tokens=1),
+        Settings(prompt_tokens=0),
+        Settings(repeats=0),
+        Settings(batches=()),
+        Settings(n_ctx=100),
+        Settings(device="tpu"),
+        Settings(threads=0),
+    ):
         with pytest.raises(EdgekitError):
             bad.check()
     assert Settings(prompt_tokens=100, gen_tokens=20).ctx == 120
@@ -66,7 +73,9 @@ def test_detect_without_gpu_reports_why(monkeypatch):
 
 
 def test_nvml_init_failure_is_no_gpu(monkeypatch):
-    fake = types.SimpleNamespace(nvmlInit=lambda: (_ for _ in ()).throw(RuntimeError("NVML Shared Library Not Found")))
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: (_ for _ in ()).throw(RuntimeError("NVML Shared Library Not Found"))
+    )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     gpus, note = devmod.nvml_gpus()
     assert gpus == [] and "NVML unavailable" in note and "no GPU" in note
@@ -79,7 +88,8 @@ def _fake_nvml(names, procs=()):
             self.i = i
 
     return types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
         nvmlSystemGetDriverVersion=lambda: b"575.1",
         nvmlDeviceGetCount=lambda: len(names),
         nvmlDeviceGetHandleByIndex=H,
@@ -87,11 +97,17 @@ def _fake_nvml(names, procs=()):
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=80 * 2**30),
         nvmlDeviceGetCudaComputeCapability=lambda h: (9, 0),
         nvmlDeviceGetComputeRunningProcesses=lambda h: list(procs),
-    )  # fmt: skip
+    )
 
 
 def test_nvml_gpus_are_read_and_matched_to_profiles(monkeypatch):
-    names = ["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA GeForce RTX 4090", "NVIDIA H200", "Tesla T4"]
+    names = [
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA H100 PCIe",
+        "NVIDIA GeForce RTX 4090",
+        "NVIDIA H200",
+        "Tesla T4",
+    ]
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(names))
     gpus, note = devmod.nvml_gpus()
     assert [g.profile for g in gpus] == ["h100-sxm", "h100-pcie", "rtx4090", "h200", None]
@@ -105,8 +121,10 @@ def test_nvml_gpus_are_read_and_matched_to_profiles(monkeypatch):
 def test_vram_sampler_takes_this_process_peak(monkeypatch):
     import os
 
-    procs = [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=3 * 2**30),
-             types.SimpleNamespace(pid=1, usedGpuMemory=9 * 2**30)]  # fmt: skip
+    procs = [
+        types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=3 * 2**30),
+        types.SimpleNamespace(pid=1, usedGpuMemory=9 * 2**30),
+    ]
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(["NVIDIA H100 80GB HBM3"], procs))
     s = devmod.VramSampler()
     assert s.ok and s.sample() == 3 * 2**30 and s.peak == 3 * 2**30
@@ -125,7 +143,9 @@ def test_store_merges_devices(tmp_path):
     mine, theirs = tmp_path / "mine", tmp_path / "theirs"
     results_store._write(fake_run("r1", "laptop", "aaaa", 50.0), mine)
     results_store._write(fake_run("r2", "box4090", "bbbb", 400.0, device="cuda"), theirs)
-    results_store._write(fake_run("r3", "box4090", "bbbb", 420.0, device="cuda", created="2026-02-01T00:00:00Z"), theirs)
+    results_store._write(
+        fake_run("r3", "box4090", "bbbb", 420.0, device="cuda", created="2026-02-01T00:00:00Z"), theirs
+    )
     (theirs / "junk.json").write_text("{not json")
     out = results_store.import_runs([theirs], mine)
     assert out["added"] == 2 and len(out["problems"]) == 1
@@ -136,7 +156,9 @@ def test_store_merges_devices(tmp_path):
     assert len(table["devices"]) == 2
     (row,) = table["rows"]
     cells = row["devices"]
-    assert cells["aaaa:cpu"]["decode_tok_s"] == 50.0 and cells["bbbb:cuda"]["decode_tok_s"] == 420.0  # latest wins
+    assert (
+        cells["aaaa:cpu"]["decode_tok_s"] == 50.0 and cells["bbbb:cuda"]["decode_tok_s"] == 420.0
+    )  # latest wins
     with pytest.raises(EdgekitError):
         results_store.import_runs([tmp_path / "nowhere"], mine)
 
@@ -176,7 +198,9 @@ def test_bench_q4km_through_the_registry(q4km, tmp_path):
     assert r.runtime["name"] == "llama.cpp" and r.device == "cpu" and r.subject["format"] == "gguf:Q4_K_M"
     b1, b4 = r.batch(1), r.batch(4)
     assert b1.measured and b1.decode_tok_s.n == 2 and b1.decode_tok_s.median > 0 and b1.ttft_s.median > 0
-    assert b1.prefill_tok_s.median > 0 and b1.decode_tok_s.min <= b1.decode_tok_s.median <= b1.decode_tok_s.max
+    assert (
+        b1.prefill_tok_s.median > 0 and b1.decode_tok_s.min <= b1.decode_tok_s.median <= b1.decode_tok_s.max
+    )
     assert not b4.measured and "one sequence" in b4.reason
     # roofline against the planner's bytes per token at 20 GB/s
     roof = b1.roofline
@@ -186,7 +210,11 @@ def test_bench_q4km_through_the_registry(q4km, tmp_path):
     assert 0.3 < p["predicted_over_measured"] < 5 and p["target"] == "cpu"
     assert r.peak_vram_bytes is None and r.load_s > 0
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["schema"] == "edgekit.bench/1" and d["method"]["roofline"] and d["tool_versions"]["llama-cpp-python"]
+    assert (
+        d["schema"] == "edgekit.bench/1"
+        and d["method"]["roofline"]
+        and d["tool_versions"]["llama-cpp-python"]
+    )
     assert d["host"]["label"] == "test-box" and d["settings"]["n_ctx"] == 80
     runs, _ = results_store.load_runs(tmp_path / "store")
     assert [x["id"] for x in runs] == [r.id]
@@ -239,5 +267,7 @@ def test_bench_on_the_gpu_reports_vram(q4km, tmp_path):
         pytest.skip("this llama-cpp-python build has no GPU offload")
     from edgekit.bench.speed import bench
 
-    r = bench(str(q4km), settings=Settings(prompt_tokens=64, gen_tokens=16, repeats=1, device="cuda"), save=False)
+    r = bench(
+        str(q4km), settings=Settings(prompt_tokens=64, gen_tokens=16, repeats=1, device="cuda"), save=False
+    )
     assert r.device == "cuda" and r.peak_vram_bytes and r.peak_vram_bytes > q4km.stat().st_size // 2

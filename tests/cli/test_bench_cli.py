@@ -29,8 +29,13 @@ def run_main(*args, extra_path: str | None = None):
     env = {**os.environ, "EDGEKIT_CPU_BANDWIDTH_GBS": "20"}
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def one_line_error(r, *needles):
@@ -63,13 +68,30 @@ def test_bench_bad_input_is_one_line(tmp_path):
 def test_bench_wrong_runtime_for_the_format(tmp_path):
     ck = tmp_path / "tiny-llama"
     ck.mkdir()
-    (ck / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
-        "max_position_embeddings": 512, "tie_word_embeddings": True, "head_dim": 16}))  # fmt: skip
+    (ck / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 256,
+                "max_position_embeddings": 512,
+                "tie_word_embeddings": True,
+                "head_dim": 16,
+            }
+        )
+    )
     (ck / "model.safetensors").write_bytes(b"")
     one_line_error(run_main("bench", str(ck), "--runtime", "llama.cpp"), "llama.cpp does not serve bf16")
-    one_line_error(run_main("bench", str(ck), "--runtime", "llamacp"), "unknown runtime 'llamacp'", "did you mean: llama.cpp")
+    one_line_error(
+        run_main("bench", str(ck), "--runtime", "llamacp"),
+        "unknown runtime 'llamacp'",
+        "did you mean: llama.cpp",
+    )
 
 
 def test_runtimes_lists_a_third_party_runtime_with_its_install_route(tmp_path):
@@ -83,17 +105,34 @@ def test_runtimes_lists_a_third_party_runtime_with_its_install_route(tmp_path):
 
 @pytest.mark.llamacpp
 def test_bench_unavailable_runtime_on_a_real_artifact(q4km, tmp_path):
-    install_fake_distribution(tmp_path, {"offengine": "toy_off"}, {"toy_off": OFF.replace('("bf16",)', '("gguf",)')})
-    one_line_error(run_main("bench", str(q4km), "--runtime", "offengine", "--no-save", extra_path=str(tmp_path)),
-                   "runtime offengine is unavailable: offlib is not installed", 'pip install "edgekit[offextra]"')  # fmt: skip
+    install_fake_distribution(
+        tmp_path, {"offengine": "toy_off"}, {"toy_off": OFF.replace('("bf16",)', '("gguf",)')}
+    )
+    one_line_error(
+        run_main("bench", str(q4km), "--runtime", "offengine", "--no-save", extra_path=str(tmp_path)),
+        "runtime offengine is unavailable: offlib is not installed",
+        'pip install "edgekit[offextra]"',
+    )
 
 
 @pytest.mark.llamacpp
 @pytest.mark.slow
 def test_bench_json_and_table(q4km, tmp_path):
     store = tmp_path / "store"
-    args = ["bench", str(q4km), "--prompt-tokens", "48", "--gen-tokens", "8", "--repeat", "2", "--threads", "2",
-            "--store", str(store)]  # fmt: skip
+    args = [
+        "bench",
+        str(q4km),
+        "--prompt-tokens",
+        "48",
+        "--gen-tokens",
+        "8",
+        "--repeat",
+        "2",
+        "--threads",
+        "2",
+        "--store",
+        str(store),
+    ]
     r = run_main(*args, "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)

@@ -21,7 +21,10 @@ def run_main(*args):
     env = {**os.environ, "EDGEKIT_CPU_BANDWIDTH_GBS": "20"}
     return subprocess.run(
         [sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -56,8 +59,19 @@ def test_plan_json_shape():
     d = json.loads(run("plan", "qwen3-8b", "--target", "rtx4090", "--ctx", "32768", "--json").output)
     assert d["ctx"] == 32768 and d["target"]["name"] == "rtx4090" and "method" in d
     row = d["rows"][0]
-    assert set(row) >= {"format", "runtime", "weights_bytes", "kv_bytes", "per_device", "fits", "max_context",
-                        "decode_tok_s", "prefill_tok_s", "layout", "miss_bytes"}
+    assert set(row) >= {
+        "format",
+        "runtime",
+        "weights_bytes",
+        "kv_bytes",
+        "per_device",
+        "fits",
+        "max_context",
+        "decode_tok_s",
+        "prefill_tok_s",
+        "layout",
+        "miss_bytes",
+    }
     assert set(row["per_device"]) == {"weights", "kv_cache", "overhead", "capacity", "total", "headroom"}
 
 
@@ -67,10 +81,22 @@ def test_plan_text_nothing_fits():
 
 
 def test_plan_on_local_config(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "qwen3", "num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1024,
-        "tie_word_embeddings": True, "max_position_embeddings": 2048}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen3",
+                "num_hidden_layers": 2,
+                "hidden_size": 256,
+                "intermediate_size": 512,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "head_dim": 64,
+                "vocab_size": 1024,
+                "tie_word_embeddings": True,
+                "max_position_embeddings": 2048,
+            }
+        )
+    )
     d = json.loads(run("plan", str(tmp_path), "--target", "h100", "--json").output)
     assert d["model"]["source"].endswith("config.json") and all(r["fits"] for r in d["rows"])
 
@@ -102,8 +128,20 @@ def test_malformed_target_file_names_file_and_key(tmp_path):
     (tmp_path / "targets").mkdir()
     (tmp_path / "targets" / "mine.toml").write_text('name = "mine"\nkind = "gpu"\nmemory_gib = "x"\n')
     env = {**os.environ, "EDGEKIT_CONFIG_DIR": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()",
-                        "plan", "qwen3-8b", "--target", "h100"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from edgekit.cli.main import main; main()",
+            "plan",
+            "qwen3-8b",
+            "--target",
+            "h100",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2 and "mine.toml" in r.stderr and "memory_gib" in r.stderr
 
 

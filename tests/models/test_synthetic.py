@@ -44,16 +44,30 @@ def test_written_checkpoint_loads_with_every_key(tmp_path, tiny_tokenizer):
     transformers = pytest.importorskip("transformers")
     from edgekit.models.catalogue import from_local
 
-    d = random_checkpoint("qwen3-0.6b", tmp_path / "r", layers=1, tokenizer_dir=tiny_tokenizer, max_context=4096)
-    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                   "tokenizer_config.json"]  # fmt: skip
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(d, output_loading_info=True, dtype=torch.bfloat16)
+    d = random_checkpoint(
+        "qwen3-0.6b", tmp_path / "r", layers=1, tokenizer_dir=tiny_tokenizer, max_context=4096
+    )
+    assert sorted(p.name for p in d.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        d, output_loading_info=True, dtype=torch.bfloat16
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     w = model.model.layers[0].self_attn.q_proj.weight.detach().float()
     assert 0.015 < float(w.std()) < 0.025 and float(model.model.norm.weight.detach().float().mean()) == 1.0
     a, real = from_local(d).arch, resolve("qwen3-0.6b").arch
     assert (a.hidden, a.n_heads, a.n_kv_heads, a.head_dim, a.vocab, a.n_layers) == (
-        real.hidden, real.n_heads, real.n_kv_heads, real.head_dim, real.vocab, 1)  # fmt: skip
+        real.hidden,
+        real.n_heads,
+        real.n_kv_heads,
+        real.head_dim,
+        real.vocab,
+        1,
+    )
     assert json.loads((d / "config.json").read_text())["max_position_embeddings"] == 4096
 
 

@@ -115,7 +115,9 @@ class FakeOllama:
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
-                self._send(200, {"version": "0.0.0-fake"}) if self.path == "/api/version" else self._send(404, {})
+                self._send(200, {"version": "0.0.0-fake"}) if self.path == "/api/version" else self._send(
+                    404, {}
+                )
 
             def do_HEAD(self):
                 fake.requests.append(("HEAD", self.path))
@@ -147,7 +149,11 @@ class FakeOllama:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def uploads(self) -> list[str]:
-        return [p.removeprefix("/api/blobs/") for m, p in self.requests if m == "POST" and p.startswith("/api/blobs/")]
+        return [
+            p.removeprefix("/api/blobs/")
+            for m, p in self.requests
+            if m == "POST" and p.startswith("/api/blobs/")
+        ]
 
 
 @pytest.fixture

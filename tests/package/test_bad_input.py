@@ -41,26 +41,33 @@ def test_a_file_that_is_not_a_gguf_is_refused(capsys, tmp_path):
 def test_a_truncated_gguf_is_refused(capsys, tiny_gguf, tmp_path):
     data = tiny_gguf.read_bytes()
     tiny_gguf.write_bytes(data[: len(data) - 16])
-    line = _one_line_error(*run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--store", tmp_path / "s"))
+    line = _one_line_error(
+        *run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--store", tmp_path / "s")
+    )
     assert "truncated GGUF" in line
 
 
 def test_store_under_a_regular_file_is_refused(capsys, tiny_gguf, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    line = _one_line_error(*run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m",
-                                    "--store", blocker / "models"))  # fmt: skip
+    line = _one_line_error(
+        *run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--store", blocker / "models")
+    )
     assert "cannot write the Ollama store" in line and "is not a directory" in line
     assert files_under(tmp_path) == ["artifacts", "artifacts/hand-made.gguf", "not-a-dir"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories; the regular-file case covers it")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root writes into read-only directories; the regular-file case covers it"
+)
 def test_read_only_store_is_refused(capsys, tiny_gguf, tmp_path):
     store = tmp_path / "ro"
     store.mkdir()
     store.chmod(0o500)
     try:
-        line = _one_line_error(*run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--store", store))
+        line = _one_line_error(
+            *run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--store", store)
+        )
     finally:
         store.chmod(0o700)
     assert "not writable" in line and files_under(store) == []
@@ -83,15 +90,18 @@ def test_a_failure_half_way_removes_what_it_wrote(tiny_gguf, tmp_path, monkeypat
     assert files_under(store.root) == ["blobs", "blobs/" + keep.name]  # blobs written this run are gone
 
 
-@pytest.mark.parametrize("args, error", [
-    (["--param", "temprature=1"], "unknown Ollama parameter 'temprature'"),
-    (["--param", "top_k=many"], "not a valid int"),
-    (["--param", "num_ctx"], "expected NAME=VALUE"),
-    (["--param", "stop=<|eot_id|>"], "not in the tokenizer's vocabulary"),
-    (["--system", 'say """hi"""'], 'contains """'),
-    (["--create", "--store", "x"], "give one of --create"),
-    (["--host", "ftp://nowhere"], "not an Ollama server address"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--param", "temprature=1"], "unknown Ollama parameter 'temprature'"),
+        (["--param", "top_k=many"], "not a valid int"),
+        (["--param", "num_ctx"], "expected NAME=VALUE"),
+        (["--param", "stop=<|eot_id|>"], "not in the tokenizer's vocabulary"),
+        (["--system", 'say """hi"""'], 'contains """'),
+        (["--create", "--store", "x"], "give one of --create"),
+        (["--host", "ftp://nowhere"], "not an Ollama server address"),
+    ],
+)
 def test_bad_options_are_one_line(capsys, tiny_gguf, args, error):
     line = _one_line_error(*run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", *args))
     assert error in line
@@ -104,8 +114,9 @@ def test_unreachable_server_is_one_line(capsys, tiny_gguf):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    line = _one_line_error(*run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m",
-                                    "--host", f"127.0.0.1:{port}"))  # fmt: skip
+    line = _one_line_error(
+        *run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m", "--host", f"127.0.0.1:{port}")
+    )
     assert f"no Ollama server answers at http://127.0.0.1:{port}" in line
 
 

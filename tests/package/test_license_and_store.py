@@ -13,7 +13,9 @@ def _with_manifest(gguf, license_key=None, checkpoint=None):
     source = {"name": "hand-made", "path": str(checkpoint) if checkpoint else None}
     if license_key:
         source["license"] = licenses()[license_key].to_dict()
-    gguf.with_name(gguf.name + ".manifest.json").write_text(json.dumps({"format": "gguf:Q8_0", "source": source}))
+    gguf.with_name(gguf.name + ".manifest.json").write_text(
+        json.dumps({"format": "gguf:Q8_0", "source": source})
+    )
 
 
 def test_conditional_license_is_named_linked_and_warned_about(tiny_gguf):
@@ -41,18 +43,24 @@ def test_the_checkpoints_own_license_file_wins(tiny_gguf, tmp_path):
 def test_unknown_license_packages_none_and_says_so(tiny_gguf):
     plan = ollama.plan_package(tiny_gguf, "m:1")  # no manifest, no general.license
     assert plan.modelfile.licenses == [] and plan.license is None
-    assert plan.warnings == ["the license of this model is unknown: no LICENSE is packaged; check the model card"]
+    assert plan.warnings == [
+        "the license of this model is unknown: no LICENSE is packaged; check the model card"
+    ]
 
 
 def test_existing_blobs_are_reused_only_when_their_digest_is_right(capsys, tiny_gguf, tmp_path):
     _with_manifest(tiny_gguf, "mit")
     root = tmp_path / "models"
-    code, out, err = run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m:1", "--store", root, "--json")
+    code, out, err = run_cli(
+        capsys, "package", "ollama", tiny_gguf, "--name", "m:1", "--store", root, "--json"
+    )
     first = json.loads(out)["created"]["layers"]
     assert code == 0 and not any(x["reused"] for x in first)
     damaged = root / "blobs" / first[1]["digest"].replace(":", "-")  # the template blob
     damaged.write_bytes(b"X" * first[1]["size"])  # same size, wrong bytes
-    code, out, err = run_cli(capsys, "package", "ollama", tiny_gguf, "--name", "m:2", "--store", root, "--json")
+    code, out, err = run_cli(
+        capsys, "package", "ollama", tiny_gguf, "--name", "m:2", "--store", root, "--json"
+    )
     second = {x["kind"]: x["reused"] for x in json.loads(out)["created"]["layers"]}
     assert second["template"] is False and second["model"] is True and second["license"] is True
     assert "sha256:" + __import__("hashlib").sha256(damaged.read_bytes()).hexdigest() == first[1]["digest"]

@@ -9,14 +9,21 @@ def test_round_trip_keeps_every_instruction_exactly():
     mf = Modelfile(
         from_="./my model-Q4_K_M.gguf",
         template=TRICKY_TEMPLATE,
-        system="  You are terse.\nSay \"no\" often.  ",
-        parameters=[("temperature", "0.6"), ("top_k", "20"), ("stop", "<|im_start|>"), ("stop", "<|im_end|>"),
-                    ("stop", " padded "), ("stop", 'say "x"'), ("stop", "two\nlines")],
+        system='  You are terse.\nSay "no" often.  ',
+        parameters=[
+            ("temperature", "0.6"),
+            ("top_k", "20"),
+            ("stop", "<|im_start|>"),
+            ("stop", "<|im_end|>"),
+            ("stop", " padded "),
+            ("stop", 'say "x"'),
+            ("stop", "two\nlines"),
+        ],
         licenses=["Apache License\n  Version 2.0\n", "second license"],
         adapters=["./lora.gguf"],
         messages=[("user", "Is Toronto in Canada?"), ("assistant", "yes")],
         requires="0.14.0",
-    )  # fmt: skip
+    )
     text = mf.render(header="written by a test\nsecond line")
     assert text.startswith("# written by a test\n# second line\nFROM ./my model-Q4_K_M.gguf\n")
     back = parse(text)
@@ -38,7 +45,7 @@ def test_parses_the_examples_in_ollamas_documentation():
     assert mario.parameters == [("temperature", "1"), ("num_ctx", "4096")]
     assert mario.system == "You are Mario from super mario bros, acting as an assistant."
     shown = parse(
-        'FROM /models/blobs/sha256-00e1\n'
+        "FROM /models/blobs/sha256-00e1\n"
         'TEMPLATE """{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"""\n'
         'PARAMETER stop "<|start_header_id|>"\nPARAMETER stop "<|eot_id|>"\n'
         'license """\n<license text>\n"""\n'
@@ -50,13 +57,16 @@ def test_parses_the_examples_in_ollamas_documentation():
     assert shown.messages == [("user", "Is Toronto in Canada?"), ("assistant", "yes")]
 
 
-@pytest.mark.parametrize("text, error", [
-    ("PARAMETER temperature 1\n", "no FROM"),
-    ("FROM x\nFROBNICATE y\n", "line 2: unknown instruction"),
-    ('FROM x\nTEMPLATE """never closed\n', 'unterminated """'),
-    ("FROM x\nMESSAGE robot hi\n", "message role"),
-    ("FROM\n", "expected a space"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("PARAMETER temperature 1\n", "no FROM"),
+        ("FROM x\nFROBNICATE y\n", "line 2: unknown instruction"),
+        ('FROM x\nTEMPLATE """never closed\n', 'unterminated """'),
+        ("FROM x\nMESSAGE robot hi\n", "message role"),
+        ("FROM\n", "expected a space"),
+    ],
+)
 def test_malformed_modelfiles_fail_naming_the_line(text, error):
     with pytest.raises(ModelfileError) as e:
         parse(text)
@@ -71,9 +81,16 @@ def test_values_a_modelfile_cannot_hold_are_refused_before_writing():
 
 
 def test_parameters_are_typed_as_ollama_stores_them():
-    assert typed_parameters([("temperature", "0.6"), ("repeat_penalty", "1.0"), ("top_k", "20"),
-                             ("use_mmap", "false"), ("stop", "a"), ("stop", "b")]) == {
-        "temperature": 0.6, "repeat_penalty": 1, "top_k": 20, "use_mmap": False, "stop": ["a", "b"]}  # fmt: skip
+    assert typed_parameters(
+        [
+            ("temperature", "0.6"),
+            ("repeat_penalty", "1.0"),
+            ("top_k", "20"),
+            ("use_mmap", "false"),
+            ("stop", "a"),
+            ("stop", "b"),
+        ]
+    ) == {"temperature": 0.6, "repeat_penalty": 1, "top_k": 20, "use_mmap": False, "stop": ["a", "b"]}
     with pytest.raises(ModelfileError, match="unknown Ollama parameter 'temprature'"):
         typed_parameters([("temprature", "1")])
     with pytest.raises(ModelfileError, match="not a valid int"):

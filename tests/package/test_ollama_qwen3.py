@@ -16,13 +16,29 @@ pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
 
 def test_qwen3_package_keeps_template_thinking_and_defaults(capsys, qwen3_artifact, tmp_path):
     root = tmp_path / "models"
-    code, out, err = run_cli(capsys, "package", "ollama", qwen3_artifact, "--name", "me/tiny-qwen3:q8",
-                             "--param", "temperature=0.7", "--store", root, "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "package",
+        "ollama",
+        qwen3_artifact,
+        "--name",
+        "me/tiny-qwen3:q8",
+        "--param",
+        "temperature=0.7",
+        "--store",
+        root,
+        "--json",
+    )
     assert code == 0, err
     d = json.loads(out)
     assert d["family"]["name"] == "qwen3" and d["family"]["thinking"] is True
-    assert d["parameters"] == {"temperature": 0.7, "top_k": 20, "top_p": 0.95, "repeat_penalty": 1,
-                               "stop": ["<|im_start|>", "<|im_end|>"]}  # fmt: skip
+    assert d["parameters"] == {
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.95,
+        "repeat_penalty": 1,
+        "stop": ["<|im_start|>", "<|im_end|>"],
+    }
     mf = parse(qwen3_artifact.with_name(qwen3_artifact.stem + ".Modelfile").read_text())
     assert mf.template == QWEN3 and mf.system is None and parse(mf.render()) == mf
     assert d["created"]["manifest"].endswith("manifests/registry.ollama.ai/me/tiny-qwen3/q8")
@@ -33,17 +49,26 @@ def test_qwen3_package_keeps_template_thinking_and_defaults(capsys, qwen3_artifa
     assert think and think[0]["ok"]
 
 
-@pytest.mark.parametrize("template, problem", [
-    # a hand-written ChatML template: Ollama would infer no thinking tags
-    ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
-     "thinking would be lost"),
-    # think tags kept, but the toggle never read
-    ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
-     "{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n", "thinking toggle is lost"),
-    ("{{ if .Messages }}unclosed", "does not parse"),
-])  # fmt: skip
-def test_verify_refuses_a_qwen3_template_without_the_think_tags(capsys, qwen3_artifact, artifact_copy, tmp_path,
-                                                                template, problem):  # fmt: skip
+@pytest.mark.parametrize(
+    "template, problem",
+    [
+        # a hand-written ChatML template: Ollama would infer no thinking tags
+        (
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+            "thinking would be lost",
+        ),
+        # think tags kept, but the toggle never read
+        (
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+            "{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+            "thinking toggle is lost",
+        ),
+        ("{{ if .Messages }}unclosed", "does not parse"),
+    ],
+)
+def test_verify_refuses_a_qwen3_template_without_the_think_tags(
+    capsys, qwen3_artifact, artifact_copy, tmp_path, template, problem
+):
     root = tmp_path / "models"
     plan = ollama.plan_package(artifact_copy(qwen3_artifact), "q:1")
     result = ollama.create(plan, "store", str(root), link=False)

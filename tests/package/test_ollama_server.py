@@ -18,8 +18,19 @@ def _sha256(path):
 
 
 def test_server_receives_the_upload_and_the_create_call(capsys, smollm2_artifact, fake_ollama):
-    code, out, err = run_cli(capsys, "package", "ollama", smollm2_artifact, "--name", "smollm2:q8",
-                             "--param", "num_ctx=4096", "--host", fake_ollama.url, "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "package",
+        "ollama",
+        smollm2_artifact,
+        "--name",
+        "smollm2:q8",
+        "--param",
+        "num_ctx=4096",
+        "--host",
+        fake_ollama.url,
+        "--json",
+    )
     assert code == 0, err
     digest = _sha256(smollm2_artifact)
     manifest = json.loads(smollm2_artifact.with_name(smollm2_artifact.name + ".manifest.json").read_text())
@@ -40,21 +51,34 @@ def test_server_receives_the_upload_and_the_create_call(capsys, smollm2_artifact
     assert len(license_text) == 1 and "Apache License" in license_text[0] and "Version 2.0" in license_text[0]
     d = json.loads(out)
     assert d["created"]["method"] == "server" and d["created"]["where"] == fake_ollama.url
-    assert d["created"]["layers"] == [{"kind": "model", "digest": digest, "size": smollm2_artifact.stat().st_size,
-                                       "reused": False}]  # fmt: skip
+    assert d["created"]["layers"] == [
+        {"kind": "model", "digest": digest, "size": smollm2_artifact.stat().st_size, "reused": False}
+    ]
     # the server has the blob now: a second create sends no bytes
-    code, out, err = run_cli(capsys, "package", "ollama", smollm2_artifact, "--name", "smollm2:q8",
-                             "--host", fake_ollama.url, "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "package",
+        "ollama",
+        smollm2_artifact,
+        "--name",
+        "smollm2:q8",
+        "--host",
+        fake_ollama.url,
+        "--json",
+    )
     assert code == 0 and fake_ollama.uploads() == [digest] and len(fake_ollama.creates) == 2
     assert json.loads(out)["created"]["layers"][0]["reused"] is True
 
 
 def test_server_errors_are_one_line(capsys, smollm2_artifact, fake_ollama):
     fake_ollama.refuse_create = "invalid model name"
-    code, out, err = run_cli(capsys, "package", "ollama", smollm2_artifact, "--name", "smollm2:q8",
-                             "--host", fake_ollama.url)  # fmt: skip
+    code, out, err = run_cli(
+        capsys, "package", "ollama", smollm2_artifact, "--name", "smollm2:q8", "--host", fake_ollama.url
+    )
     assert code == 2 and err.strip().count("\n") == 0
-    assert f"the Ollama server at {fake_ollama.url} could not create smollm2:q8: 400 invalid model name" in err
+    assert (
+        f"the Ollama server at {fake_ollama.url} could not create smollm2:q8: 400 invalid model name" in err
+    )
 
 
 def _path_without_ollama(monkeypatch, tmp_path):
@@ -64,11 +88,15 @@ def _path_without_ollama(monkeypatch, tmp_path):
     return empty
 
 
-def test_create_uses_ollama_host_when_there_is_no_binary(capsys, smollm2_artifact, fake_ollama, monkeypatch, tmp_path):
+def test_create_uses_ollama_host_when_there_is_no_binary(
+    capsys, smollm2_artifact, fake_ollama, monkeypatch, tmp_path
+):
     _path_without_ollama(monkeypatch, tmp_path)
     monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url.removeprefix("http://"))
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
-    code, out, err = run_cli(capsys, "package", "ollama", smollm2_artifact, "--name", "s:1", "--create", "--json")
+    code, out, err = run_cli(
+        capsys, "package", "ollama", smollm2_artifact, "--name", "s:1", "--create", "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["created"]["method"] == "server" and len(fake_ollama.creates) == 1
     assert not (tmp_path / "models").exists()
@@ -93,7 +121,9 @@ def test_create_prefers_the_ollama_binary(capsys, smollm2_artifact, fake_ollama,
     script.write_text(f'#!/bin/sh\necho "$PWD" "$@" > {record}\necho "success"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
-    code, out, err = run_cli(capsys, "package", "ollama", smollm2_artifact, "--name", "s:1", "--create", "--json")
+    code, out, err = run_cli(
+        capsys, "package", "ollama", smollm2_artifact, "--name", "s:1", "--create", "--json"
+    )
     assert code == 0, err
     modelfile = smollm2_artifact.with_name(smollm2_artifact.stem + ".Modelfile")
     assert record.read_text().split() == [str(smollm2_artifact.parent), "create", "s:1", "-f", str(modelfile)]
@@ -110,6 +140,8 @@ def test_real_ollama_binary_creates_and_shows_the_model(smollm2_artifact, tmp_pa
     plan = ollama.plan_package(smollm2_artifact, "edgekit-test-smollm2:q8")
     result = ollama.create(plan, "binary", __import__("shutil").which("ollama"))
     assert result.method == "binary"
-    shown = subprocess.run(["ollama", "show", "--modelfile", "edgekit-test-smollm2:q8"], capture_output=True, text=True)
+    shown = subprocess.run(
+        ["ollama", "show", "--modelfile", "edgekit-test-smollm2:q8"], capture_output=True, text=True
+    )
     assert "<|im_start|>" in shown.stdout and 'stop "<|im_end|>"' in shown.stdout
     subprocess.run(["ollama", "rm", "edgekit-test-smollm2:q8"], capture_output=True)

@@ -30,7 +30,7 @@ def test_modelfile_next_to_the_artifact_round_trips(capsys, smollm2_artifact):
     assert mf.from_ == f"./{smollm2_artifact.name}"  # relative to the Modelfile, as Ollama resolves it
     assert mf.template == CHATML and mf.system == SMOL_SYSTEM
     assert mf.parameters == [("stop", "<|im_start|>"), ("stop", "<|im_end|>")]
-    apache = (ollama._shipped_license("Apache-2.0") or "")
+    apache = ollama._shipped_license("Apache-2.0") or ""
     assert mf.licenses == [apache] and "Apache License" in apache and "END OF TERMS AND CONDITIONS" in apache
     assert parse(mf.render()) == mf
     assert d["family"]["name"] == "chatml" and d["license"]["name"] == "Apache-2.0" and d["warnings"] == []
@@ -38,7 +38,7 @@ def test_modelfile_next_to_the_artifact_round_trips(capsys, smollm2_artifact):
 
 
 def test_gguf_facts_agree_with_the_gguf_package(smollm2_artifact):
-    from edgekit.quantize.gguf_read import field_value, open_reader
+    from edgekit.gguf_io.reader import field_value, open_reader
 
     facts, reader = ollama.read_gguf_facts(smollm2_artifact), open_reader(smollm2_artifact)
     assert facts.tokens == field_value(reader, "tokenizer.ggml.tokens") and len(facts.tokens) == 49152
@@ -58,16 +58,22 @@ def test_chatml_template_renders_what_the_ggufs_chat_template_renders(smollm2_ar
     facts = ollama.read_gguf_facts(smollm2_artifact)
     jinja = jinja2.Environment().from_string(facts.chat_template)
     ours = gotemplate.parse(CHATML)
-    for conv in ([("user", "Hi!")], [("system", "Be brief."), ("user", "Hi!"), ("assistant", "Hello."), ("user", "2+2?")]):
-        expected = jinja.render(messages=[{"role": r, "content": c} for r, c in conv], add_generation_prompt=True)
+    for conv in (
+        [("user", "Hi!")],
+        [("system", "Be brief."), ("user", "Hi!"), ("assistant", "Hello."), ("user", "2+2?")],
+    ):
+        expected = jinja.render(
+            messages=[{"role": r, "content": c} for r, c in conv], add_generation_prompt=True
+        )
         with_system = conv if conv[0][0] == "system" else [("system", SMOL_SYSTEM), *conv]
         got = ours.render({"Messages": [NS(Role=r, Content=c) for r, c in with_system]})
         assert got == expected
 
 
 def _store(capsys, artifact, store, *extra):
-    code, out, err = run_cli(capsys, "package", "ollama", artifact, "--name", "smollm2:q8", "--store", store,
-                             "--json", *extra)  # fmt: skip
+    code, out, err = run_cli(
+        capsys, "package", "ollama", artifact, "--name", "smollm2:q8", "--store", store, "--json", *extra
+    )
     assert code == 0, err
     return json.loads(out)["created"]
 
@@ -95,16 +101,28 @@ def test_store_is_laid_out_as_ollama_does(capsys, smollm2_artifact, tmp_path):
         assert _sha(data) == entry["digest"] and len(data) == entry["size"]
         assert blob.stat().st_mode & 0o444 == 0o444
     model, template, system, lic, params = m["layers"]
-    artifact_manifest = json.loads(smollm2_artifact.with_name(smollm2_artifact.name + ".manifest.json").read_text())
-    assert model["digest"] == "sha256:" + artifact_manifest["sha256"] and model["size"] == artifact_manifest["size_bytes"]
+    artifact_manifest = json.loads(
+        smollm2_artifact.with_name(smollm2_artifact.name + ".manifest.json").read_text()
+    )
+    assert (
+        model["digest"] == "sha256:" + artifact_manifest["sha256"]
+        and model["size"] == artifact_manifest["size_bytes"]
+    )
     blob = lambda e: (root / "blobs" / e["digest"].replace(":", "-")).read_bytes()  # noqa: E731
     assert blob(template).decode() == CHATML and blob(system).decode() == SMOL_SYSTEM
     assert blob(lic).decode() == ollama._shipped_license("Apache-2.0")
     assert blob(params) == b'{"stop":["\\u003c|im_start|\\u003e","\\u003c|im_end|\\u003e"]}\n'
     config = json.loads(blob(m["config"]))
-    assert config == {"model_format": "gguf", "model_family": "llama", "model_families": ["llama"],
-                      "model_type": "134.52M", "file_type": "Q8_0", "architecture": "amd64", "os": "linux",
-                      "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in m["layers"]]}}  # fmt: skip
+    assert config == {
+        "model_format": "gguf",
+        "model_family": "llama",
+        "model_families": ["llama"],
+        "model_type": "134.52M",
+        "file_type": "Q8_0",
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in m["layers"]]},
+    }
     assert not [f for f in files_under(root) if f.endswith(".part") or "/." in f]
     # readable by a server running as another user; hard-linked only when that holds for the artifact
     model_blob = root / "blobs" / model["digest"].replace(":", "-")
@@ -164,7 +182,9 @@ def test_verify_catches_a_missing_layer(capsys, smollm2_artifact, artifact_copy,
     m["layers"] = [x for x in m["layers"] if not x["mediaType"].endswith(".params")]
     (root / MANIFEST).write_text(json.dumps(m))
     code, v = _verify(capsys, root)
-    assert code == 1 and any("<|im_end|> but it is not a stop token" in p for p in v["problems"]), v["problems"]
+    assert code == 1 and any("<|im_end|> but it is not a stop token" in p for p in v["problems"]), v[
+        "problems"
+    ]
     # a manifest without its model layer
     m["layers"] = [x for x in m["layers"] if not x["mediaType"].endswith(".model")]
     (root / MANIFEST).write_text(json.dumps(m))
@@ -188,7 +208,9 @@ def test_verify_checks_media_types_sizes_and_stop_tokens(capsys, smollm2_artifac
     from edgekit.package.ollama_store import MEDIA_TYPES, go_json
 
     writer = Store(root).writer()
-    params = writer.add_bytes(go_json({"stop": ["<|im_start|>", "<|im_end|>", "<|eot_id|>"]}), MEDIA_TYPES["params"])
+    params = writer.add_bytes(
+        go_json({"stop": ["<|im_start|>", "<|im_end|>", "<|eot_id|>"]}), MEDIA_TYPES["params"]
+    )
     good["layers"][-1] = params.to_dict()
     (root / MANIFEST).write_text(json.dumps(good))
     code, v = _verify(capsys, root)

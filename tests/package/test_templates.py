@@ -16,7 +16,9 @@ class Tool:
         self.Function = NS(Name=name)
 
     def __str__(self):  # Ollama prints a tool as its JSON
-        return json.dumps({"type": "function", "function": {"name": self.Function.Name}}, separators=(",", ":"))
+        return json.dumps(
+            {"type": "function", "function": {"name": self.Function.Name}}, separators=(",", ":")
+        )
 
 
 class Args(dict):
@@ -29,8 +31,13 @@ def msg(role, content="", thinking="", calls=()):
 
 
 def qwen(messages, system="", tools=(), think=None):
-    values = {"System": system, "Tools": list(tools), "Messages": messages, "Think": bool(think),
-              "IsThinkSet": think is not None}  # fmt: skip
+    values = {
+        "System": system,
+        "Tools": list(tools),
+        "Messages": messages,
+        "Think": bool(think),
+        "IsThinkSet": think is not None,
+    }
     return gotemplate.parse(QWEN3).render(values)
 
 
@@ -47,8 +54,15 @@ def test_qwen3_thinking_toggle_follows_enable_thinking():
 
 def test_qwen3_tools_history_and_tool_responses():
     call = NS(Function=NS(Name="weather", Arguments=Args(city="Paris")))
-    conv = [msg("system", "S"), msg("user", "a"), msg("assistant", "b", thinking="old"), msg("user", "c"),
-            msg("assistant", "", thinking="plan", calls=[call, call]), msg("tool", "r1"), msg("tool", "r2")]
+    conv = [
+        msg("system", "S"),
+        msg("user", "a"),
+        msg("assistant", "b", thinking="old"),
+        msg("user", "c"),
+        msg("assistant", "", thinking="plan", calls=[call, call]),
+        msg("tool", "r1"),
+        msg("tool", "r2"),
+    ]
     got = qwen(conv, system="S", tools=[Tool("weather")])
     assert got == (
         "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -68,41 +82,53 @@ def test_qwen3_tools_history_and_tool_responses():
     )
     # a system prompt without tools, and a final assistant turn left open for Ollama to continue
     assert qwen([msg("user", "q"), msg("assistant", "par")], system="S") == (
-        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\npar")
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\npar"
+    )
 
 
 def test_llama3_and_chatml_prompts():
-    conv = [msg("system", "S"), msg("user", "hi"), msg("assistant", "yo"), msg("tool", "42"), msg("user", "ok")]
+    conv = [
+        msg("system", "S"),
+        msg("user", "hi"),
+        msg("assistant", "yo"),
+        msg("tool", "42"),
+        msg("user", "ok"),
+    ]
     assert gotemplate.parse(LLAMA3).render({"System": "S", "Messages": conv}) == (
         "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>"
         "<|start_header_id|>ipython<|end_header_id|>\n\n42<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nok<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     assert gotemplate.parse(CHATML).render({"Messages": conv[:3]}) == (
-        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo")
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo"
+    )
     assert gotemplate.parse(CHATML).thinking_tags() == ("", "")
 
 
 def test_template_reader_follows_go_semantics():
     r = lambda src, **data: gotemplate.parse(src).render(data)  # noqa: E731
     assert r("a  {{- .X -}}  b", X=1) == "a1b"
-    assert r('{{ if and .A (not .B) }}y{{ else if .B }}b{{ else }}n{{ end }}', A="", B=[1]) == "b"
+    assert r("{{ if and .A (not .B) }}y{{ else if .B }}b{{ else }}n{{ end }}", A="", B=[1]) == "b"
     assert r("{{ $n := 0 }}{{ range .L }}{{ $n = . }}{{ end }}{{ $n }}", L=[3, 4]) == "4"
     assert r("{{ range $i, $v := .L }}{{ $i }}={{ $v }};{{ else }}empty{{ end }}", L=[]) == "empty"
     assert r('{{ len (slice .L 1) }} {{ eq .S "x" "y" }} {{ or "" "z" }}', L=[1, 2, 3], S="y") == "2 true z"
     assert r("{{/* a comment */}}{{ with .W }}{{ . }}{{ end }}", W="w") == "w"
 
 
-@pytest.mark.parametrize("src, error", [
-    ("{{ if .X }}open", "missing {{ end }}"),
-    ("{{ end }}", "unexpected"),
-    ("{{ frobnicate .X }}", "function 'frobnicate' is not defined"),
-    ("{{ .X ", "unclosed action"),
-    ('{{ "unterminated }}', "unterminated string"),
-    ("{{ template \"x\" }}", "not supported"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "src, error",
+    [
+        ("{{ if .X }}open", "missing {{ end }}"),
+        ("{{ end }}", "unexpected"),
+        ("{{ frobnicate .X }}", "function 'frobnicate' is not defined"),
+        ("{{ .X ", "unclosed action"),
+        ('{{ "unterminated }}', "unterminated string"),
+        ('{{ template "x" }}', "not supported"),
+    ],
+)
 def test_template_errors_are_one_line(src, error):
     with pytest.raises(gotemplate.TemplateError) as e:
         gotemplate.parse(src)
@@ -117,12 +143,17 @@ def test_family_choice():
     chatml = _vocab("<|im_start|>", "<|im_end|>")
     llama3 = _vocab("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
     q = choose_family("qwen3moe", chatml, None)
-    assert (q.name, q.thinking, dict(q.parameters)) == ("qwen3", True, {"temperature": 0.6, "top_k": 20,
-                                                                         "top_p": 0.95, "repeat_penalty": 1})
+    assert (q.name, q.thinking, dict(q.parameters)) == (
+        "qwen3",
+        True,
+        {"temperature": 0.6, "top_k": 20, "top_p": 0.95, "repeat_penalty": 1},
+    )
     assert q.stop == ("<|im_start|>", "<|im_end|>")
     assert choose_family("llama", llama3, None).name == "llama3"
     assert choose_family("llama", chatml, "{{ x }}").name == "chatml"
-    own = choose_family("gemma3", _vocab("<end_of_turn>"), "{{ bos_token }}<think>", eos_token="<end_of_turn>")
+    own = choose_family(
+        "gemma3", _vocab("<end_of_turn>"), "{{ bos_token }}<think>", eos_token="<end_of_turn>"
+    )
     assert (own.name, own.template, own.stop, own.thinking) == ("gguf", None, ("<end_of_turn>",), True)
     assert choose_family("phi3", chatml, None).name == "chatml"
     with pytest.raises(EdgekitError, match="no chat template for architecture 'phi3'"):
@@ -132,9 +163,14 @@ def test_family_choice():
 
 
 def test_default_system_prompt_is_read_from_the_chat_template():
-    smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-            "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-            "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
-    assert templates.default_system(smol) == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    smol = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    )
+    assert (
+        templates.default_system(smol)
+        == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    )
     assert templates.default_system("{% for m in messages %}<|im_start|>{{ m['role'] }}{% endfor %}") is None
     assert templates.default_system(None) is None

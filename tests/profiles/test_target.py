@@ -7,7 +7,9 @@ from edgekit.profiles.target import GIB, get_target, list_targets
 def test_builtin_targets_match_anchors():
     t = get_target("rtx4090")
     assert t.device.bandwidth_bytes_s == 1008e9 and t.device.compute_capability == (8, 9)
-    assert t.device.tflops["bf16"] == pytest.approx(165, rel=0.01) and t.device.tflops["fp8"] == pytest.approx(330, rel=0.01)
+    assert t.device.tflops["bf16"] == pytest.approx(165, rel=0.01) and t.device.tflops[
+        "fp8"
+    ] == pytest.approx(330, rel=0.01)
     h = get_target("h100")
     assert h.name == "h100-sxm" and h.device.bandwidth_bytes_s == 3350e9
     assert get_target("h100-pcie").device.bandwidth_bytes_s == 2000e9
@@ -54,11 +56,20 @@ def test_user_target_file_is_picked_up(monkeypatch, tmp_path):
     "body,key",
     [
         ('kind = "gpu"\nmemory_gib = 8\nbandwidth_gbs = 100\ncompute_capability = "8.6"', "name"),
-        ('name = "x"\nkind = "gpu"\nmemory_gib = "lots"\nbandwidth_gbs = 100\ncompute_capability = "8.6"', "memory_gib"),
-        ('name = "x"\nkind = "gpu"\nmemory_gib = 8\nbandwidth_gbs = 100\ncompute_capability = "eight"', "compute_capability"),
+        (
+            'name = "x"\nkind = "gpu"\nmemory_gib = "lots"\nbandwidth_gbs = 100\ncompute_capability = "8.6"',
+            "memory_gib",
+        ),
+        (
+            'name = "x"\nkind = "gpu"\nmemory_gib = 8\nbandwidth_gbs = 100\ncompute_capability = "eight"',
+            "compute_capability",
+        ),
         ('name = "x"\nkind = "tpu"\nmemory_gib = 8\nbandwidth_gbs = 100', "kind"),
         ('name = "x"\nkind = "cpu"\nmemory_gib = 8\nbandwidth_gbs = -1', "bandwidth_gbs"),
-        ('name = "x"\nkind = "cpu"\nmemory_gib = 8\nbandwidth_gbs = 9\n[tflops]\nfp32 = "fast"', "tflops.fp32"),
+        (
+            'name = "x"\nkind = "cpu"\nmemory_gib = 8\nbandwidth_gbs = 9\n[tflops]\nfp32 = "fast"',
+            "tflops.fp32",
+        ),
         ('name = "x" kind', None),
     ],
 )

@@ -23,12 +23,25 @@ def main() -> None:
     ll = ctypes.CDLL(str(libdir / "libllama.so"), mode=ctypes.RTLD_GLOBAL)
 
     class InitParams(ctypes.Structure):
-        _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+        _fields_ = [
+            ("mem_size", ctypes.c_size_t),
+            ("mem_buffer", ctypes.c_void_p),
+            ("no_alloc", ctypes.c_bool),
+        ]
 
     class Desc(ctypes.Structure):
         _fields_ = [("architecture", ctypes.c_char_p)] + [
             (n, ctypes.c_uint32)
-            for n in ("n_embd", "n_ff", "n_layer", "n_head", "n_head_kv", "n_expert", "n_embd_head_k", "n_embd_head_v")
+            for n in (
+                "n_embd",
+                "n_ff",
+                "n_layer",
+                "n_head",
+                "n_head_kv",
+                "n_expert",
+                "n_embd_head_k",
+                "n_embd_head_v",
+            )
         ]
 
     base.ggml_init.argtypes = [InitParams]
@@ -50,12 +63,22 @@ def main() -> None:
     allows.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     allows.restype = ctypes.c_bool
     compute = ll._Z25llama_quant_compute_typesP19quantize_state_impl11llama_ftypePP11ggml_tensorP9ggml_typem
-    compute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
-                        ctypes.c_size_t]  # fmt: skip
+    compute.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_size_t,
+    ]
 
     hp = job["hparams"]
-    desc = Desc(job["arch"].encode(), *(hp[k] for k in ("n_embd", "n_ff", "n_layer", "n_head", "n_head_kv",
-                                                        "n_expert", "head_k", "head_v")))  # fmt: skip
+    desc = Desc(
+        job["arch"].encode(),
+        *(
+            hp[k]
+            for k in ("n_embd", "n_ff", "n_layer", "n_head", "n_head_kv", "n_expert", "head_k", "head_v")
+        ),
+    )
     model = model_from(ctypes.byref(desc))
     params = L.llama_model_quantize_default_params()
     keep = []

@@ -48,10 +48,13 @@ def built(tmp_path_factory, tiny_qwen3, tiny_qwen3_moe):
 @pytest.fixture(scope="module")
 def stores(tiny_qwen3, tiny_qwen3_moe):
     from edgekit.bench.reference import reference_store
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
     text = default_evaluation_text()[:6000]
-    return {"dense": reference_store(_ck(tiny_qwen3), text), "moe": reference_store(_ck(tiny_qwen3_moe), text)}
+    return {
+        "dense": reference_store(_ck(tiny_qwen3), text),
+        "moe": reference_store(_ck(tiny_qwen3_moe), text),
+    }
 
 
 def _keys(art):
@@ -106,7 +109,9 @@ def test_moe_routers_norms_and_head_stay_unquantized(built):
         keys = _keys(built["moe", f])
         routers = [k for k in keys if k.endswith("mlp.gate.weight")]
         assert len(routers) == 2  # one per layer, kept whole
-        for k in routers + [k for k in keys if k.endswith(("q_norm.weight", "k_norm.weight", "layernorm.weight"))]:
+        for k in routers + [
+            k for k in keys if k.endswith(("q_norm.weight", "k_norm.weight", "layernorm.weight"))
+        ]:
             assert keys[k] in ("BF16", "F32"), (f, k, keys[k])
             assert k.removesuffix(".weight") + ".weight_scale" not in keys
         assert keys["lm_head.weight"] == "BF16" and "lm_head.weight_scale" not in keys
@@ -122,7 +127,9 @@ def test_expert_coverage_lists_experts_without_tokens(tiny_qwen3_moe, tmp_path):
 
     calib = tmp_path / "calib.txt"
     calib.write_text(" ".join(["edgekit"] * 200))
-    art = build(_ck(tiny_qwen3_moe), get_format("gptq:w4g128"), tmp_path / "out", calibration=str(calib), samples=1)
+    art = build(
+        _ck(tiny_qwen3_moe), get_format("gptq:w4g128"), tmp_path / "out", calibration=str(calib), samples=1
+    )
     cov = art.manifest["recipe"]["expert_coverage"]
     assert cov["layers"] == 2 and cov["experts_per_layer"] == 8
     tokens = art.manifest["recipe"]["calibration_tokens"]
@@ -177,8 +184,13 @@ def test_transformers_runtime_generates_with_timings(built):
 
 def _edgekit(*args):
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def _one_line(r, *needles):
@@ -192,8 +204,16 @@ def _one_line(r, *needles):
 def test_awq_without_calibration_text_says_what_works(tiny_qwen3, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
-    r = _edgekit("quantize", str(tiny_qwen3), "--format", "awq:w4g128", "--calibration", str(empty), "--out",
-                 str(tmp_path / "out"))  # fmt: skip
+    r = _edgekit(
+        "quantize",
+        str(tiny_qwen3),
+        "--format",
+        "awq:w4g128",
+        "--calibration",
+        str(empty),
+        "--out",
+        str(tmp_path / "out"),
+    )
     _one_line(r, "empty", "fp8:dynamic")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -203,13 +223,21 @@ def test_fp8_w8a8_below_cc_89_says_what_works(tiny_qwen3, tmp_path):
     tdir.mkdir()
     (tdir / "a100.toml").write_text(
         'name = "a100"\nkind = "gpu"\nmemory_gib = 80\nbandwidth_gbs = 2039\ncompute_capability = "8.0"\n'
-        '[tflops]\nbf16 = 312\nfp16 = 312\nint8 = 624\n'
+        "[tflops]\nbf16 = 312\nfp16 = 312\nint8 = 624\n"
     )
     env_dir = os.environ["EDGEKIT_CONFIG_DIR"]
     os.environ["EDGEKIT_CONFIG_DIR"] = str(tmp_path)
     try:
-        r = _edgekit("quantize", str(tiny_qwen3), "--target", "a100", "--formats", "fp8:dynamic", "--out",
-                     str(tmp_path / "runs"))  # fmt: skip
+        r = _edgekit(
+            "quantize",
+            str(tiny_qwen3),
+            "--target",
+            "a100",
+            "--formats",
+            "fp8:dynamic",
+            "--out",
+            str(tmp_path / "runs"),
+        )
     finally:
         os.environ["EDGEKIT_CONFIG_DIR"] = env_dir
     _one_line(r, "8.9", "gptq:w8g128")
@@ -247,8 +275,12 @@ def test_vllm_loads_fp8_and_w4a16_and_generates(built):
         pytest.skip("needs a CUDA device")
     vllm = pytest.importorskip("vllm", reason="vLLM is installed on GPU machines only")
     for f in ("fp8:dynamic", "gptq:w4g128"):
-        llm = vllm.LLM(model=str(built["dense", f].path), max_model_len=512, gpu_memory_utilization=0.3,
-                       enforce_eager=True)  # fmt: skip
+        llm = vllm.LLM(
+            model=str(built["dense", f].path),
+            max_model_len=512,
+            gpu_memory_utilization=0.3,
+            enforce_eager=True,
+        )
         out = llm.generate(["def main"], vllm.SamplingParams(max_tokens=8, temperature=0))
         assert out[0].outputs[0].token_ids
         del llm
@@ -261,7 +293,9 @@ def test_main_job_scores_gguf_and_safetensors_candidates_on_one_store(tiny_qwen3
 
     reports = {}
     for f in ("fp8:dynamic", "gguf:Q8_0"):
-        rep = run_main_job(str(tiny_qwen3), "cpu", "kld<=0.01", formats=[f], out_dir=tmp_path / f.replace(":", "-"))
+        rep = run_main_job(
+            str(tiny_qwen3), "cpu", "kld<=0.01", formats=[f], out_dir=tmp_path / f.replace(":", "-")
+        )
         reports[f] = json.loads((rep.run_dir / "report.json").read_text())
     fp8, q8 = reports["fp8:dynamic"], reports["gguf:Q8_0"]
     assert fp8["candidates"][0]["artifact"]["runtime"] == "transformers" and fp8["pick"] == "fp8:dynamic"

@@ -16,8 +16,14 @@ pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
 
 def edgekit(*args, env=None, preexec=None):
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
-                          capture_output=True, text=True, env=e, timeout=300, preexec_fn=preexec)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from edgekit.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=300,
+        preexec_fn=preexec,
+    )
 
 
 def assert_one_line_error(r, *needles):
@@ -36,7 +42,18 @@ def assert_nothing_written(out: Path):
 
 
 def quantize(model, out, *extra, **kw):
-    return edgekit("quantize", str(model), "--format", "gguf:Q4_K_M", "--imatrix", "none", "--out", str(out), *extra, **kw)
+    return edgekit(
+        "quantize",
+        str(model),
+        "--format",
+        "gguf:Q4_K_M",
+        "--imatrix",
+        "none",
+        "--out",
+        str(out),
+        *extra,
+        **kw,
+    )
 
 
 def test_truncated_safetensors(tiny_qwen3, copy_dir, tmp_path):
@@ -149,9 +166,23 @@ def test_unknown_gguf_type_and_bad_override(tiny_qwen3, tmp_path):
 def test_interrupted_run_leaves_no_partial_file(tiny_qwen3, tmp_path):
     """Kill the converter mid-write: the destination never appears, only a hidden .part may remain."""
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-c", "from edgekit.cli.main import main; main()", "quantize",
-                          str(tiny_qwen3), "--format", "gguf:F32", "--imatrix", "none", "--out", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from edgekit.cli.main import main; main()",
+            "quantize",
+            str(tiny_qwen3),
+            "--format",
+            "gguf:F32",
+            "--imatrix",
+            "none",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     import time
 
     deadline = time.time() + 60

@@ -42,8 +42,8 @@ def test_f32_gguf_logits_match_transformers(name, f32_gguf, record_property):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.runtimes import llamacpp
+    from edgekit.text import default_evaluation_text
 
     ck, path = f32_gguf(name)
     session = llamacpp.load(path, n_ctx=512)
@@ -63,7 +63,7 @@ def test_f32_gguf_logits_match_transformers(name, f32_gguf, record_property):
 @pytest.fixture(scope="module")
 def tiny_imatrix(f32_gguf):
     from edgekit.quantize import imatrix
-    from edgekit.quantize.gguf_build import default_calibration_text
+    from edgekit.text import default_calibration_text
 
     cache = {}
 
@@ -79,7 +79,9 @@ def tiny_imatrix(f32_gguf):
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("mix", ["Q8_0", "Q6_K", "Q4_K_M", "Q2_K"])
 @pytest.mark.parametrize("name", ["tiny_qwen3", "tiny_qwen3_moe"])
-def test_one_pass_is_byte_identical_to_llama_quantize(name, mix, with_imatrix, f32_gguf, tiny_imatrix, tmp_path):
+def test_one_pass_is_byte_identical_to_llama_quantize(
+    name, mix, with_imatrix, f32_gguf, tiny_imatrix, tmp_path
+):
     from edgekit.quantize.gguf import Recipe, convert
     from edgekit.quantize.gguf_twostep import llama_quantize
 
@@ -97,7 +99,7 @@ def test_one_pass_is_byte_identical_to_llama_quantize(name, mix, with_imatrix, f
 @pytest.fixture(scope="module")
 def smollm2_imatrix(smollm2_checkpoint):
     from edgekit.quantize import imatrix
-    from edgekit.quantize.gguf_build import default_calibration_text
+    from edgekit.text import default_calibration_text
 
     return imatrix.collect(smollm2_checkpoint, default_calibration_text(), ctx=512, max_chunks=4)
 
@@ -105,7 +107,9 @@ def smollm2_imatrix(smollm2_checkpoint):
 @pytest.mark.slow
 @pytest.mark.parametrize("mix", ["Q4_K_M", "Q2_K"])
 @pytest.mark.parametrize("with_imatrix", [False, True])
-def test_smollm2_one_pass_identical_with_and_without_imatrix(mix, with_imatrix, f32_gguf, smollm2_imatrix, tmp_path):
+def test_smollm2_one_pass_identical_with_and_without_imatrix(
+    mix, with_imatrix, f32_gguf, smollm2_imatrix, tmp_path
+):
     from edgekit.quantize.gguf import Recipe, convert
     from edgekit.quantize.gguf_twostep import llama_quantize
 
@@ -163,8 +167,13 @@ def test_imatrix_file_is_read_by_llama_quantize_tool(f32_gguf, tmp_path):
         pytest.skip("llama-quantize was not built with llama-cpp-python (LLAMA_BUILD_TOOLS)")
     env = {**os.environ, "LD_LIBRARY_PATH": str(site / "lib")}
     out = tmp_path / "q.gguf"
-    r = subprocess.run([str(tool), "--imatrix", str(path), str(f32), str(out), "Q4_K_M"], capture_output=True,
-                       text=True, env=env, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [str(tool), "--imatrix", str(path), str(f32), str(out), "Q4_K_M"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-500:]
     assert "imatrix" in (r.stdout + r.stderr)
 
@@ -174,8 +183,8 @@ def test_smollm2_q4_k_m_is_coherent_and_imatrix_lowers_kld(f32_gguf, smollm2_ima
     import numpy as np
 
     from edgekit.quantize.gguf import Recipe, convert
-    from edgekit.quantize.gguf_build import default_evaluation_text
     from edgekit.runtimes import llamacpp
+    from edgekit.text import default_evaluation_text
 
     ck, f32 = f32_gguf("smollm2_checkpoint")
     plain, imat = tmp_path / "plain.gguf", tmp_path / "imat.gguf"

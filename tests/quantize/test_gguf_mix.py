@@ -3,16 +3,23 @@
 import pytest
 
 from edgekit.formats import get_format
+from edgekit.gguf_io import ggml_types
 from edgekit.models import get
-from edgekit.quantize import ggml_types
 from edgekit.quantize.gguf_mix import assign_types
 
 # type: (bits per weight, GiB) from ANCHORS.md
 LLAMA_31_8B = {
-    "Q2_K": (3.1593, 2.95), "Q3_K_S": (3.6429, 3.41), "Q3_K_L": (4.2979, 4.02),
-    "Q4_K_S": (4.6672, 4.36), "Q4_K_M": (4.8944, 4.58), "Q5_K_S": (5.5704, 5.21),
-    "Q5_K_M": (5.7036, 5.33), "Q6_K": (6.5633, 6.14), "Q8_0": (8.5008, 7.95), "F16": (16.0005, 14.96),
-}  # fmt: skip
+    "Q2_K": (3.1593, 2.95),
+    "Q3_K_S": (3.6429, 3.41),
+    "Q3_K_L": (4.2979, 4.02),
+    "Q4_K_S": (4.6672, 4.36),
+    "Q4_K_M": (4.8944, 4.58),
+    "Q5_K_S": (5.5704, 5.21),
+    "Q5_K_M": (5.7036, 5.33),
+    "Q6_K": (6.5633, 6.14),
+    "Q8_0": (8.5008, 7.95),
+    "F16": (16.0005, 14.96),
+}
 
 
 @pytest.mark.parametrize("mix", LLAMA_31_8B)

@@ -8,15 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.gguf_io import ggml_types
 from edgekit.models import catalogue
-from edgekit.quantize import ggml_types
 from edgekit.quantize.gguf import FILE_TYPE
 from edgekit.quantize.gguf_mix import assign_types
 
 pytestmark = pytest.mark.llamacpp
 
-LLAMA_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen3": "qwen3", "qwen3_moe": "qwen3moe",
-              "qwen2": "qwen2", "gemma3": "gemma3", "phi3": "phi3"}  # fmt: skip
+LLAMA_ARCH = {
+    "llama": "llama",
+    "mistral": "llama",
+    "mixtral": "llama",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3moe",
+    "qwen2": "qwen2",
+    "gemma3": "gemma3",
+    "phi3": "phi3",
+}
 MIXES = [m for m in FILE_TYPE if m not in ("F32", "F16", "BF16", "Q2_K_S")]
 MODELS = [e for e in catalogue().values() if e.arch.family in LLAMA_ARCH]
 
@@ -25,23 +33,33 @@ def oracle(arch, overrides):
     pytest.importorskip("llama_cpp")
     job = {
         "arch": LLAMA_ARCH[arch.family],
-        "hparams": {"n_embd": arch.hidden, "n_ff": arch.ffn or arch.expert_ffn, "n_layer": arch.n_layers,
-                    "n_head": arch.n_heads, "n_head_kv": arch.n_kv_heads, "n_expert": arch.n_experts,
-                    "head_k": arch.head_dim, "head_v": arch.head_dim},  # fmt: skip
+        "hparams": {
+            "n_embd": arch.hidden,
+            "n_ff": arch.ffn or arch.expert_ffn,
+            "n_layer": arch.n_layers,
+            "n_head": arch.n_heads,
+            "n_head_kv": arch.n_kv_heads,
+            "n_expert": arch.n_experts,
+            "head_k": arch.head_dim,
+            "head_v": arch.head_dim,
+        },
         "tensors": [(t.name, list(t.shape)) for t in arch.tensors()],
         "ftypes": [FILE_TYPE[m] for m in MIXES],
         "overrides": [(p, ggml_types.get(t).id) for p, t in overrides],
     }
     script = Path(__file__).with_name("mix_oracle.py")
-    r = subprocess.run([sys.executable, str(script)], input=json.dumps(job), capture_output=True, text=True,
-                       timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(script)], input=json.dumps(job), capture_output=True, text=True, timeout=300
+    )
     if r.returncode != 0 and ("undefined symbol" in r.stderr or "has no attribute '_Z" in r.stderr):
         pytest.skip("this llama.cpp build does not export its type-selection helpers")
     assert r.returncode == 0, r.stderr[-400:]
     return json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("overrides", [[], [("ffn_up", "Q8_0"), ("attn_v", "Q5_K")]], ids=["rules", "overrides"])
+@pytest.mark.parametrize(
+    "overrides", [[], [("ffn_up", "Q8_0"), ("attn_v", "Q5_K")]], ids=["rules", "overrides"]
+)
 @pytest.mark.parametrize("entry", MODELS, ids=[e.name for e in MODELS])
 def test_types_match_llama_cpp(entry, overrides):
     arch = entry.arch

@@ -268,7 +268,7 @@ def test_quality_store_scores_an_onnx_session(onnx_dirs, tiny_qwen3):
     from edgekit.bench.quality import score
     from edgekit.bench.reference import reference_store
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
     store = reference_store(open_checkpoint(str(tiny_qwen3)), default_evaluation_text()[:6000])
     results = {}
@@ -278,8 +278,10 @@ def test_quality_store_scores_an_onnx_session(onnx_dirs, tiny_qwen3):
             results[p] = score(s, store)
         finally:
             s.close()
-    print(f"\nquality vs the reference store: fp32 KLD {results['fp32'].kld_mean:.2e}, "
-          f"int4 KLD {results['int4'].kld_mean:.2e}")  # fmt: skip
+    print(
+        f"\nquality vs the reference store: fp32 KLD {results['fp32'].kld_mean:.2e}, "
+        f"int4 KLD {results['int4'].kld_mean:.2e}"
+    )
     assert results["fp32"].kld_mean < 1e-4 and results["fp32"].same_top > 0.99
     assert results["fp32"].kld_mean < results["int4"].kld_mean < 0.05
     assert abs(results["fp32"].ppl_ratio - 1) < 1e-3

@@ -13,7 +13,7 @@ from edgekit.errors import EdgekitError, UnknownName
 from edgekit.runtimes import registry
 from edgekit.runtimes.base import LOAD_OPTIONS, REQUIRED_ATTRIBUTES
 
-GOOD = '''
+GOOD = """
 name = "toyengine"
 formats = ("gguf", "fp8:dynamic")
 devices = ("cpu",)
@@ -24,8 +24,8 @@ def available():
     return True, "toyengine 1.2"
 def load(path, n_ctx=2048, threads=None, device=None, scoring=None, **kw):
     raise NotImplementedError
-'''
-OFF = '''
+"""
+OFF = """
 name = "offengine"
 formats = ("bf16",)
 devices = ("cpu", "cuda")
@@ -34,7 +34,7 @@ def available():
     return False, "offlib is not installed"
 def load(path, **options):
     raise AssertionError("never loaded")
-'''
+"""
 
 
 def install_fake_distribution(root, entries: dict[str, str], modules: dict[str, str]) -> None:
@@ -52,12 +52,24 @@ def install_fake_distribution(root, entries: dict[str, str], modules: dict[str, 
 def third_party(tmp_path, monkeypatch):
     install_fake_distribution(
         tmp_path,
-        {"toyengine": "toy_good", "offengine": "toy_off", "broken": "toy_broken", "partial": "toy_partial",
-         "raiser": "toy_raiser", "ghost": "toy_not_there"},
-        {"toy_good": GOOD, "toy_off": OFF, "toy_broken": "raise RuntimeError('boom at import\\nsecond line')",
-         "toy_partial": "name = 'partial'\nformats = ('gguf',)\n",
-         "toy_raiser": GOOD.replace('"toyengine"', '"raiser"').replace('return True, "toyengine 1.2"', "raise OSError('x')")},
-    )  # fmt: skip
+        {
+            "toyengine": "toy_good",
+            "offengine": "toy_off",
+            "broken": "toy_broken",
+            "partial": "toy_partial",
+            "raiser": "toy_raiser",
+            "ghost": "toy_not_there",
+        },
+        {
+            "toy_good": GOOD,
+            "toy_off": OFF,
+            "toy_broken": "raise RuntimeError('boom at import\\nsecond line')",
+            "toy_partial": "name = 'partial'\nformats = ('gguf',)\n",
+            "toy_raiser": GOOD.replace('"toyengine"', '"raiser"').replace(
+                'return True, "toyengine 1.2"', "raise OSError('x')"
+            ),
+        },
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     yield tmp_path
@@ -85,14 +97,24 @@ def test_builtins_are_registered_and_llamacpp_meets_the_contract():
         assert lc.version.startswith("llama-cpp-python")
     for i in infos.values():  # whatever state each is in: one line, and an install route when unavailable
         d = i.to_dict()
-        assert "\n" not in (d["reason"] or "") and set(d) >= {"name", "available", "version", "formats", "devices",
-                                                             "reason", "extra", "install"}  # fmt: skip
+        assert "\n" not in (d["reason"] or "") and set(d) >= {
+            "name",
+            "available",
+            "version",
+            "formats",
+            "devices",
+            "reason",
+            "extra",
+            "install",
+        }
 
 
 def test_a_missing_module_is_unavailable_with_its_reason(monkeypatch):
     monkeypatch.setitem(registry.BUILTINS, "nothere", "edgekit.runtimes.nothere")
     info = registry.find("nothere")
-    assert not info.available and "not installed / not implemented" in info.reason and "nothere" in info.reason
+    assert (
+        not info.available and "not installed / not implemented" in info.reason and "nothere" in info.reason
+    )
 
 
 def test_third_party_runtime_is_found_through_the_entry_point(third_party):

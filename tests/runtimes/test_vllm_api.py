@@ -37,8 +37,13 @@ def test_prometheus_parse_agrees_with_a_line_grep(fname):
     m = Metrics.parse(text)
     n_lines = sum(1 for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
     assert len(m.samples) == n_lines
-    for name in ("vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:num_preemptions_total",
-                 "vllm:time_to_first_token_seconds_count", "vllm:time_to_first_token_seconds_sum"):  # fmt: skip
+    for name in (
+        "vllm:generation_tokens_total",
+        "vllm:prompt_tokens_total",
+        "vllm:num_preemptions_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:time_to_first_token_seconds_sum",
+    ):
         assert m.total(name) == pytest.approx(_grep_sum(text, name))
     h = m.histogram("vllm:time_to_first_token_seconds")
     assert h.count == _grep_sum(text, "vllm:time_to_first_token_seconds_count")
@@ -57,7 +62,9 @@ def test_metrics_delta_counts_the_four_concurrent_requests():
     assert d["requests_finished"] == 4
     assert d["preemptions"] == 0
     assert d["itl_s"]["count"] == 4 * 15  # 15 gaps after each request's first token
-    ttft = after.histogram("vllm:time_to_first_token_seconds").minus(before.histogram("vllm:time_to_first_token_seconds"))
+    ttft = after.histogram("vllm:time_to_first_token_seconds").minus(
+        before.histogram("vllm:time_to_first_token_seconds")
+    )
     assert d["ttft_s"]["mean"] == pytest.approx(ttft.sum / 4, abs=1e-6)
     assert 0 < d["ttft_s"]["p50"] <= d["ttft_s"]["p90"] <= d["ttft_s"]["p99"]
 
@@ -67,12 +74,16 @@ def test_histogram_quantile_interpolates_like_prometheus():
     assert h.quantile(0.5) == pytest.approx(0.1 + 0.4 * (5 - 2) / 4)  # rank 5 inside (0.1, 0.5]
     assert h.quantile(0.1) == pytest.approx(0.1 * 1 / 2)  # first bucket starts at 0
     assert h.quantile(1.0) == pytest.approx(1.0)
-    assert Histogram(((1.0, 1.0), (math.inf, 3.0)), 9.0, 3.0).quantile(0.9) == 1.0  # +Inf: largest finite bound
+    assert (
+        Histogram(((1.0, 1.0), (math.inf, 3.0)), 9.0, 3.0).quantile(0.9) == 1.0
+    )  # +Inf: largest finite bound
     assert Histogram((), 0.0, 0.0).quantile(0.5) is None
 
 
 def test_prometheus_labels_escapes_and_special_values():
-    s = parse_prometheus('# HELP x y\nm{a="q\\"uote",b="back\\\\slash",c="new\\nline"} +Inf\nn NaN\no 3 1700000000\n')
+    s = parse_prometheus(
+        '# HELP x y\nm{a="q\\"uote",b="back\\\\slash",c="new\\nline"} +Inf\nn NaN\no 3 1700000000\n'
+    )
     assert dict(s[0].labels) == {"a": 'q"uote', "b": "back\\slash", "c": "new\nline"}
     assert s[0].value == math.inf and math.isnan(s[1].value) and s[2].value == 3.0
     with pytest.raises(ValueError):
@@ -129,7 +140,9 @@ def test_prompt_logprobs_of_a_real_response():
 
 def test_error_bodies_become_one_line():
     lines = (DATA / "errors.jsonl").read_text().splitlines()
-    assert error_message(lines[0], 400).startswith("Requested prompt logprobs of 300, which is greater than max")
+    assert error_message(lines[0], 400).startswith(
+        "Requested prompt logprobs of 300, which is greater than max"
+    )
     assert "max_model_len=1024" in error_message(lines[1].encode(), 400)
     assert error_message(b'{"detail": "Not Found"}', 404) == "Not Found"
     assert error_message(b"", 502) == "HTTP 502"
@@ -144,12 +157,14 @@ def test_start_up_log_facts_cpu_recorded_and_gpu_lines():
     assert f.weights_load_s == 0.08 and f.engine_init_s == 44.62
     assert f.errors == []
     # the CUDA build's lines, written with the format strings of vLLM 0.32's gpu_worker / kv_cache_utils
-    gpu = parse_log([
-        "(EngineCore pid=7) INFO 11-23 18:03:49 [gpu_model_runner.py:5150] Model loading took 56.93 GiB memory and 31.204817 seconds",
-        "(EngineCore pid=7) INFO 11-23 18:04:32 [gpu_worker.py:760] Available KV cache memory: 10.52 GiB",
-        "(EngineCore pid=7) INFO 11-23 18:04:32 [kv_cache_utils.py:2327] GPU KV cache size: 229,808 tokens, "
-        "Maximum concurrency for 32,768 tokens per request: 7.01x",
-    ])  # fmt: skip
+    gpu = parse_log(
+        [
+            "(EngineCore pid=7) INFO 11-23 18:03:49 [gpu_model_runner.py:5150] Model loading took 56.93 GiB memory and 31.204817 seconds",
+            "(EngineCore pid=7) INFO 11-23 18:04:32 [gpu_worker.py:760] Available KV cache memory: 10.52 GiB",
+            "(EngineCore pid=7) INFO 11-23 18:04:32 [kv_cache_utils.py:2327] GPU KV cache size: 229,808 tokens, "
+            "Maximum concurrency for 32,768 tokens per request: 7.01x",
+        ]
+    )
     assert (gpu.model_memory_gib, gpu.model_load_s, gpu.available_kv_gib) == (56.93, 31.204817, 10.52)
     assert (gpu.kv_cache_pool, gpu.kv_cache_tokens, gpu.max_model_len) == ("GPU", 229_808, 32_768)
 

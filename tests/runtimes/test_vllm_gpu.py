@@ -41,7 +41,10 @@ def test_qwen3_30b_a3b_shaped_moe_on_one_gpu(bench_module, fmt, tmp_path_factory
     r = row["result"]
     assert r["device"] == "cuda" and r["peak_vram_bytes"] > 0
     assert "--enable-expert-parallel" in r["runtime"]["argv"]
-    assert r["runtime"]["log_facts"]["kv_cache_pool"] == "GPU" and r["runtime"]["log_facts"]["kv_cache_tokens"] > 0
+    assert (
+        r["runtime"]["log_facts"]["kv_cache_pool"] == "GPU"
+        and r["runtime"]["log_facts"]["kv_cache_tokens"] > 0
+    )
     for b in r["batches"]:
         assert b["measured"] and b["server"]["requests_finished"] == 2 * b["batch"]
         assert b["throughput"]["generated_tokens"] == 64 * 2 * b["batch"]

@@ -83,17 +83,19 @@ def test_refusals():
 
 
 def test_dry_run_cli_json_and_errors(capsys):
-    r = CliRunner().invoke(cli, ["bench", "qwen3-235b-a22b", "--runtime", "vllm", "--target", "8xh100", "--dry-run",
-                                 "--json"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["bench", "qwen3-235b-a22b", "--runtime", "vllm", "--target", "8xh100", "--dry-run", "--json"]
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert shlex.split(d["serve_command"]) == d["serve"] and d["layout"]["tp"] == 8
     from edgekit.cli.main import main
 
-    for args, needle in ((["--runtime", "vllm", "--target", "cpu", "--dry-run"], "GPUs"),
-                         (["--runtime", "vllm", "--target", "h100", "--dry-run", "--format", "gguf:Q4_K_M"],
-                          "does not serve"),
-                         (["--target", "h100", "--dry-run"], "--runtime vllm")):  # fmt: skip
+    for args, needle in (
+        (["--runtime", "vllm", "--target", "cpu", "--dry-run"], "GPUs"),
+        (["--runtime", "vllm", "--target", "h100", "--dry-run", "--format", "gguf:Q4_K_M"], "does not serve"),
+        (["--target", "h100", "--dry-run"], "--runtime vllm"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(["bench", "qwen3-8b", *args])
         assert e.value.code == 2

