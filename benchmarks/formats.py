@@ -49,10 +49,8 @@ def main() -> None:
     quiet_tqdm()
     from edgekit.artifact import tool_versions
     from edgekit.bench.reference import reference_store, score_artifact, score_checkpoint_dir
-    from edgekit.formats import get_format
+    from edgekit.formats import BuildOptions, build, get_format
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.compressed import check_groups
-    from edgekit.quantize.registry import build
     from edgekit.text import default_evaluation_text
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgekit-formats-"))
@@ -74,23 +72,25 @@ def main() -> None:
         group = 128
         for g in (128, 64, 32):
             try:
-                check_groups(ck, get_format(f"gptq:w4g{g}"))
+                probe = get_format(f"gptq:w4g{g}")
+                probe.impl.check_shapes(probe, ck)
                 group = g
                 break
             except Exception:
                 continue
         for spec in GGUF + tuple(s.format(g=group) for s in CT):
             fmt = get_format(spec)
-            opts = {"samples": args.samples} if fmt.family in ("gptq", "awq") and args.samples else {}
+            takes = fmt.impl.takes_calibration(fmt)
+            opts = BuildOptions(samples=args.samples if takes and args.samples else None)
             t0 = time.perf_counter()
-            art = build(ck, fmt, work / "artifacts", **opts)
+            art = build(ck, fmt, work / "artifacts", opts)
             build_s = time.perf_counter() - t0
             q = score_artifact(art, store)
             rows.append(
                 {
-                    "format": spec + ("+imatrix" if art.manifest["recipe"].get("imatrix") else ""),
+                    "format": spec + ("+imatrix" if art.manifest.recipe.get("imatrix") else ""),
                     "size_bytes": art.size_bytes,
-                    "bpw": art.manifest["bits_per_weight"],
+                    "bpw": art.manifest.bits_per_weight,
                     "kld": q.kld_mean,
                     "kld_stderr": q.kld_stderr,
                     "same_top": q.same_top,

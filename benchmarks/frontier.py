@@ -45,7 +45,7 @@ def main() -> None:
                     "type": mix,
                     "imatrix": imatrix != "none",
                     "size_mib": round(art.size_bytes / 2**20, 2),
-                    "bpw": art.manifest["bits_per_weight"],
+                    "bpw": art.manifest.bits_per_weight,
                     **{
                         k: v
                         for k, v in q.to_dict().items()

@@ -6,9 +6,10 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from edgekit import __version__, atomic
 from edgekit.errors import EdgekitError
@@ -64,38 +65,149 @@ def tool_versions(*packages: str) -> dict[str, str | None]:
     return out
 
 
+# manifest keys a Manifest holds as fields; everything else a producer records (GGUF's tensor
+# table, its convert time) is kept in `details` and written at the top level as before
+_FIELDS = (
+    "created",
+    "format",
+    "file",
+    "layout",
+    "size_bytes",
+    "sha256",
+    "bits_per_weight",
+    "files",
+    "source",
+    "recipe",
+    "tool_versions",
+)
+
+
+@dataclass
+class Manifest:
+    """What an artifact is and exactly how it was made; written beside it as
+    `<artifact>.manifest.json` by `write_manifest`, the one writer."""
+
+    format: str  # a format id (edgekit.formats)
+    file: str  # the artifact's file or directory name
+    layout: str  # how it is stored: gguf | compressed-tensors | onnx | safetensors | ...
+    size_bytes: int
+    sha256: str  # of the file; of the sorted `name sha256` lines for a directory
+    source: dict[str, Any]  # the checkpoint it was made of: name, hub_id, path, revision, license
+    recipe: dict[str, Any]  # the resolved recipe: producer, its settings, calibration
+    bits_per_weight: float | None = None
+    files: dict[str, int] | None = None  # a directory artifact's files and their sizes
+    tool_versions: dict[str, str | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # family-specific extras
+    created: str = ""
+
+    @property
+    def revision(self) -> str | None:
+        return self.source.get("revision")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in _FIELDS}
+        if out["files"] is None:
+            del out["files"]
+        return {**out, **self.details}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Read a manifest written by any edgekit version; raises ValueError when malformed."""
+        if not isinstance(d, dict):
+            raise ValueError("a manifest is a JSON object")
+        try:
+            fmt, size = d["format"], d["size_bytes"]
+        except KeyError as e:
+            raise ValueError(f"missing {e.args[0]!r}") from None
+        if not isinstance(fmt, str) or isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError("format must be a string and size_bytes an integer")
+        details = {k: v for k, v in d.items() if k not in _FIELDS}
+        tools = d.get("tool_versions") or details.pop("tools", None) or {}  # "tools": ONNX, before 0.2
+        source, recipe = d.get("source") or {}, d.get("recipe") or {}
+        if not isinstance(source, dict) or not isinstance(recipe, dict):
+            raise ValueError("source and recipe must be objects")
+        bpw = d.get("bits_per_weight")
+        return cls(
+            format=fmt,
+            file=str(d.get("file") or ""),
+            layout=str(d.get("layout") or ""),
+            size_bytes=size,
+            sha256=str(d.get("sha256") or ""),
+            source=source,
+            recipe=recipe,
+            bits_per_weight=float(bpw) if isinstance(bpw, int | float) else None,
+            files=d.get("files"),
+            tool_versions=dict(tools),
+            details=details,
+            created=str(d.get("created") or ""),
+        )
+
+
 @dataclass
 class Artifact:
     path: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def format(self) -> str:
-        return self.manifest["format"]
+        return self.manifest.format
 
     @property
     def size_bytes(self) -> int:
-        return int(self.manifest["size_bytes"])
+        return self.manifest.size_bytes
 
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "manifest_path": str(manifest_path(self.path)), **self.manifest}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "manifest_path": str(manifest_path(self.path)),
+            **self.manifest.to_dict(),
+        }
 
 
-def write_manifest(artifact: Path, manifest: dict) -> Artifact:
-    manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **manifest}
-    atomic.write_json(manifest_path(artifact), manifest)
+def describe_source(checkpoint: Any) -> dict[str, Any]:
+    """The `source` of a manifest for an opened Checkpoint."""
+    return {
+        **checkpoint.to_dict(),
+        "hub_id": checkpoint.entry.hub_id,
+        "license": checkpoint.entry.license.to_dict(),
+    }
+
+
+def write_manifest(artifact: Path, manifest: Manifest) -> Artifact:
+    """Write `manifest` beside `artifact` (atomically) once the artifact itself is in place."""
+    manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic.write_json(manifest_path(artifact), manifest.to_dict())
     return Artifact(artifact, manifest)
 
 
-def load_artifact(path: Path) -> Artifact | None:
-    """The artifact at `path` if it exists with a manifest whose size and digest still match."""
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest beside `path`, or None when there is none or it does not parse."""
     mp = manifest_path(path)
-    if not ((path.is_file() or path.is_dir()) and mp.is_file()):
+    if not mp.is_file():
         return None
     try:
-        m = json.loads(mp.read_text())
-    except ValueError:
+        return Manifest.from_dict(json.loads(mp.read_text()))
+    except (OSError, ValueError, TypeError):
         return None
-    if m.get("size_bytes") != artifact_size(path):
+
+
+def load_artifact(path: Path) -> Artifact | None:
+    """The artifact at `path` if it exists with a manifest whose size still matches."""
+    if not (path.is_file() or path.is_dir()):
+        return None
+    m = read_manifest(path)
+    if m is None or m.size_bytes != artifact_size(path):
         return None
     return Artifact(path, m)
+
+
+def current_artifact(path: Path, fmt: str, revision: str | None, recipe: dict[str, Any]) -> Artifact | None:
+    """The artifact at `path` when it is current: intact (size as recorded), of `fmt`, made of
+    the same source revision, and with every recipe setting in `recipe` as recorded. Producers
+    call this before building and rebuild otherwise."""
+    art = load_artifact(path)
+    if art is None or art.format != fmt or art.manifest.revision != revision:
+        return None
+    if any(art.manifest.recipe.get(k) != v for k, v in recipe.items()):
+        return None
+    return art

@@ -4,7 +4,7 @@ format that meets the bar, and report the whole frontier with a reason for every
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgekit import atomic
@@ -14,53 +14,20 @@ from edgekit.bench.select import Bar, max_measurements, parse_bar, search
 from edgekit.errors import EdgekitError
 from edgekit.progress import Progress
 
-# the GGUF ladder the main job searches (unquantized F16/BF16 are the reference, not candidates)
-DEFAULT_LADDER = (
-    "gguf:Q2_K",
-    "gguf:Q3_K_S",
-    "gguf:Q3_K_M",
-    "gguf:Q3_K_L",
-    "gguf:Q4_K_S",
-    "gguf:Q4_K_M",
-    "gguf:Q5_K_S",
-    "gguf:Q5_K_M",
-    "gguf:Q6_K",
-    "gguf:Q8_0",
-)
-# on a GPU target the safetensors formats join the ladder where the device runs them natively
-GPU_LADDER = ("gptq:w4g128", "awq:w4g128", "gptq:w8g128", "fp8:dynamic", "fp8:block128")
-
 
 def default_ladder(device) -> list[str]:
-    """GGUF everywhere; GPTQ/AWQ/FP8 on GPUs whose kernels run them natively (so FP8 W8A8
-    only from compute capability 8.9, and block-FP8 only where it is not a slow fallback,
-    which leaves per-channel FP8 for an RTX 4090)."""
-    from edgekit.formats import get_format, support
+    """Every format family's candidates for the device: GGUF everywhere; GPTQ/AWQ/FP8 on GPUs
+    whose kernels run them natively (so FP8 W8A8 only from compute capability 8.9, and
+    block-FP8 only where it is not a slow fallback, which leaves per-channel FP8 for an RTX 4090)."""
+    from edgekit.formats import default_ladder as ladder
 
-    out = list(DEFAULT_LADDER)
-    if device.kind == "gpu":
-        out += [f for f in GPU_LADDER if support(get_format(f), device).level == "native"]
-    return out
+    return [f.id for f in ladder(device)]
 
 
 def check_requested(fmts, device, target_name: str) -> None:
     """Formats the user named explicitly that the target cannot run: say what would."""
-    from edgekit.formats import support
-
     for f in fmts:
-        if (
-            f.family == "fp8"
-            and device.kind == "gpu"
-            and (device.compute_capability or (0, 0)) < (8, 9)
-            and f.variant == "dynamic"
-        ):
-            cc = ".".join(map(str, device.compute_capability or (0, 0)))
-            raise EdgekitError(
-                f"{f.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {cc}",
-                "use gptq:w8g128 or gguf:Q8_0 for 8-bit weights there",
-            )
-        if support(f, device).level == "no":
-            raise EdgekitError(f"{f.id} does not run on {target_name}: {support(f, device).reason}")
+        f.impl.refuse_on(f, device, target_name)
 
 
 @dataclass
@@ -144,12 +111,11 @@ def run_main_job(
     progress: Progress | None = None,
     score_runtime: str = "transformers",
 ) -> RunReport:
-    from edgekit.bench.reference import reference_store, score_artifact
-    from edgekit.formats import get_format
+    from edgekit.bench.reference import reference_store, score_artifact, score_path
+    from edgekit.formats import BuildOptions, build, get_format
     from edgekit.models.source import open_checkpoint
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
-    from edgekit.quantize.registry import build
     from edgekit.text import default_evaluation_text, read_text_file
 
     progress = progress or Progress()
@@ -158,16 +124,15 @@ def run_main_job(
     fmts = [get_format(f) for f in (formats or default_ladder(target.device))]
     if formats:
         check_requested(fmts, target.device, target.name)
-    if any(f.family == "bf16" for f in fmts):
-        raise EdgekitError("bf16 is the reference every candidate is measured against, not a candidate")
-    if score_runtime not in ("transformers", "vllm"):
-        raise EdgekitError(
-            f"--score-runtime {score_runtime}: GPTQ/AWQ/FP8 candidates are scored in transformers or vllm"
-        )
-    if score_runtime == "vllm":  # say what is missing before hours of quantization
+    for f in fmts:
+        if f.is_reference:
+            raise EdgekitError(
+                f"{f.id} is the reference every candidate is measured against, not a candidate"
+            )
+    if score_runtime != "transformers":  # say what is missing before hours of quantization
         from edgekit.runtimes import registry
 
-        registry.get("vllm")
+        registry.get(score_runtime)
     eval_text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
     progress.say(f"resolving {model}")
     ck = open_checkpoint(model)
@@ -182,75 +147,70 @@ def run_main_job(
     ladder = [c for c in candidates if c.fits and not c.blocked]
     scores_dir = run_dir / "scores"
 
+    def scorer(fmt) -> str:
+        """The runtime a candidate is scored in: --score-runtime where it serves the format,
+        else the runtime that serves the format on a CPU."""
+        from edgekit.runtimes import registry
+
+        default = fmt.runtime_for("cpu")
+        if score_runtime == default:
+            return default
+        try:
+            info = registry.find(score_runtime)
+        except EdgekitError:
+            return default
+        return score_runtime if (info.serves(fmt.id) or info.name in fmt.runtimes) else default
+
     def measure(i: int) -> QualityResult:
         c = ladder[i]
         progress.say(f"candidate {c.format}")
         fmt = get_format(c.format)
-        sub = Progress(
-            stage=progress.stage if fmt.family != "gguf" else None,
-            tensor=progress.tensor,
-            chunk=progress.chunk,
-        )
-        options = {"imatrix": imatrix} if fmt.family == "gguf" else {}
-        art = build(
-            ck,
-            fmt,
-            art_dir,
-            calibration=calibration if fmt.family in ("gguf", "gptq", "awq") else None,
-            progress=sub,
-            **options,
-        )
-        recipe = art.manifest["recipe"]
+        sub = Progress(stage=progress.stage, tensor=progress.tensor, chunk=progress.chunk)
+        opts = BuildOptions(calibration=calibration if fmt.impl.takes_calibration(fmt) else None)
+        if "imatrix" in fmt.impl.options:
+            opts = replace(opts, imatrix=imatrix)
+        art = build(ck, fmt, art_dir, opts, progress=sub)
+        m = art.manifest
+        runtime = scorer(fmt)
         c.artifact = {
             "path": str(art.path),
             "size_bytes": art.size_bytes,
-            "sha256": art.manifest["sha256"],
-            "bits_per_weight": art.manifest["bits_per_weight"],
-            "imatrix": recipe.get("imatrix"),
+            "sha256": m.sha256,
+            "bits_per_weight": m.bits_per_weight,
+            "imatrix": m.recipe.get("imatrix"),
             "runtime": fmt.runtime_for("cpu"),
         }
-        through_vllm = score_runtime == "vllm" and fmt.family in ("gptq", "awq", "fp8")
-        if through_vllm:
-            c.artifact["scored_by"] = "vllm"
-        tag = "-vllm" if through_vllm else ""
-        cached = scores_dir / f"{art.manifest['sha256'][:16]}-{store.key.slug()}{tag}.json"
+        tag = ""
+        if runtime != fmt.runtime_for("cpu"):
+            c.artifact["scored_by"] = runtime
+            tag = f"-{safe_stem(runtime)}"
+        if runtime == score_runtime and not floor:
+            measure_floor()
+        cached = scores_dir / f"{m.sha256[:16]}-{store.key.slug()}{tag}.json"
         if cached.is_file():
             q = QualityResult(**json.loads(cached.read_text()))
         else:
-            if through_vllm:
-                from edgekit.bench.reference import score_vllm
-
-                q = score_vllm(art.path, store, progress=progress.windows)
-            else:
-                q = score_artifact(art, store, progress=progress.windows)
+            q = score_artifact(art, store, runtime=runtime, progress=progress.windows)
             atomic.write_json(cached, q.to_dict())
         c.quality = q
         return q
 
     floor: dict = {}
 
-    def measure_with_floor(i: int) -> QualityResult:
-        if get_format(ladder[i].format).family not in ("gguf", "onnx") and not floor:
-            tag = "-vllm" if score_runtime == "vllm" else ""
-            cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}{tag}.json"
-            if cached.is_file():
-                floor.update(json.loads(cached.read_text()))
-            else:
-                progress.say(
-                    f"runtime floor: the unquantized checkpoint in {score_runtime} against the store"
-                )
-                from edgekit.bench.reference import score_checkpoint_dir, score_vllm
+    def measure_floor() -> None:
+        """The unquantized checkpoint in --score-runtime against the llama.cpp reference: what the
+        two runtimes disagree by with no quantization at all."""
+        tag = "" if score_runtime == "transformers" else f"-{safe_stem(score_runtime)}"
+        cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}{tag}.json"
+        if cached.is_file():
+            floor.update(json.loads(cached.read_text()))
+            return
+        progress.say(f"runtime floor: the unquantized checkpoint in {score_runtime} against the store")
+        q = score_path(ck.path, "bf16", store, runtime=score_runtime, progress=progress.windows)
+        floor.update(q.to_dict())
+        atomic.write_json(cached, floor)
 
-                q = (
-                    score_vllm(ck.path, store, progress=progress.windows)
-                    if score_runtime == "vllm"
-                    else score_checkpoint_dir(ck.path, store, progress=progress.windows)
-                )
-                floor.update(q.to_dict())
-                atomic.write_json(cached, floor)
-        return measure(i)
-
-    outcome = search(ladder, measure_with_floor, bar)
+    outcome = search(ladder, measure, bar)
     pick = ladder[outcome.pick] if outcome.pick is not None else None
     _explain(candidates, ladder, pick, bar, target.name)
     report = RunReport(
@@ -325,24 +285,7 @@ def _explain(
 def _unbuildable(ck, fmt) -> str:
     """Why `fmt` cannot be made of this checkpoint (architecture, group divisibility,
     missing producer), or "" when it can."""
-    if fmt.family == "gguf":
-        from edgekit.quantize.gguf import SUPPORTED
-
-        return "" if ck.entry.arch.family in SUPPORTED else f"no GGUF converter for {ck.entry.arch.family}"
-    if fmt.family == "onnx":
-        from edgekit.runtimes import onnxruntime as ort
-
-        ok, why = ort.available()
-        return "" if ok else why
-    from edgekit.quantize import compressed
-
-    try:
-        compressed.check_architecture(ck, fmt)
-        compressed.check_groups(ck, fmt)
-        compressed.require_llmcompressor()
-    except EdgekitError as e:
-        return e.one_line()
-    return ""
+    return fmt.impl.unbuildable(fmt, ck)
 
 
 def _observed(bar: Bar, q: QualityResult) -> str:

@@ -72,10 +72,10 @@ from edgekit.cli import render
 )
 @click.option(
     "--score-runtime",
-    type=click.Choice(["transformers", "vllm"]),
     default="transformers",
     show_default=True,
-    help="--target: where GPTQ/AWQ/FP8 candidates are scored (vllm: the engine that serves them).",
+    help="--target: the runtime that scores every candidate it serves (GPTQ/AWQ/FP8: transformers, or "
+    "vllm, the engine that serves them); the others are scored in their format's own runtime.",
 )
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
@@ -123,24 +123,23 @@ def quantize_cmd(
         )
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
-    out_dir = out_dir or "artifacts"
-    f = get_format(fmt)
-    if f.family != "gguf" and (tensor_types or threads or imatrix != "auto"):
-        raise EdgekitError(f"{f.id}: --tensor-type, --threads and --imatrix apply to GGUF formats only")
-    if f.family == "gguf" and samples:
-        raise EdgekitError("--samples applies to GPTQ and AWQ only")
+    from edgekit.formats import BuildOptions, build
     from edgekit.models.source import open_checkpoint
-    from edgekit.quantize.registry import build
 
-    options = (
-        dict(imatrix=imatrix, overrides=list(tensor_types), threads=threads)
-        if f.family == "gguf"
-        else dict(samples=samples)
+    f = get_format(fmt)
+    opts = BuildOptions(
+        calibration=calibration,
+        imatrix=imatrix,
+        tensor_types=tuple(tensor_types),
+        threads=threads,
+        samples=samples,
+        force=force,
     )
+    f.impl.check_options(f, opts)
     with render.progress_bars(not as_json) as progress:
         progress.say(f"resolving {model}")
         ck = open_checkpoint(model)
-        art = build(ck, f, Path(out_dir), calibration=calibration, force=force, progress=progress, **options)
+        art = build(ck, f, Path(out_dir or "artifacts"), opts, progress=progress)
     if as_json:
         d = art.to_dict()
         d.pop("tensors", None)
@@ -148,40 +147,14 @@ def quantize_cmd(
         return
     m = art.manifest
     c = render.console()
-    bpw = f", {m['bits_per_weight']:.2f} bits per weight" if m.get("bits_per_weight") else ""
-    c.print(f"[bold]{art.path}[/bold]  {render.size(m['size_bytes'])}{bpw}")
-    r = m.get("recipe", {})
-    if m.get("layout") == "onnx":
-        c.print(f"  layout         ONNX ({m['format']}), runs in onnxruntime")
-        c.print(f"  sha256         {m['sha256']} (over the directory's files)")
-        c.print(f"  manifest       {art.path.name}.manifest.json")
-        return
-    if m.get("layout") == "compressed-tensors":
-        c.print(f"  layout         compressed-tensors ({r['modifier']}, llm-compressor)")
-        c.print(
-            f"  calibration    {r['calibration'] or 'none (data-free)'}"
-            + (
-                f", {r['calibration_samples']} windows, {r['calibration_tokens']} tokens"
-                if r["calibration"]
-                else ""
-            )
-        )
-        cov = r.get("expert_coverage")
-        if cov and cov["unseen_experts"]:
-            c.print(
-                f"  [yellow]experts that no calibration token was routed to:[/yellow] {cov['unseen_experts']}"
-            )
-        c.print(f"  sha256         {m['sha256']} (over the directory's files)")
-        c.print(f"  manifest       {art.path.name}.manifest.json")
-        return
-    c.print("  tensor types   " + ", ".join(f"{k} x{v}" for k, v in m["tensor_types"].items()))
-    c.print(f"  importance     {r['imatrix'] or 'none'}")
-    if r.get("imatrix_summary") and r["imatrix_summary"].get("unseen_experts"):
-        c.print(
-            f"  [yellow]experts without calibration tokens:[/yellow] {r['imatrix_summary']['unseen_experts']}"
-        )
-    c.print(f"  sha256         {m['sha256']}")
-    c.print(f"  manifest       {art.path.name}.manifest.json")
+    bpw = f", {m.bits_per_weight:.2f} bits per weight" if m.bits_per_weight else ""
+    c.print(f"[bold]{art.path}[/bold]  {render.size(m.size_bytes)}{bpw}")
+    lines = f.impl.describe(m)
+    for label, text in lines.lines:
+        c.print(f"  {label:<14} {text}")
+    for w in lines.warnings:
+        c.print(f"  [yellow]{w}[/yellow]")
+    c.print(f"  {'manifest':<14} {art.path.name}.manifest.json")
 
 
 def _main_job(

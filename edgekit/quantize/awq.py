@@ -8,6 +8,8 @@ these machines (MoE always), while symmetric ones load everywhere (DEPENDENCIES.
 from __future__ import annotations
 
 NEEDS_CALIBRATION = True
+# llm-compressor's AWQ pins cached activations for an accelerator (compressed.cpu_only_fixes)
+PINS_MEMORY = True
 
 
 def scheme(fmt) -> dict:

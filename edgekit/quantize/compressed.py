@@ -24,19 +24,23 @@ from pathlib import Path
 
 from edgekit.artifact import (
     Artifact,
+    Manifest,
     artifact_sha256,
     artifact_size,
+    current_artifact,
+    describe_source,
     safe_stem,
     tool_versions,
     write_manifest,
 )
 from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models.arch import arch_family, model_types_supported_by
 from edgekit.progress import Progress
 from edgekit.text import default_calibration_text, read_text_file
 
-# HF model types the llm-compressor path is tested on (dense and MoE)
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe")
+# the HF model types the llm-compressor path is tested on (dense and MoE) are those whose
+# architecture family (edgekit/models/arch/) declares the "llm-compressor" producer
 # modules that stay unquantized whatever the scheme: the output head and MoE routers
 # (q_norm / k_norm and every other norm are not Linear layers, so no scheme touches them)
 ALWAYS_IGNORE = ["lm_head", "re:.*mlp\\.gate$", "re:.*shared_expert_gate$"]
@@ -56,15 +60,6 @@ class Calibration:
         return sum(len(s) for s in self.samples)
 
 
-def family_module(family: str):
-    from edgekit.quantize import awq, fp8, gptq
-
-    mods = {"gptq": gptq, "awq": awq, "fp8": fp8}
-    if family not in mods:
-        raise EdgekitError(f"no llm-compressor quantizer for the '{family}' family")
-    return mods[family]
-
-
 def require_llmcompressor() -> None:
     import importlib.util
 
@@ -80,54 +75,14 @@ def require_llmcompressor() -> None:
 
 def check_architecture(checkpoint, fmt) -> None:
     family = checkpoint.entry.arch.family
-    if family not in SUPPORTED:
-        from edgekit.quantize.gguf import SUPPORTED as GGUF_SUPPORTED
-
+    impl = arch_family(checkpoint.entry.arch)
+    if not impl.supports("llm-compressor"):
         hint = (
             "gguf:Q4_K_M and the other gguf:* formats support it"
-            if family in GGUF_SUPPORTED
-            else f"edgekit quantizes {', '.join(SUPPORTED)} this way"
+            if impl.supports("gguf")
+            else f"edgekit quantizes {', '.join(model_types_supported_by('llm-compressor'))} this way"
         )
         raise EdgekitError(f"{fmt.id} is not available for architecture '{family}'", hint)
-
-
-def check_groups(checkpoint, fmt) -> None:
-    """Group-wise int formats need every quantized matrix's input width to be a multiple of
-    the group; say which group would work rather than let the producer fail half-way."""
-    from edgekit.formats import _QUANTIZED_ROLES
-
-    if fmt.id == "fp8:block128":
-        dims = sorted(
-            {
-                d
-                for t in checkpoint.entry.arch.tensors()
-                if t.role in _QUANTIZED_ROLES and t.is_matrix
-                for d in t.shape[:2]
-            }
-        )
-        bad = [d for d in dims if d % 128]
-        if bad:
-            raise EdgekitError(
-                f"fp8:block128: {checkpoint.entry.name} has a layer dimension of {bad[0]}, not a "
-                "multiple of the 128x128 block",
-                "fp8:dynamic (one scale per channel) works",
-            )
-        return
-    if fmt.family not in ("gptq", "awq"):
-        return
-
-    widths = sorted(
-        {t.shape[0] for t in checkpoint.entry.arch.tensors() if t.role in _QUANTIZED_ROLES and t.is_matrix}
-    )
-    bad = [w for w in widths if w % fmt.group]
-    if bad:
-        fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]
-        hint = f"try {fmt.family}:w{fmt.bits}g{fits[0]}" if fits else "use a gguf:* format"
-        raise EdgekitError(
-            f"{fmt.id}: {checkpoint.entry.name} has layers {bad[0]} inputs wide, not a multiple "
-            f"of the group size {fmt.group}",
-            hint,
-        )
 
 
 def calibration_windows(
@@ -222,33 +177,29 @@ def cpu_only_fixes():
 def build(
     checkpoint,
     fmt,
+    recipe_module,
     out_dir: Path,
     calibration: str | None = None,
     samples: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> Artifact:
-    """Quantize `checkpoint` to `fmt` (a gptq/awq/fp8 Format) into a directory under out_dir."""
-    from edgekit.artifact import load_artifact
-
+    """Quantize `checkpoint` to `fmt` into a directory under out_dir. `recipe_module` (gptq,
+    awq or fp8 in this package) says which llm-compressor modifier and scheme `fmt` means; the
+    format family has checked the architecture and the shapes."""
     progress = progress or Progress()
-    mod = family_module(fmt.family)
-    check_architecture(checkpoint, fmt)
-    check_groups(checkpoint, fmt)
+    mod = recipe_module
     if mod.NEEDS_CALIBRATION is False and calibration:
         raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
     require_llmcompressor()
     out_dir = Path(out_dir)
     dest = out_dir / f"{safe_stem(checkpoint.entry.name)}-{fmt.id.replace(':', '-')}"
-    existing = load_artifact(dest)
-    if (
-        existing
-        and not force
-        and existing.manifest.get("source", {}).get("revision") == checkpoint.revision
-        and existing.manifest.get("recipe", {}).get("calibration")
-        == (calibration or ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None))
-        and existing.manifest.get("recipe", {}).get("max_samples") == (samples or MAX_SAMPLES)
-    ):
+    wanted = {
+        "calibration": calibration or ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None),
+        "max_samples": samples or MAX_SAMPLES,
+    }
+    existing = current_artifact(dest, fmt.id, checkpoint.revision, wanted)
+    if existing and not force:
         progress.say(f"up to date: {dest}")
         return existing
 
@@ -295,20 +246,16 @@ def build(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    manifest = {
-        "format": fmt.id,
-        "file": dest.name,
-        "layout": "compressed-tensors",
-        "size_bytes": artifact_size(dest),
-        "sha256": artifact_sha256(dest),
-        "files": {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()},
-        "bits_per_weight": round(fmt.bits_per_weight(checkpoint.entry.arch), 4),
-        "source": {
-            **checkpoint.to_dict(),
-            "hub_id": checkpoint.entry.hub_id,
-            "license": checkpoint.entry.license.to_dict(),
-        },
-        "recipe": {
+    manifest = Manifest(
+        format=fmt.id,
+        file=dest.name,
+        layout="compressed-tensors",
+        size_bytes=artifact_size(dest),
+        sha256=artifact_sha256(dest),
+        files={p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()},
+        bits_per_weight=round(fmt.bits_per_weight(checkpoint.entry.arch), 4),
+        source=describe_source(checkpoint),
+        recipe={
             "producer": "llm-compressor",
             "modifier": modifier_name,
             "scheme": mod.scheme(fmt),
@@ -322,12 +269,12 @@ def build(
             "expert_coverage": coverage,
             "quantization_config": qcfg,
             "cpu_only_fixes": ["IntermediatesCache.pin_memory skipped (no accelerator)"]
-            if fmt.family == "awq" and not torch.cuda.is_available()
+            if getattr(mod, "PINS_MEMORY", False) and not torch.cuda.is_available()
             else [],
         },
-        "quantize_seconds": round(seconds, 2),
-        "tool_versions": tool_versions(*TOOLS),
-    }
+        tool_versions=tool_versions(*TOOLS),
+        details={"quantize_seconds": round(seconds, 2)},
+    )
     return write_manifest(dest, manifest)
 
 

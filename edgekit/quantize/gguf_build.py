@@ -7,7 +7,16 @@ import shutil
 import time
 from pathlib import Path
 
-from edgekit.artifact import Artifact, load_artifact, safe_stem, sha256_file, tool_versions, write_manifest
+from edgekit.artifact import (
+    Artifact,
+    Manifest,
+    current_artifact,
+    describe_source,
+    safe_stem,
+    sha256_file,
+    tool_versions,
+    write_manifest,
+)
 from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
 from edgekit.progress import Progress
@@ -73,13 +82,8 @@ def build_gguf(
     use_imatrix = imatrix if mix not in _IMATRIX_USELESS else "none"
     suffix = "" if use_imatrix == "none" else "-imat"
     dest = out_dir / f"{stem}-{mix}{suffix}.gguf"
-    existing = load_artifact(dest)
-    if (
-        existing
-        and not force
-        and existing.manifest.get("source", {}).get("revision") == ck.revision
-        and existing.manifest.get("recipe", {}).get("overrides") == [f"{p}={t}" for p, t in tt]
-    ):
+    existing = current_artifact(dest, f"gguf:{mix}", ck.revision, {"overrides": [f"{p}={t}" for p, t in tt]})
+    if existing and not force:
         progress.say(f"up to date: {dest}")
         return existing
     im, im_path = importance_matrix(ck, use_imatrix, calibration, progress)
@@ -101,23 +105,26 @@ def build_gguf(
             tmp = imatrix_file.with_name("." + imatrix_file.name + ".part")
             shutil.copyfile(im_path, tmp)
             tmp.replace(imatrix_file)
-    manifest = {
-        "format": f"gguf:{mix}",
-        "file": dest.name,
-        "size_bytes": result.file_bytes,
-        "sha256": sha256_file(dest),
-        "bits_per_weight": round(result.bits_per_weight, 4),
-        "n_params": result.n_params,
-        "tensor_types": result.type_counts(),
-        "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
-        "source": {**ck.to_dict(), "hub_id": ck.entry.hub_id, "license": ck.entry.license.to_dict()},
-        "recipe": {
+    manifest = Manifest(
+        format=f"gguf:{mix}",
+        file=dest.name,
+        layout="gguf",
+        size_bytes=result.file_bytes,
+        sha256=sha256_file(dest),
+        bits_per_weight=round(result.bits_per_weight, 4),
+        source=describe_source(ck),
+        recipe={
             **recipe.to_dict(),
             "imatrix": imatrix_file.name if imatrix_file else None,
             "imatrix_summary": im.summary() if im else None,
             "calibration": calibration or ("edgekit:calibration.txt" if im else None),
         },
-        "convert_seconds": round(seconds, 2),
-        "tool_versions": tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
-    }
+        tool_versions=tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
+        details={
+            "n_params": result.n_params,
+            "tensor_types": result.type_counts(),
+            "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
+            "convert_seconds": round(seconds, 2),
+        },
+    )
     return write_manifest(dest, manifest)

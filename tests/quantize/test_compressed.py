@@ -33,15 +33,16 @@ def _ck(path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_qwen3, tiny_qwen3_moe):
     """Every (model, format) artifact, built once for the module."""
-    from edgekit.quantize.registry import build
+    from edgekit.formats import BuildOptions, build
 
     out = tmp_path_factory.mktemp("ct-artifacts")
     arts = {}
     for name, path, fmts in (("dense", tiny_qwen3, FORMATS_DENSE), ("moe", tiny_qwen3_moe, FORMATS_MOE)):
         ck = _ck(path)
         for f in fmts:
-            options = {"samples": SAMPLES} if f.startswith(("gptq", "awq")) else {}
-            arts[name, f] = build(ck, get_format(f), out / name, **options)
+            fmt = get_format(f)
+            opts = BuildOptions(samples=SAMPLES if fmt.impl.takes_calibration(fmt) else None)
+            arts[name, f] = build(ck, fmt, out / name, opts)
     return arts
 
 
@@ -76,7 +77,7 @@ def test_every_format_quantizes_loads_and_scores(built, stores, model):
     for (m, f), art in built.items():
         if m != model:
             continue
-        man = art.manifest
+        man = art.manifest.to_dict()
         assert man["format"] == f and man["layout"] == "compressed-tensors"
         assert man["size_bytes"] == sum(p.stat().st_size for p in art.path.iterdir() if p.is_file())
         cfg = json.loads((art.path / "config.json").read_text())
@@ -123,21 +124,24 @@ def test_moe_routers_norms_and_head_stay_unquantized(built):
 def test_expert_coverage_lists_experts_without_tokens(tiny_qwen3_moe, tmp_path):
     """One token repeated routes almost every position the same way: most experts see nothing,
     and the manifest must say which."""
-    from edgekit.quantize.registry import build
+    from edgekit.formats import BuildOptions, build
 
     calib = tmp_path / "calib.txt"
     calib.write_text(" ".join(["edgekit"] * 200))
     art = build(
-        _ck(tiny_qwen3_moe), get_format("gptq:w4g128"), tmp_path / "out", calibration=str(calib), samples=1
+        _ck(tiny_qwen3_moe),
+        get_format("gptq:w4g128"),
+        tmp_path / "out",
+        BuildOptions(calibration=str(calib), samples=1),
     )
-    cov = art.manifest["recipe"]["expert_coverage"]
+    cov = art.manifest.recipe["expert_coverage"]
     assert cov["layers"] == 2 and cov["experts_per_layer"] == 8
-    tokens = art.manifest["recipe"]["calibration_tokens"]
+    tokens = art.manifest.recipe["calibration_tokens"]
     for layer, counts in cov["tokens_per_expert"].items():
         assert sum(counts) == tokens * 2  # top-2 routing
         assert cov["unseen_experts"].get(layer, []) == [i for i, c in enumerate(counts) if c == 0]
     assert cov["unseen_experts"], "a single repeated token should leave some experts unrouted"
-    assert art.manifest["recipe"]["moe_calibrate_all_experts"] is True
+    assert art.manifest.recipe["moe_calibrate_all_experts"] is True
 
 
 def test_random_experts_are_caught(built):
@@ -257,7 +261,8 @@ def test_unsupported_architecture_says_what_works():
 
 
 def test_group_size_that_does_not_divide_suggests_one_that_does(smollm2_checkpoint):
-    from edgekit.quantize.compressed import check_groups
+    def check_groups(ck, fmt):
+        fmt.impl.check_shapes(fmt, ck)
 
     with pytest.raises(EdgekitError, match="576") as e:
         check_groups(smollm2_checkpoint, get_format("gptq:w4g128"))

@@ -27,7 +27,7 @@ per-tensor activation scale is ruined by the massive activations of real LLMs (m
 0.58 on SmolLM2-135M against 0.0045). Embeddings, norms and a tied output head stay float32.
 MoE models are exported in fp32 only (their experts are batched products no quantizer takes).
 
-Run as `python -m edgekit.runtimes.onnx_export CHECKPOINT OUT [--precision P]`: the
+Run as `python -m edgekit.quantize.onnx_export CHECKPOINT OUT [--precision P]`: the
 onnxruntime runtime exports in a child process so torch never enters the measured process.
 """
 
@@ -49,8 +49,8 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 INFO_FILE = "edgekit-onnx.json"  # what the runtime needs to know beyond the graph
 TOOLS = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu")
-# tested architectures; others are exported too but must pass the same check against torch
-TESTED = ("llama", "qwen3", "qwen3_moe")
+# the tested architectures are those whose family (edgekit/models/arch/) declares the "onnx"
+# producer; others are exported too but must pass the same check against torch
 QUANT = {"int8": (8, True), "int4": (4, False)}  # bits, symmetric
 QUANT_BLOCK = 32
 ACCURACY_LEVEL = 4  # int8 activations per block on the CPU (see _run_quantizer)
@@ -83,13 +83,27 @@ def is_onnx_dir(path: Path) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
 
-def export(source, out_dir, precision: str = "fp32", force: bool = False, say=None):
+def export(
+    source,
+    out_dir,
+    precision: str = "fp32",
+    force: bool = False,
+    say=None,
+    bits_per_weight: float | None = None,
+):
     """Write `out_dir` (the artifact directory itself): model.onnx (+ model.onnx.data),
     config.json, the tokenizer files and edgekit-onnx.json; the manifest
     `<out_dir>.manifest.json` beside it. `source` is a checkpoint directory (or an
     `edgekit.models.source.Checkpoint`), or an `onnx:fp32` directory to quantize.
     Written to a temporary directory and renamed into place; returns the `Artifact`."""
-    from edgekit.artifact import artifact_sha256, artifact_size, load_artifact, tool_versions, write_manifest
+    from edgekit.artifact import (
+        Manifest,
+        artifact_sha256,
+        artifact_size,
+        current_artifact,
+        tool_versions,
+        write_manifest,
+    )
 
     if precision not in PRECISIONS:
         raise EdgekitError(f"unknown ONNX precision '{precision}'", f"one of: {', '.join(PRECISIONS)}")
@@ -104,7 +118,7 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
         raise EdgekitError(f"{out_dir}: the output directory is the source itself")
     from_onnx = is_onnx_dir(src_path)
     if from_onnx:
-        info = _read_info(src_path)
+        info = read_info(src_path)
         if info.get("precision") != "fp32":
             raise EdgekitError(
                 f"{src_path}: only an onnx:fp32 export can be quantized (this one is "
@@ -123,17 +137,12 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
             "of the weights would stay unquantized",
             "use onnx:fp32, or a GGUF / GPTQ format",
         )
-    existing = load_artifact(out_dir)
-    if (
-        existing
-        and not force
-        and existing.manifest.get("format") == FORMAT_IDS[precision]
-        and (existing.manifest.get("source") or {}).get("revision") == source_info.get("revision")
-    ):
+    existing = current_artifact(out_dir, FORMAT_IDS[precision], source_info.get("revision"), {})
+    if existing and not force:
         say(f"up to date: {out_dir}")
         return existing
 
-    _require_export_tools(need_torch=not from_onnx)
+    require_export_tools(need_torch=not from_onnx)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
     recipe: dict = {"precision": precision}
@@ -141,13 +150,13 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
     try:
         if from_onnx:
             fp32_dir = src_path
-            recipe["exporter"] = _read_info(src_path).get("exporter")
+            recipe["exporter"] = read_info(src_path).get("exporter")
         else:
             fp32_dir = tmp if precision == "fp32" else tmp / ".fp32"
             fp32_dir.mkdir(exist_ok=True)
             say(f"exporting {src_path.name} to ONNX (torch.onnx, fp32)")
             recipe.update(_export_fp32(src_path, fp32_dir))
-        info = _read_info(fp32_dir)
+        info = read_info(fp32_dir)
         if precision != "fp32":
             say(f"quantizing the ONNX graph to {precision}")
             recipe.update(_quantize(fp32_dir, tmp, precision))
@@ -164,17 +173,18 @@ def export(source, out_dir, precision: str = "fp32", force: bool = False, say=No
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    manifest = {
-        "format": FORMAT_IDS[precision],
-        "file": out_dir.name,
-        "layout": "onnx",
-        "size_bytes": artifact_size(out_dir),
-        "sha256": artifact_sha256(out_dir),
-        "files": {p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()},
-        "source": source_info,
-        "recipe": recipe,
-        "tools": tool_versions(*TOOLS),
-    }
+    manifest = Manifest(
+        format=FORMAT_IDS[precision],
+        file=out_dir.name,
+        layout="onnx",
+        size_bytes=artifact_size(out_dir),
+        sha256=artifact_sha256(out_dir),
+        files={p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()},
+        bits_per_weight=None if bits_per_weight is None else round(bits_per_weight, 4),
+        source=source_info,
+        recipe=recipe,
+        tool_versions=tool_versions(*TOOLS),
+    )
     return write_manifest(out_dir, manifest)
 
 
@@ -524,7 +534,7 @@ def _eos_ids(ckpt: Path, cfg) -> list[int]:
     return sorted({int(i) for i in ids})
 
 
-def _read_info(d: Path) -> dict:
+def read_info(d: Path) -> dict:
     try:
         return json.loads((d / INFO_FILE).read_text())
     except (OSError, ValueError):
@@ -568,7 +578,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _require_export_tools(need_torch: bool) -> None:
+def require_export_tools(need_torch: bool) -> None:
     import importlib.util
 
     mods = ["onnx", "onnxruntime"] + (["torch", "transformers", "onnxscript"] if need_torch else [])
