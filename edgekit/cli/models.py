@@ -81,7 +81,8 @@ def show(name: str, as_json: bool) -> None:
     c.print(
         f"  KV cache       {a.kv_bytes_per_token(2.0):,.0f} bytes per token in BF16"
         + (
-            f" (sliding window {a.sliding_window} on {sum(a.is_sliding_layer(i) for i in range(a.n_layers))} of {a.n_layers} layers)"
+            f" (sliding window {a.sliding_window} on "
+            f"{sum(a.is_sliding_layer(i) for i in range(a.n_layers))} of {a.n_layers} layers)"
             if a.sliding_window
             else ""
         )

@@ -72,8 +72,8 @@ def _show_plan(plan, warnings: bool = True) -> None:
     c = render.console()
     f = plan.facts
     c.print(
-        f"[bold]{plan.name.short}[/bold]  from {plan.artifact.name}  ({f.architecture}, {f.model_type} parameters, "
-        f"{f.file_type})",
+        f"[bold]{plan.name.short}[/bold]  from {plan.artifact.name}  "
+        f"({f.architecture}, {f.model_type} parameters, {f.file_type})",
         highlight=False,
     )
     fam = plan.family

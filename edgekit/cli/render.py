@@ -64,7 +64,7 @@ class progress_bars:
 
         if not self.enabled:
             return Progress()
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
         self.bar = Bar(
@@ -76,7 +76,7 @@ class progress_bars:
             transient=False,
         )
         self.bar.start()
-        self.tasks = {}
+        self.tasks: dict[str, TaskID] = {}
 
         def stage(text):
             self.bar.console.print(f"[dim]{text}[/dim]")

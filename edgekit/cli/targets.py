@@ -65,7 +65,8 @@ def show(name: str, as_json: bool) -> None:
         + (f"  x{tg.count} over {d['interconnect']}" if tg.count > 1 else "")
     )
     c.print(
-        f"  memory     {render.gib(tg.device.memory_bytes)} per device, bandwidth {d['bandwidth_gbs_per_device']:,} GB/s"
+        f"  memory     {render.gib(tg.device.memory_bytes)} per device, "
+        f"bandwidth {d['bandwidth_gbs_per_device']:,} GB/s"
     )
     c.print(
         f"  compute    {d['tflops_per_device']} TFLOPS"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgekit.errors import EdgekitError
 
@@ -32,6 +33,18 @@ class Operand:
     kind: str  # field | var | dot | str | num | bool | nil | func | pipe
     value: object = None
     path: tuple[str, ...] = ()  # field chain after the operand (.A.B)
+
+    @property
+    def sub(self) -> Pipe:
+        """The pipeline of a `pipe` operand: (...)."""
+        if not isinstance(self.value, Pipe):
+            raise TemplateError(f"internal: {self.kind} operand has no pipeline")
+        return self.value
+
+    @property
+    def name(self) -> str:
+        """The function name of a `func` operand, the variable name of a `var` one."""
+        return str(self.value)
 
 
 @dataclass
@@ -377,7 +390,7 @@ def _operands_of_pipe(pipe: Pipe):
         for op in cmd:
             yield op
             if op.kind == "pipe":
-                yield from _operands_of_pipe(op.value)
+                yield from _operands_of_pipe(op.sub)
 
 
 def _operands(nodes: list):
@@ -511,7 +524,7 @@ class _Renderer:
     def command(self, cmd: list[Operand], dot, scopes: list[dict], piped: list):
         head = cmd[0]
         if head.kind == "func":
-            return self.call(head.value, cmd[1:], dot, scopes, piped)
+            return self.call(head.name, cmd[1:], dot, scopes, piped)
         if len(cmd) > 1 or piped:
             raise TemplateError("can't give arguments to a non-function")
         return self.operand(head, dot, scopes)
@@ -527,9 +540,9 @@ class _Renderer:
                     return self.fields(frame[op.value], op.path)
             raise TemplateError(f"undefined variable {op.value}")
         if op.kind == "pipe":
-            return self.pipe(op.value, dot, scopes)
+            return self.pipe(op.sub, dot, scopes)
         if op.kind == "func":
-            return self.call(op.value, [], dot, scopes, [])
+            return self.call(op.name, [], dot, scopes, [])
         return op.value  # str, num, bool, nil
 
     @staticmethod
@@ -546,8 +559,8 @@ class _Renderer:
         return value
 
     def call(self, name: str, args: list[Operand], dot, scopes: list[dict], piped: list):
+        value: Any = None
         if name in ("and", "or"):
-            value = None
             for arg in args + [Operand("value", v) for v in piped]:
                 value = arg.value if arg.kind == "value" else self.operand(arg, dot, scopes)
                 if truthy(value) != (name == "and"):

@@ -87,6 +87,7 @@ def typed_parameters(pairs: list[tuple[str, str]]) -> dict:
             out.setdefault(name, []).append(raw)
             continue
         try:
+            value: bool | int | float
             if kind is bool:
                 if raw.lower() not in ("true", "false", "1", "0", "t", "f"):
                     raise ValueError(raw)
@@ -94,9 +95,9 @@ def typed_parameters(pairs: list[tuple[str, str]]) -> dict:
             elif kind is int:
                 value = int(raw)
             else:
-                value = float(raw)
+                number = float(raw)
                 # Go writes a whole float without a fraction (1, not 1.0)
-                value = int(value) if value.is_integer() and abs(value) < 2**53 else value
+                value = int(number) if number.is_integer() and abs(number) < 2**53 else number
         except ValueError:
             raise ModelfileError(f"parameter {name}: '{raw}' is not a valid {kind.__name__}") from None
         out[name] = value

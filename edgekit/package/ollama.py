@@ -237,8 +237,8 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
     warnings: list[str] = []
     text, text_source = None, ""
     checkpoint = Path(source["path"]) if source.get("path") else None
-    for fname in _LICENSE_FILES if checkpoint and checkpoint.is_dir() else ():
-        f = checkpoint / fname
+    candidates = [checkpoint / f for f in _LICENSE_FILES] if checkpoint and checkpoint.is_dir() else []
+    for f in candidates:
         if f.is_file() and f.stat().st_size < 1 << 20:
             text, text_source = f.read_text(encoding="utf-8", errors="replace"), str(f)
             break
@@ -249,7 +249,8 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
         text = _license_notice(name, url, conditions)
         text_source = "notice (edgekit has no full text of this license)"
         warnings.append(
-            f"the full text of '{name}' was not found; the LICENSE names it and links to {url or 'its source'}"
+            f"the full text of '{name}' was not found; "
+            f"the LICENSE names it and links to {url or 'its source'}"
         )
     if tier != "permissive":
         warnings.append(
@@ -316,7 +317,8 @@ class PackagePlan:
 
         fmt = (self.artifact_manifest or {}).get("format") or f"gguf:{self.facts.file_type}"
         header = (
-            f"Modelfile for {self.name.short}, written by edgekit {__version__} from {self.artifact.name} ({fmt})\n"
+            f"Modelfile for {self.name.short}, written by edgekit {__version__} "
+            f"from {self.artifact.name} ({fmt})\n"
             f"template: {self.family.name}: {self.family.reason}\n"
             f"create it with: {self.command}"
         )
@@ -467,12 +469,12 @@ def choose_method(host: str | None = None, store: Path | str | None = None) -> t
     binary = shutil.which("ollama")
     if binary:
         return "binary", binary, []
-    url = env_host()
-    if url and OllamaClient(url).version() is not None:
-        return "server", url, []
+    env_url = env_host()
+    if env_url and OllamaClient(env_url).version() is not None:
+        return "server", env_url, []
     notes = [
         "no ollama binary on PATH"
-        + (f" and no server answers at OLLAMA_HOST={url}" if url else ", OLLAMA_HOST unset")
+        + (f" and no server answers at OLLAMA_HOST={env_url}" if env_url else ", OLLAMA_HOST unset")
         + ": the model was written into the store directly"
     ]
     return "store", str(Store().root), notes

@@ -63,7 +63,9 @@ class OllamaClient:
         parts = urlsplit(self.base_url)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         # large send blocks: a model upload is many GiB
-        return cls(parts.hostname, parts.port, timeout=timeout or self.timeout, blocksize=1 << 20), parts.path
+        return cls(
+            parts.hostname or "", parts.port, timeout=timeout or self.timeout, blocksize=1 << 20
+        ), parts.path
 
     def request(
         self, method: str, path: str, body=None, headers: dict | None = None, timeout: float | None = None

@@ -271,7 +271,8 @@ class Store:
             except (KeyError, TypeError, ValueError):
                 return None
 
-        layers = raw.get("layers") if isinstance(raw.get("layers"), list) else []
+        raw_layers = raw.get("layers")
+        layers = raw_layers if isinstance(raw_layers, list) else []
         return Manifest(name, path, raw, layer(raw.get("config")), [x for x in map(layer, layers) if x])
 
     def check_writable(self) -> None:

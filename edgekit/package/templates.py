@@ -173,7 +173,9 @@ def choose_family(
         return Family(
             "chatml", CHATML, (), _CHATML_STOP, False, "llama architecture with ChatML tokens (SmolLM2)"
         )
-    thinking = bool(chat_template) and ("<think>" in chat_template or "enable_thinking" in chat_template)
+    thinking = chat_template is not None and (
+        "<think>" in chat_template or "enable_thinking" in chat_template
+    )
     if chat_template:
         stop = (eos_token,) if eos_token else ()
         return Family(

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 
 from edgekit import atomic
+from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
-from edgekit.profiles.target import GIB, Device
+from edgekit.profiles.device import GIB, Device
 
 # ISA flags that matter for llama.cpp / torch CPU kernels
 _INTERESTING = (
@@ -131,8 +132,6 @@ def bandwidth(facts: CpuFacts, probe: bool = True) -> tuple[float, str]:
         try:
             return float(env) * 1e9, "set by EDGEKIT_CPU_BANDWIDTH_GBS"
         except ValueError:
-            from edgekit.errors import EdgekitError
-
             raise EdgekitError(f"EDGEKIT_CPU_BANDWIDTH_GBS={env!r} is not a number") from None
     cached = _read_cache(facts)
     if cached:

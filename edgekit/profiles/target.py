@@ -15,35 +15,10 @@ from pathlib import Path
 
 from edgekit.errors import ConfigError, EdgekitError, UnknownName
 from edgekit.paths import user_targets_dir
+from edgekit.profiles.cpu import detect_cpu
+from edgekit.profiles.device import GIB, Device
 
-GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class Device:
-    name: str
-    description: str
-    kind: str  # gpu | cpu
-    memory_bytes: int
-    bandwidth_bytes_s: float
-    tflops: dict[str, float]
-    compute_capability: tuple[int, int] | None = None
-    isa: tuple[str, ...] = ()
-    interconnect: str | None = None
-    link_gbs: float | None = None
-    formats_unsupported: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    source: str = "builtin"
-    notes: tuple[str, ...] = ()
-
-    @property
-    def is_gpu(self) -> bool:
-        return self.kind == "gpu"
-
-    def peak_flops(self, dtype: str) -> float:
-        t = self.tflops
-        v = t.get(dtype) or t.get("fp16") or t.get("bf16") or t.get("fp32") or 0.0
-        return v * 1e12
+__all__ = ["GIB", "Device", "Target", "all_devices", "device_from_toml", "get_target", "list_targets"]
 
 
 @dataclass(frozen=True)
@@ -94,8 +69,6 @@ def get_target(spec: str) -> Target:
             raise EdgekitError(f"device count {count} is out of range (1-4096)")
     devices = all_devices()
     if spec == "cpu" and "cpu" not in devices:
-        from edgekit.profiles.cpu import detect_cpu
-
         device = detect_cpu()
     elif spec in devices:
         device = devices[spec]

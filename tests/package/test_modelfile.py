@@ -46,7 +46,8 @@ def test_parses_the_examples_in_ollamas_documentation():
     assert mario.system == "You are Mario from super mario bros, acting as an assistant."
     shown = parse(
         "FROM /models/blobs/sha256-00e1\n"
-        'TEMPLATE """{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"""\n'
+        'TEMPLATE """{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n'
+        '{{ .System }}<|eot_id|>{{ end }}"""\n'
         'PARAMETER stop "<|start_header_id|>"\nPARAMETER stop "<|eot_id|>"\n'
         'license """\n<license text>\n"""\n'
         "MESSAGE user Is Toronto in Canada?\nMESSAGE assistant yes\n"

@@ -54,12 +54,14 @@ def test_qwen3_package_keeps_template_thinking_and_defaults(capsys, qwen3_artifa
     [
         # a hand-written ChatML template: Ollama would infer no thinking tags
         (
-            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+            "<|im_start|>assistant\n",
             "thinking would be lost",
         ),
         # think tags kept, but the toggle never read
         (
-            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+            "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
             "{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
             "thinking toggle is lost",
         ),

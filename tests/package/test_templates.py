@@ -65,7 +65,8 @@ def test_qwen3_tools_history_and_tool_responses():
     ]
     got = qwen(conv, system="S", tools=[Tool("weather")])
     assert got == (
-        "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "<|im_start|>system\nS\n\n# Tools\n\n"
+        "You may call one or more functions to assist with the user query.\n\n"
         "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
         '{"type":"function","function":{"name":"weather"}}\n</tools>\n\n'
         "For each function call, return a json object with function name and arguments within "
@@ -165,8 +166,10 @@ def test_family_choice():
 def test_default_system_prompt_is_read_from_the_chat_template():
     smol = (
         "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-        "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+        "trained by Hugging Face<|im_end|>\n' }}"
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+        "'<|im_end|>' + '\n'}}{% endfor %}"
     )
     assert (
         templates.default_system(smol)
