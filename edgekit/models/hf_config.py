@@ -11,25 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError
-from edgekit.models.arch import KNOWN_FAMILIES, Arch
-
-# HF defaults for tie_word_embeddings differ by family (PretrainedConfig's is True).
-_TIED_DEFAULT = {"gemma3": True, "gemma3_text": True}
-
-# Keys that official configs leave to transformers' class defaults (Gemma3TextConfig):
-# gemma-3-4b-it's text_config states neither its heads nor its vocabulary.
-_FAMILY_DEFAULTS = {
-    "gemma3": {
-        "vocab_size": 262208,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "head_dim": 256,
-        "max_position_embeddings": 131072,
-        "rope_theta": 1000000.0,
-        "sliding_window": 4096,
-        "sliding_window_pattern": 6,
-    },
-}
+from edgekit.models.arch import Arch, ArchFamily, find_arch_family, known_model_types
 
 
 def load_config_json(path: str | Path) -> dict[str, Any]:
@@ -53,28 +35,22 @@ def load_config_json(path: str | Path) -> dict[str, Any]:
 
 def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") -> Arch:
     """Build an Arch from a parsed config.json; `source` names the file in errors."""
-    top_type = cfg.get("model_type")
     text = cfg.get("text_config")
     if isinstance(text, dict) and "num_hidden_layers" in text:
         # multimodal wrappers (Gemma-3 4B+) keep the language model in text_config
-        inner = dict(text)
-        inner.setdefault("model_type", top_type)
-        if top_type == "gemma3":
-            inner["model_type"] = "gemma3"
-        inner.setdefault(
-            "tie_word_embeddings", cfg.get("tie_word_embeddings", _TIED_DEFAULT.get(top_type, True))
-        )
-        cfg = inner
-    if cfg.get("model_type") == "gemma3_text":
-        cfg = {**cfg, "model_type": "gemma3"}
-    cfg = {**_FAMILY_DEFAULTS.get(cfg.get("model_type"), {}), **cfg}
+        wrapper = find_arch_family(str(cfg.get("model_type"))) or ArchFamily()
+        cfg = wrapper.unwrap_text_config(cfg, text)
+    model_type = cfg.get("model_type")
+    impl = find_arch_family(model_type) if isinstance(model_type, str) else None
+    if impl is not None:
+        cfg = impl.normalize_config(cfg)
     r = _Reader(cfg, source)
     family = r.str("model_type")
-    if family not in KNOWN_FAMILIES:
+    if impl is None:
         raise ConfigError(
             source,
             "model_type",
-            f"unsupported architecture '{family}' (known: {', '.join(sorted(KNOWN_FAMILIES))})",
+            f"unsupported architecture '{family}' (known: {', '.join(known_model_types())})",
         )
     hidden = r.int("hidden_size")
     n_heads = r.int("num_attention_heads")
@@ -88,7 +64,7 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
     is_moe = n_experts > 1
     expert_ffn = r.int("moe_intermediate_size", default=0) if is_moe else 0
     if is_moe and not expert_ffn:
-        # Mixtral's experts are full-width MLPs
+        # Mixtral's experts are full-width MLPs (no moe_intermediate_size)
         expert_ffn = r.int("intermediate_size")
     shared = 0
     if is_moe:
@@ -120,12 +96,11 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
         n_kv_heads=n_kv,
         head_dim=head_dim,
         vocab=r.int("vocab_size"),
-        tied_embeddings=r.bool("tie_word_embeddings", default=_TIED_DEFAULT.get(family, False)),
+        tied_embeddings=r.bool("tie_word_embeddings", default=impl.tied_default),
         max_context=max_ctx,
         rope_theta=r.float("rope_theta", default=_rope_theta(cfg)),
-        qk_norm=family in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text"),
-        qkv_bias=family in ("qwen2", "qwen2_moe")
-        or (family != "qwen3" and bool(cfg.get("attention_bias", False))),
+        qk_norm=impl.qk_norm,
+        qkv_bias=impl.reads_qkv_bias(cfg),
         n_experts=n_experts if is_moe else 0,
         experts_per_token=r.int("num_experts_per_tok", default=0) if is_moe else 0,
         expert_ffn=expert_ffn,

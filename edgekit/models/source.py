@@ -246,7 +246,7 @@ def _apply_token_ids(tok, model, facts: dict) -> None:
 
 
 def _restore_pre_tokenizer(tokenizer_json: Path, pre: str | None) -> None:
-    from edgekit.quantize.gguf_vocab import hf_pre_tokenizer_for
+    from edgekit.models.gguf_vocab import hf_pre_tokenizer_for
 
     spec = hf_pre_tokenizer_for(pre) if pre else None
     if spec is None or not tokenizer_json.is_file():

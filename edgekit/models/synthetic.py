@@ -12,16 +12,16 @@ import math
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import EdgekitError
+from edgekit.models.arch import Arch, arch_family, model_types_supported_by
 
-_SUPPORTED = ("qwen3", "qwen3_moe")
 
-
-def hf_tensors(arch, layers: int) -> list[tuple[str, tuple[int, ...]]]:
+def hf_tensors(arch: Arch, layers: int) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every tensor of a Qwen3 / Qwen3-MoE checkpoint, PyTorch (out, in) order."""
     h, hd, nh, nkv = arch.hidden, arch.head_dim, arch.n_heads, arch.n_kv_heads
-    out = [("model.embed_tokens.weight", (arch.vocab, h))]
+    out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (arch.vocab, h))]
     for i in range(layers):
         p = f"model.layers.{i}."
         out += [
@@ -56,9 +56,9 @@ def hf_tensors(arch, layers: int) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def hf_config(arch, layers: int, max_context: int | None = None) -> dict:
-    cfg = {
-        "architectures": ["Qwen3MoeForCausalLM" if arch.is_moe else "Qwen3ForCausalLM"],
+def hf_config(arch: Arch, layers: int, max_context: int | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "architectures": [arch_family(arch).hf_class],
         "model_type": arch.family,
         "hidden_size": arch.hidden,
         "num_hidden_layers": layers,
@@ -109,8 +109,9 @@ def random_checkpoint(
 
     entry = resolve(model)
     arch = entry.arch
-    if arch.family not in _SUPPORTED:
-        raise EdgekitError(f"random checkpoints are built for {', '.join(_SUPPORTED)}, not {arch.family}")
+    if not arch_family(arch).supports("synthetic"):
+        supported = ", ".join(model_types_supported_by("synthetic"))
+        raise EdgekitError(f"random checkpoints are built for {supported}, not {arch.family}")
     layers = layers or arch.n_layers
     if not 1 <= layers <= arch.n_layers:
         raise EdgekitError(f"--layers must be between 1 and {arch.n_layers}")

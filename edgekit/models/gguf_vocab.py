@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import EdgekitError
 
 # Split patterns of the pre-tokenizers llama.cpp knows by name (facts read from the
 # tokenizer.json files of Qwen2/Qwen3 and Llama-3; they differ in how digits group)
-_QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
-_HF_PRE = {
+_HF_PRE: dict[str, dict[str, Any]] = {
     "qwen2": {
         "type": "Sequence",
         "pretokenizers": [
@@ -46,16 +53,16 @@ _HF_PRE = {
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
-def hf_pre_tokenizer_for(name: str) -> dict | None:
+def hf_pre_tokenizer_for(name: str) -> dict[str, Any] | None:
     """The tokenizer.json pre_tokenizer that behaves like llama.cpp's pre-tokenizer `name`."""
     return _HF_PRE.get(name)
 
 
-def llama_pre_name(pre: dict | None, source: str = "tokenizer.json") -> str:
+def llama_pre_name(pre: dict[str, Any] | None, source: str = "tokenizer.json") -> str:
     """Name llama.cpp uses for this tokenizer.json pre_tokenizer."""
     if not isinstance(pre, dict):
         raise EdgekitError(f"{source}: no pre_tokenizer; edgekit cannot tell how llama.cpp should split text")
-    parts = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    parts: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
     split = next((p for p in parts if p.get("type") == "Split"), None)
     if split is not None and kinds == ["Split", "ByteLevel"]:

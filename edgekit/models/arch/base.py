@@ -1,0 +1,419 @@
+"""Architecture facts of a decoder-only transformer, and the architecture families.
+
+`Arch` holds what a catalogue entry or a `config.json` states; nothing is guessed from
+other fields (Qwen3's head_dim is 128 while hidden/heads is 80 for Qwen3-4B). Its tensor
+inventory (`Arch.tensors()`) is the single source for parameter counts, file sizes and the
+bytes read per decoded token.
+
+An architecture family is one class (one module of this package) that answers every
+question edgekit has about a Hugging Face `model_type`: how its config.json is read, which
+weight tensors it has, what llama.cpp calls it and how the GGUF converter maps its weights,
+its quirks in llama.cpp's quantization mixes, and which producers build artifacts from it.
+A family registers itself by its class argument::
+
+    class Qwen3(ArchFamily, model_types=("qwen3",)):
+        qk_norm = True
+
+and a third party adds one by defining such a class in its own package (registered when
+its module is imported), or through the entry-point group ``edgekit.architectures`` (a
+module that defines such a class, imported on the first lookup that misses).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from edgekit.errors import EdgekitError
+
+ENTRY_POINT_GROUP = "edgekit.architectures"
+
+# the producers a family may declare support for
+PRODUCERS = (
+    "gguf",  # edgekit's one-pass safetensors -> GGUF converter (quantize/gguf.py)
+    "llm-compressor",  # GPTQ / AWQ / FP8 compressed-tensors checkpoints
+    "onnx",  # torch.onnx export, tested against torch (quantize/onnx_export.py)
+    "synthetic",  # random-weight checkpoints with the real shapes (models/synthetic.py)
+)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One weight tensor, named as llama.cpp names it in a GGUF file.
+
+    shape follows GGUF order: shape[0] is the row length (input features), shape[1] the
+    number of rows (output features), shape[2] the number of experts for stacked experts.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: str  # embed, output, norm, attn, ffn, router, expert, shared_expert, bias
+    layer: int = -1
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.shape) >= 2
+
+
+@dataclass(frozen=True)
+class Arch:
+    family: str  # HF model_type
+    n_layers: int
+    hidden: int
+    ffn: int  # dense MLP width (0 if every layer is MoE)
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool
+    max_context: int
+    rope_theta: float = 10000.0
+    qk_norm: bool = False
+    qkv_bias: bool = False
+    # MoE
+    n_experts: int = 0
+    experts_per_token: int = 0
+    expert_ffn: int = 0
+    n_shared_experts: int = 0
+    shared_expert_ffn: int = 0
+    first_dense_layers: int = 0  # DeepSeek's first_k_dense_replace
+    # DeepSeek multi-head latent attention
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    # sliding-window attention: every `sliding_window_pattern`-th layer is global
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    # parameters outside the language model (vision tower, multi-token-prediction head):
+    # counted in the checkpoint, not in a text-only GGUF, not read per token
+    extra_params: int = 0
+    extra_params_note: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # ---- derived facts -------------------------------------------------------------
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 1
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_heads // max(1, self.n_kv_heads)
+
+    def is_moe_layer(self, i: int) -> bool:
+        return self.is_moe and i >= self.first_dense_layers
+
+    def is_sliding_layer(self, i: int) -> bool:
+        if not self.sliding_window:
+            return False
+        if not self.sliding_window_pattern:
+            return True
+        return (i + 1) % self.sliding_window_pattern != 0
+
+    def kv_elements_per_token_layer(self) -> int:
+        """K and V elements cached per token in one layer."""
+        if self.uses_mla:
+            # the compressed latent plus the decoupled RoPE key, as llama.cpp and vLLM cache it
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.n_kv_heads * self.head_dim
+
+    def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
+        """KV cache per token at full attention (no sliding window applied)."""
+        return self.n_layers * self.kv_elements_per_token_layer() * bytes_per_element
+
+    def kv_bytes(self, ctx: int, bytes_per_element: float = 2.0, seqs: int = 1) -> float:
+        """KV cache for `seqs` sequences of `ctx` tokens; sliding layers keep only their window."""
+        per_layer = self.kv_elements_per_token_layer() * bytes_per_element
+        total = 0.0
+        for i in range(self.n_layers):
+            tokens = min(ctx, self.sliding_window) if self.is_sliding_layer(i) else ctx
+            total += tokens * per_layer
+        return total * seqs
+
+    # ---- tensor inventory ----------------------------------------------------------
+
+    def tensors(self) -> list[Tensor]:
+        """Every weight of the language model, in GGUF order and with GGUF names."""
+        return arch_family(self).tensors(self)
+
+    def param_counts(self) -> tuple[int, int]:
+        """(total, active) parameters of the language model, plus `extra_params` in total.
+
+        Active counts the weights one token runs through: every dense weight and the
+        routed experts it is sent to (experts_per_token of n_experts). Like the published
+        figures (Qwen3-30B-A3B: 3.3B active) it counts the whole embedding matrices.
+        """
+        total = 0
+        active = 0.0
+        for t in self.tensors():
+            n = t.n_elements
+            total += n
+            active += n * self.experts_per_token / self.n_experts if t.role == "expert" else n
+        return total + self.extra_params, int(round(active))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+# ---- architecture families -----------------------------------------------------------------
+
+
+def block_tensor(i: int, name: str, shape: tuple[int, ...], role: str) -> Tensor:
+    """A tensor of block `i`, named as llama.cpp names it (`blk.{i}.{name}`)."""
+    return Tensor(f"blk.{i}.{name}", shape, role, i)
+
+
+class ArchFamily:
+    """What edgekit knows about one or more HF model types; subclass it to add one.
+
+    The defaults describe a Llama-style decoder (separate q/k/v projections, a gated MLP, a
+    Qwen/Mixtral-style MoE block); a family overrides only where it differs. Class
+    attributes are plain data, methods answer questions that depend on an `Arch`.
+    """
+
+    # HF model types this family reads; the first is its name
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    # ---- config.json reading
+    # tie_word_embeddings when the config does not say (transformers' class default)
+    tied_default: ClassVar[bool] = False
+    # keys official configs leave to transformers' class defaults
+    config_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    # per-head RMS norm on q and k
+    qk_norm: ClassVar[bool] = False
+    # biases on q/k/v: True or False whatever the config says, None to read `attention_bias`
+    qkv_bias: ClassVar[bool | None] = None
+    # transformers' model class, written into configs edgekit makes (synthetic checkpoints)
+    hf_class: ClassVar[str] = ""
+
+    # ---- producers that build artifacts from this architecture (names from PRODUCERS)
+    producers: ClassVar[frozenset[str]] = frozenset()
+
+    # ---- GGUF: llama.cpp's architecture (a gguf.MODEL_ARCH member name), None when
+    # edgekit's converter does not handle this family
+    gguf_arch: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, model_types: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.producers) - set(PRODUCERS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown producers {sorted(unknown)} (known: {PRODUCERS})")
+        if "gguf" in cls.producers and not cls.gguf_arch:
+            raise TypeError(f"{cls.__name__}: a family the GGUF converter supports needs gguf_arch")
+        if model_types:  # a class without model types is a base for others, not registered
+            cls.model_types = tuple(model_types)
+            register(cls())
+
+    @property
+    def name(self) -> str:
+        return self.model_types[0]
+
+    def supports(self, producer: str) -> bool:
+        """Whether `producer` (one of PRODUCERS) builds artifacts from this architecture."""
+        return producer in self.producers
+
+    def __repr__(self) -> str:
+        return f"<ArchFamily {self.name}>"
+
+    # ---- config.json ----------------------------------------------------------------------
+
+    def unwrap_text_config(self, cfg: Mapping[str, Any], text: Mapping[str, Any]) -> dict[str, Any]:
+        """The language model's config of a multimodal wrapper whose model_type is this
+        family's (`text` is its text_config). Wrapper-level keys the text config lacks are
+        carried in."""
+        inner = dict(text)
+        inner.setdefault("model_type", cfg.get("model_type"))
+        # PretrainedConfig's own default is a tied embedding
+        inner.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
+        return inner
+
+    def normalize_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The config with this family's class defaults filled in (and its model_type
+        renamed where two model types mean one architecture)."""
+        return {**self.config_defaults, **cfg}
+
+    def reads_qkv_bias(self, cfg: Mapping[str, Any]) -> bool:
+        if self.qkv_bias is not None:
+            return self.qkv_bias
+        return bool(cfg.get("attention_bias", False))
+
+    # ---- tensor inventory (GGUF names and order, GGUF shapes) -----------------------------
+
+    def tensors(self, a: Arch) -> list[Tensor]:
+        out: list[Tensor] = [Tensor("token_embd.weight", (a.hidden, a.vocab), "embed")]
+        for i in range(a.n_layers):
+            out += self.attention(a, i)
+            out += self.mlp(a, i)
+        out.append(Tensor("output_norm.weight", (a.hidden,), "norm"))
+        if not a.tied_embeddings:
+            out.append(Tensor("output.weight", (a.hidden, a.vocab), "output"))
+        return out
+
+    def attention(self, a: Arch, i: int) -> list[Tensor]:
+        h = a.hidden
+        q, kv = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
+        ts = [
+            block_tensor(i, "attn_norm.weight", (h,), "norm"),
+            block_tensor(i, "attn_q.weight", (h, q), "attn"),
+            block_tensor(i, "attn_k.weight", (h, kv), "attn"),
+            block_tensor(i, "attn_v.weight", (h, kv), "attn"),
+        ]
+        if a.qkv_bias:
+            ts += [
+                block_tensor(i, "attn_q.bias", (q,), "bias"),
+                block_tensor(i, "attn_k.bias", (kv,), "bias"),
+                block_tensor(i, "attn_v.bias", (kv,), "bias"),
+            ]
+        ts.append(block_tensor(i, "attn_output.weight", (q, h), "attn"))
+        if a.qk_norm:
+            ts += [
+                block_tensor(i, "attn_q_norm.weight", (a.head_dim,), "norm"),
+                block_tensor(i, "attn_k_norm.weight", (a.head_dim,), "norm"),
+            ]
+        return ts
+
+    def mlp(self, a: Arch, i: int) -> list[Tensor]:
+        norm = block_tensor(i, "ffn_norm.weight", (a.hidden,), "norm")
+        return [norm, *(self.moe_mlp(a, i) if a.is_moe_layer(i) else self.dense_mlp(a, i))]
+
+    def dense_mlp(self, a: Arch, i: int) -> list[Tensor]:
+        h = a.hidden
+        return [
+            block_tensor(i, "ffn_gate.weight", (h, a.ffn), "ffn"),
+            block_tensor(i, "ffn_up.weight", (h, a.ffn), "ffn"),
+            block_tensor(i, "ffn_down.weight", (a.ffn, h), "ffn"),
+        ]
+
+    def router(self, a: Arch, i: int) -> list[Tensor]:
+        return [block_tensor(i, "ffn_gate_inp.weight", (a.hidden, a.n_experts), "router")]
+
+    def moe_mlp(self, a: Arch, i: int) -> list[Tensor]:
+        h, e, f = a.hidden, a.n_experts, a.expert_ffn
+        ts = self.router(a, i)
+        ts += [
+            block_tensor(i, "ffn_gate_exps.weight", (h, f, e), "expert"),
+            block_tensor(i, "ffn_up_exps.weight", (h, f, e), "expert"),
+            block_tensor(i, "ffn_down_exps.weight", (f, h, e), "expert"),
+        ]
+        if a.shared_expert_ffn:
+            s = a.shared_expert_ffn
+            ts += [
+                block_tensor(i, "ffn_gate_shexp.weight", (h, s), "shared_expert"),
+                block_tensor(i, "ffn_up_shexp.weight", (h, s), "shared_expert"),
+                block_tensor(i, "ffn_down_shexp.weight", (s, h), "shared_expert"),
+            ]
+        return ts
+
+    # ---- GGUF converter -------------------------------------------------------------------
+
+    def gguf_unpermute_heads(self, a: Arch, gguf_name: str) -> int | None:
+        """For a q/k weight whose rows the converter must reorder from HF's rotate-half
+        layout to llama.cpp's interleaved RoPE pairs: the number of heads; else None."""
+        return None
+
+    def gguf_metadata(self, a: Arch) -> dict[str, int]:
+        """GGUF keys (without the `{arch}.` prefix) this architecture needs beyond the
+        common ones, with their uint32 values."""
+        return {}
+
+    # ---- llama.cpp quantization mixes -----------------------------------------------------
+
+    def gguf_mix_is_70b(self, a: Arch) -> bool:
+        """Whether llama.cpp takes this model for its 70B type (LLM_TYPE_70B), which gives
+        attn_v more bits in the Q3_K / Q4_K mixes."""
+        return False
+
+
+# ---- the registry --------------------------------------------------------------------------
+
+_FAMILIES: dict[str, ArchFamily] = {}
+_entry_points_loaded = False
+
+
+def register(family: ArchFamily) -> ArchFamily:
+    """Register a family instance under each of its model types (done by the class
+    argument). A later registration of a model type replaces the earlier one."""
+    if not family.model_types:
+        raise ValueError(f"{type(family).__name__}: no model types to register")
+    for mt in family.model_types:
+        _FAMILIES[mt] = family
+    return family
+
+
+def unregister(model_type: str) -> None:
+    _FAMILIES.pop(model_type, None)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    import importlib
+    from importlib.metadata import entry_points
+
+    try:
+        eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:  # another distribution's broken metadata must not break edgekit
+        return
+    for ep in eps:
+        try:
+            importlib.import_module(ep.value.partition(":")[0].strip())
+        except Exception as e:  # a third party's module may fail in any way; say so, go on
+            print(f"edgekit: architecture {ep.name} ({ep.value}) failed to load: {e}", file=sys.stderr)
+
+
+def find_arch_family(model_type_or_arch: str | Arch) -> ArchFamily | None:
+    """The family of a model type (or of an Arch), or None when no family reads it."""
+    key = model_type_or_arch.family if isinstance(model_type_or_arch, Arch) else model_type_or_arch
+    found = _FAMILIES.get(key)
+    if found is None and not _entry_points_loaded:
+        _load_entry_points()
+        found = _FAMILIES.get(key)
+    return found
+
+
+def arch_family(model_type_or_arch: str | Arch) -> ArchFamily:
+    """The family of a model type (or of an Arch); an EdgekitError names the known ones."""
+    found = find_arch_family(model_type_or_arch)
+    if found is None:
+        key = model_type_or_arch.family if isinstance(model_type_or_arch, Arch) else model_type_or_arch
+        raise EdgekitError(f"unsupported architecture '{key}'", f"known: {', '.join(known_model_types())}")
+    return found
+
+
+def known_model_types() -> list[str]:
+    """Every model type some family reads, sorted."""
+    _load_entry_points()
+    return sorted(_FAMILIES)
+
+
+def families() -> list[ArchFamily]:
+    """Every registered family once, in registration order."""
+    _load_entry_points()
+    return list(dict.fromkeys(_FAMILIES.values()))
+
+
+def model_types_supported_by(producer: str) -> list[str]:
+    """The model types `producer` builds artifacts from, sorted (for messages)."""
+    if producer not in PRODUCERS:
+        raise ValueError(f"unknown producer {producer!r} (known: {', '.join(PRODUCERS)})")
+    return [mt for mt in known_model_types() if _FAMILIES[mt].supports(producer)]

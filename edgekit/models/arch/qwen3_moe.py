@@ -1,0 +1,15 @@
+"""Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B): Qwen3 attention (q/k norms) and a routed
+MoE block in every layer (moe_intermediate_size wide experts, no shared expert). HF stores
+each expert's projections separately (mlp.experts.{e}.*); the GGUF converter stacks them
+into ffn_*_exps."""
+
+from __future__ import annotations
+
+from edgekit.models.arch.base import ArchFamily
+
+
+class Qwen3Moe(ArchFamily, model_types=("qwen3_moe",)):
+    qk_norm = True
+    hf_class = "Qwen3MoeForCausalLM"
+    producers = frozenset({"gguf", "llm-compressor", "onnx", "synthetic"})
+    gguf_arch = "QWEN3MOE"
