@@ -1,11 +1,10 @@
-"""Architecture arithmetic against published figures (the model cards; the config facts behind
-the catalogue are in docs/catalogue-sources.md)."""
+"""Architecture arithmetic against published figures (docs/references.md)."""
 
 import pytest
 
 from edgekit.models import get
 
-# total / active parameters as the Qwen3 model cards and technical report publish them
+# total / active parameters, docs/references.md "Qwen3 architecture facts"
 QWEN3 = {
     "qwen3-0.6b": (0.60e9, None),
     "qwen3-1.7b": (1.72e9, None),
