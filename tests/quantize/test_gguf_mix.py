@@ -7,7 +7,7 @@ from edgekit.gguf_io import ggml_types
 from edgekit.models import get
 from edgekit.quantize.gguf_mix import assign_types
 
-# type: (bits per weight, GiB) from ANCHORS.md
+# type: (bits per weight, GiB), docs/references.md "Bits per weight: Llama-3.1-8B GGUF"
 LLAMA_31_8B = {
     "Q2_K": (3.1593, 2.95),
     "Q3_K_S": (3.6429, 3.41),
