@@ -1,7 +1,8 @@
 """How a model is split across the devices of a target.
 
-vLLM (GPTQ/AWQ/FP8/BF16 on GPUs) uses tensor parallelism, with expert parallelism for
-MoE where slicing experts is impossible; llama.cpp (GGUF) splits layers across GPUs.
+A runtime either splits layers across devices (it declares `layer_split`, e.g. llama.cpp's
+--split-mode layer) or uses tensor parallelism (vLLM), with expert parallelism for MoE where
+slicing experts is impossible.
 The rules come from the engines: tensor-parallel size must divide the attention heads;
 beyond the KV-head count KV heads are replicated; FP8 block-128 checkpoints cannot be
 sliced so that a weight slice is not a multiple of 128 rows (vLLM #25292, QwenLM/Qwen3 #1485).
@@ -58,19 +59,27 @@ def fp8_block_problem(arch: Arch, tp: int, experts_sliced: bool) -> str | None:
             f"not a multiple of the FP8 block ({FP8_BLOCK})"
         )
     if arch.ffn and (arch.ffn % tp or (arch.ffn // tp) % FP8_BLOCK):
-        return f"TP {tp} would slice the MLP to {arch.ffn}/{tp} rows, not a multiple of the FP8 block ({FP8_BLOCK})"
+        return (
+            f"TP {tp} would slice the MLP to {arch.ffn}/{tp} rows, "
+            f"not a multiple of the FP8 block ({FP8_BLOCK})"
+        )
     return None
 
 
-def choose_layout(arch: Arch, runtime: str, n_devices: int, fp8_block: bool = False) -> Layout:
+def choose_layout(
+    arch: Arch, n_devices: int, fp8_block: bool = False, layer_split: str | None = None
+) -> Layout:
+    """The layout on `n_devices`: a layer split when the runtime splits by layers
+    (`layer_split` says how it is spelled: "llama.cpp --split-mode layer"), else the largest
+    tensor-parallel size the head rules (and the FP8 block rule) allow, pipeline stages for the rest."""
     if n_devices == 1:
         return Layout("single")
-    if runtime == "llama.cpp":
+    if layer_split:
         return Layout(
             "layer-split",
             pp=n_devices,
             notes=(
-                f"llama.cpp --split-mode layer: about {arch.n_layers / n_devices:.0f} layers per device; "
+                f"{layer_split}: about {arch.n_layers / n_devices:.0f} layers per device; "
                 "a single sequence runs through the devices one after another",
             ),
         )

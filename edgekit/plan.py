@@ -17,22 +17,12 @@ from edgekit.formats import Format, Support, default_formats, support
 from edgekit.layout import Layout, choose_layout
 from edgekit.models.arch import Arch
 from edgekit.models.catalogue import ModelEntry
-from edgekit.profiles.target import GIB, Target
+from edgekit.profiles.target import Target
+from edgekit.runtimes import registry
+from edgekit.runtimes.base import Capabilities
 
 # bytes per cached element; llama.cpp's q8_0 / q4_0 blocks carry an fp16 scale per 32
 KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0, "f32": 4.0}
-# which cache types each runtime offers, and what it falls back to otherwise
-_RUNTIME_KV = {
-    "llama.cpp": ("f16", "bf16", "q8_0", "q4_0"),
-    "vllm": ("f16", "bf16", "fp8"),
-    "transformers": ("f16", "bf16"),
-    "onnxruntime": ("f32",),
-}  # edgekit's ONNX export is an fp32 graph, its cache too
-_KV_FALLBACK = {"fp8": "q8_0", "q8_0": "fp8", "q4_0": "fp8"}
-
-VLLM_GPU_UTIL = 0.90
-CUDA_CONTEXT = int(0.5 * GIB)
-UBATCH = 512
 
 METHOD = {
     "weights": "sum over every tensor of its stored bytes under the format's per-tensor types "
@@ -176,37 +166,47 @@ def plan(
     if ctx > arch.max_context:
         notes.append(f"--ctx {ctx} is beyond the model's {arch.max_context}-token context")
     rows = []
+    caps: dict[str, Capabilities] = {}  # what each runtime declares (edgekit.runtimes.base)
     for fmt in formats or default_formats():
         sup = support(fmt, target.device)
         if sup.level == "no" or (sup.level == "slow" and not include_slow):
             continue
-        rows.append(_row(arch, fmt, sup, target, ctx, batch, kv_type, prompt_tokens))
+        runtime = fmt.runtime_for(target.device.kind)
+        if runtime not in caps:
+            caps[runtime] = registry.capabilities(runtime)
+        rows.append(_row(arch, fmt, sup, target, ctx, batch, kv_type, prompt_tokens, runtime, caps[runtime]))
     rows.sort(key=lambda r: (r.weights_bytes, r.format))
     return Plan(model, target, ctx, batch, kv_type, prompt_tokens, rows, tuple(notes))
 
 
 def _row(
-    arch: Arch, fmt: Format, sup: Support, target: Target, ctx: int, batch: int, kv_req: str, prompt: int
-):
+    arch: Arch,
+    fmt: Format,
+    sup: Support,
+    target: Target,
+    ctx: int,
+    batch: int,
+    kv_req: str,
+    prompt: int,
+    runtime: str,
+    caps: Capabilities,
+) -> PlanRow:
     dev = target.device
-    runtime = fmt.runtime_for(dev.kind)
     notes: list[str] = []
-    kv_type = kv_req
-    if kv_type not in _RUNTIME_KV[runtime]:
-        kv_type = _KV_FALLBACK.get(kv_type, "f16")
-        if kv_type not in _RUNTIME_KV[runtime]:
-            kv_type = _RUNTIME_KV[runtime][0]
+    kv_type = caps.kv_type_for(kv_req)
+    if kv_type != kv_req:
         notes.append(f"{runtime} has no {kv_req} KV cache: planned with {kv_type}")
     kv_elem = KV_TYPES[kv_type]
-    layout = choose_layout(arch, runtime, target.count, fp8_block=fmt.id == "fp8:block128")
+    layout = choose_layout(arch, target.count, fp8_block=_fp8_block(fmt), layer_split=caps.layer_split)
     plan_t = fmt.tensor_plan(arch)
     weights = sum(t.nbytes for t in plan_t)
     n_elems = sum(math.prod(t.shape) for t in plan_t)
 
+    w_dev, host = _weights_per_device(arch, plan_t, layout, caps.host_embedding and dev.kind == "gpu")
+    over = caps.overhead(arch, dev, batch)
+
     def budget(c: int) -> tuple[DeviceBudget, int]:
-        w_dev, host = _weights_per_device(arch, plan_t, layout, runtime, dev.kind)
         kv_dev = int(arch.kv_bytes(c, kv_elem, batch) * _kv_share(arch, layout))
-        over = _overhead(arch, runtime, dev, batch)
         return DeviceBudget(w_dev, kv_dev, over, dev.memory_bytes), host
 
     b, host = budget(ctx)
@@ -239,11 +239,11 @@ def _row(
     )
 
 
-def _weights_per_device(arch: Arch, plan_t, layout: Layout, runtime: str, kind: str) -> tuple[int, int]:
+def _weights_per_device(arch: Arch, plan_t, layout: Layout, host_embedding: bool) -> tuple[int, int]:
     """Bytes of weights on the busiest device, and bytes kept in host RAM instead."""
     host = 0
-    if runtime == "llama.cpp" and kind == "gpu":
-        # llama.cpp keeps the input embedding on the host (it only gathers rows); a tied
+    if host_embedding:
+        # the runtime keeps the input embedding on the host (it only gathers rows); a tied
         # model also loads the matrix onto the GPU as its output projection
         host = sum(t.nbytes for t in plan_t if t.role == "embed")
         on_gpu = sum(t.nbytes for t in plan_t if t.role != "embed" or arch.tied_embeddings)
@@ -273,15 +273,9 @@ def _kv_share(arch: Arch, layout: Layout) -> float:
     return max(1 / layout.tp, 1 / arch.n_kv_heads) / layout.pp
 
 
-def _overhead(arch: Arch, runtime: str, dev, batch: int) -> int:
-    width = max(arch.ffn, arch.expert_ffn * arch.experts_per_token + arch.shared_expert_ffn)
-    compute = UBATCH * 4 * (arch.vocab + 6 * arch.hidden + 2 * width)
-    if dev.kind == "cpu":
-        return compute + int(0.25 * GIB)  # interpreter, libraries, tokenizer
-    over = CUDA_CONTEXT + compute
-    if runtime == "vllm":
-        over += int((1 - VLLM_GPU_UTIL) * dev.memory_bytes)
-    return over
+def _fp8_block(fmt: Format) -> bool:
+    """FP8 weights with block scales (the FP8 block-128 divisibility rule applies)."""
+    return fmt.compute == "fp8" and fmt.group > 0
 
 
 def _max_context(arch: Arch, budget) -> int:

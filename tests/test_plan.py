@@ -83,3 +83,71 @@ def test_bad_arguments():
         plan(get("qwen3-8b"), get_target("rtx4090"), ctx=0)
     with pytest.raises(EdgekitError):
         plan(get("qwen3-8b"), get_target("rtx4090"), kv_type="int3")
+
+
+def test_the_planner_asks_the_runtime_for_kv_types_overhead_and_split(monkeypatch):
+    """KV types, the memory-overhead model and the multi-device split come from the runtime's
+    declared capabilities (edgekit.runtimes.base.Capabilities), not from tables in plan.py."""
+    from edgekit.runtimes import registry
+    from edgekit.runtimes.base import Capabilities
+
+    model, fmt = get("qwen3-8b"), [get_format("gguf:Q4_K_M")]
+    before = plan(model, get_target("2xrtx4090"), ctx=8192, kv_type="q8_0", formats=fmt).rows[0]
+    assert before.kv_type == "q8_0" and before.layout.strategy == "layer-split" and before.host_bytes > 0
+    real = registry.capabilities
+
+    def fake(name: str) -> Capabilities:
+        if name != "llama.cpp":
+            return real(name)
+        return Capabilities(
+            formats=("gguf",),
+            devices=("cpu", "cuda"),
+            kv_cache_types=("f16", "fp8"),
+            overhead_model=lambda arch, device, batch, options: 12345,
+        )
+
+    monkeypatch.setattr(registry, "capabilities", fake)
+    after = plan(model, get_target("2xrtx4090"), ctx=8192, kv_type="q8_0", formats=fmt).rows[0]
+    assert after.kv_type == "f16" and any("no q8_0 KV cache" in n for n in after.notes)
+    assert after.per_device.overhead == 12345
+    assert after.layout.strategy == "tensor-parallel" and after.host_bytes == 0
+
+
+def test_vllm_reserve_comes_from_its_options():
+    from edgekit.runtimes import registry, vllm
+
+    caps = registry.capabilities("vllm")
+    assert caps.server and caps.options is vllm.Options
+    dev = get_target("h100").device
+    arch = get("qwen3-8b").arch
+    low = caps.overhead(arch, dev, 1, vllm.Options(gpu_memory_utilization=0.5))
+    assert low - caps.overhead(arch, dev, 1) == int(0.5 * dev.memory_bytes) - int(0.1 * dev.memory_bytes)
+    assert registry.capabilities("onnxruntime").planned_format("bf16") == "onnx:fp32"
+
+
+def test_plan_command_is_fast_and_imports_nothing_heavy():
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from edgekit.cli.main import main\n"
+        "try:\n"
+        "    main(['plan', 'qwen3-8b', '--target', 'rtx4090', '--json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'llama_cpp', 'numpy', 'transformers', 'onnxruntime') if m in "
+        "sys.modules]\n"
+        "print('\\n' + __import__('json').dumps({'heavy': heavy, 's': time.perf_counter() - t}))\n"
+    )
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, timeout=60
+    )
+    wall = time.perf_counter() - t0
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [], out
+    assert out["s"] < 1.0 and wall < 3.0, (out, wall)

@@ -9,35 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 import traceback
 
-
-def peak_rss_bytes() -> tuple[int, str]:
-    """The process's peak resident set: VmHWM (Linux), else ru_maxrss."""
-    hwm = status_bytes("VmHWM")
-    if hwm is not None:
-        return hwm, "VmHWM from /proc/self/status"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (rss if sys.platform == "darwin" else rss * 1024), "getrusage ru_maxrss"
-
-
-def status_bytes(key: str, pid: int | str = "self") -> int | None:
-    """A kB field of /proc/<pid>/status (VmRSS, VmHWM) in bytes, or None where unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def current_rss_bytes() -> int:
-    return status_bytes("VmRSS") or 0
+from edgekit.artifact import tool_versions
+from edgekit.bench.memory import current_rss_bytes, peak_rss_bytes
 
 
 def prompt_tokens(session, n: int) -> list[int]:
@@ -56,7 +33,7 @@ def prompt_tokens(session, n: int) -> list[int]:
 
 
 def measure(spec: dict) -> dict:
-    from edgekit.bench.device import VramSampler
+    from edgekit.bench.memory import MemorySampler
     from edgekit.errors import EdgekitError
     from edgekit.runtimes.base import NotSupported
     from edgekit.runtimes.registry import get
@@ -67,12 +44,13 @@ def measure(spec: dict) -> dict:
     rt = info.module
     # one-time work a runtime may need before it can load (onnxruntime exports a checkpoint
     # once): done before the clock starts, so load_s is what every later start costs
+    options = spec.get("options") or {}  # the runtime's Options, as load() keywords
     prepare = getattr(rt, "prepare", None)
-    path = prepare(spec["path"]) if callable(prepare) else spec["path"]
+    path = prepare(spec["path"], **options) if callable(prepare) else spec["path"]
     rss_before = current_rss_bytes()
-    vram = VramSampler() if spec.get("vram", True) else None
+    vram = MemorySampler() if spec.get("vram", True) else None
     t0 = time.perf_counter()
-    session = rt.load(path, **spec["load"])
+    session = rt.load(path, **spec["load"], **options)
     load_s = time.perf_counter() - t0
     if not hasattr(session, "generate_tokens"):
         raise EdgekitError(f"runtime {info.name} cannot be benchmarked: its session has no generate_tokens()")
@@ -118,7 +96,7 @@ def measure(spec: dict) -> dict:
         "ok": True,
         "runtime": info.name,
         "runtime_version": info.version,
-        "packages": _versions(("edgekit", *info.packages)),
+        "packages": tool_versions(*info.packages),
         "device": device,
         "import_s": import_s,
         "load_s": load_s,
@@ -154,18 +132,6 @@ def _vram(sampler, device: str) -> dict:
         out["method"] = "torch.cuda.max_memory_reserved (CUDA context not included)"
     if out["peak_bytes"] is None:
         out["note"] = "ran on the CPU" if device == "cpu" else (sampler.why if sampler else "not measured")
-    return out
-
-
-def _versions(pkgs) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for p in pkgs:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = None
     return out
 
 

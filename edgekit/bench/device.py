@@ -1,5 +1,5 @@
 """The machine a benchmark runs on: CPU model, cores, RAM (edgekit.profiles.cpu), GPUs through
-NVML (nvidia-ml-py, imported lazily; absent or failing means "no GPU", with the reason), and
+NVML (edgekit.nvml: absent or failing means "no GPU", with the reason), and
 the planner target that gives the roofline (the detected CPU, or a GPU profile by name).
 """
 
@@ -10,6 +10,10 @@ import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
+
+from edgekit.bench.memory import MemorySampler
+from edgekit.nvml import nvml_handles as nvml_handles  # re-exported: the one NVML opener
+from edgekit.nvml import open_nvml
 
 GIB = 1024**3
 
@@ -91,32 +95,8 @@ def detect(label: str | None = None, nvml: bool = True) -> HostInfo:
     )
 
 
-def _nvml():
-    """The initialised pynvml module, or (None, why not)."""
-    try:
-        import pynvml
-    except ImportError:
-        return None, 'nvidia-ml-py is not installed (pip install "edgekit[nvml]"): no GPU looked for'
-    try:
-        pynvml.nvmlInit()
-    except Exception as e:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ... : no usable GPU here
-        return None, f"NVML unavailable ({str(e).strip() or type(e).__name__}): no GPU"
-    return pynvml, ""
-
-
-def nvml_handles():
-    """(pynvml, a handle per GPU, "") once NVML is initialised, else (None, [], why not)."""
-    nv, why = _nvml()
-    if nv is None:
-        return None, [], why
-    try:
-        return nv, [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())], ""
-    except Exception as e:
-        return None, [], f"NVML failed ({e})"
-
-
 def nvml_gpus() -> tuple[list[Gpu], str]:
-    nv, why = _nvml()
+    nv, why = open_nvml()
     if nv is None:
         return [], why
     out = []
@@ -166,44 +146,8 @@ def match_profile(gpu_name: str) -> str | None:
     return best
 
 
-class VramSampler:
-    """GPU memory this process holds, as NVML sees it (CUDA context included), sampled on demand.
-
-    NVML keeps no per-process peak, so the peak is the largest sample; `edgekit bench` samples
-    after loading and after every generation, when allocations are at their largest."""
-
-    def __init__(self, pid: int | None = None):
-        self.pid = pid or os.getpid()
-        self.peak = 0
-        self.samples = 0
-        self.nv, self.handles, self.why = nvml_handles()
-
-    @property
-    def ok(self) -> bool:
-        return self.nv is not None and bool(self.handles)
-
-    def sample(self) -> int:
-        if not self.ok:
-            return 0
-        total = 0
-        for h in self.handles:
-            try:
-                procs = self.nv.nvmlDeviceGetComputeRunningProcesses(h)
-            except Exception:
-                continue
-            for p in procs:
-                if p.pid == self.pid and p.usedGpuMemory:
-                    total += int(p.usedGpuMemory)
-        self.samples += 1
-        self.peak = max(self.peak, total)
-        return total
-
-    def close(self) -> None:
-        if self.nv is not None:
-            try:
-                self.nv.nvmlShutdown()
-            except Exception:
-                pass
+# the memory of this process as NVML sees it (CUDA context included), sampled on demand
+VramSampler = MemorySampler
 
 
 def planner_target(host: HostInfo, device_kind: str, probe: bool = True):

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes.base import TopK  # the type runtimes return prompt log-probabilities in
 
 ROW_CHUNK = 64
 
@@ -325,17 +326,6 @@ def score_sparse(
         if progress:
             progress(w + 1, store.n_windows)
     return _result(kl_all, same_all, nll_all, store, time.perf_counter() - t0, k)
-
-
-@dataclass
-class TopK:
-    """A runtime's top-K log-probabilities over a prompt, per position p (predicting token p+1):
-    `ids` and `logprobs` best first, `actual` = log q of the real next token, `k` asked for."""
-
-    ids: list
-    logprobs: list
-    actual: list
-    k: int
 
 
 def topk_from_logits(logits, tokens: list[int], k: int) -> TopK:

