@@ -31,7 +31,7 @@ def test_registry_has_every_required_format():
 
 
 def test_gptq_w4_qwen3_8b_is_about_6_1_gb_on_disk():
-    # ANCHORS.md: Qwen3-8B W4A16 is 6.1 GB on disk because embeddings and lm_head stay BF16
+    # docs/references.md: Qwen3-8B W4A16 is 6.1 GB on disk because embeddings and lm_head stay BF16
     arch = get("qwen3-8b").arch
     plan = get_format("gptq:w4g128").tensor_plan(arch)
     assert sum(t.nbytes for t in plan) / 1e9 == pytest.approx(6.1, rel=0.03)

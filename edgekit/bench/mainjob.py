@@ -81,17 +81,21 @@ class RunReport:
             "reference": self.reference,
             "method": {
                 "quality": "reference = the unquantized checkpoint (F32 GGUF in llama.cpp); windows of "
-                f"{self.reference.get('window')} tokens of the evaluation text, the second half of each scored; "
-                f"KLD over the reference's most likely tokens (until 99.9 % of its mass, at most {self.reference.get('k_max')}) plus one bucket for the rest "
-                "(a lower bound of the full-vocabulary KLD); same-top = candidate argmax equals the reference's; "
-                "GGUF candidates run in llama.cpp, GPTQ/AWQ/FP8 in transformers with float32 logits on the "
-                "store's own tokens (with --score-runtime vllm: in vLLM, its top-256 prompt log-probabilities, "
-                "everything outside them one bucket); runtime_floor_kld is the unquantized checkpoint in that "
-                "runtime against the same store (what two runtimes disagree by with no quantization at all); "
-                "PPL ratio paired per position; standard errors over positions",
+                f"{self.reference.get('window')} tokens of the evaluation text, the second half of each "
+                "scored; KLD over the reference's most likely tokens (until 99.9 % of its mass, at most "
+                f"{self.reference.get('k_max')}) plus one bucket for the rest (a lower bound of the "
+                "full-vocabulary KLD); same-top = candidate argmax equals the reference's; each candidate "
+                "runs on the store's own tokens in --score-runtime where that runtime serves its format, "
+                "else in the runtime its format names for a CPU (GGUF: llama.cpp; GPTQ/AWQ/FP8: "
+                "transformers, float32 logits; ONNX: onnxruntime); a server runtime (vLLM) returns top-K "
+                "prompt log-probabilities, everything outside them one bucket; runtime_floor_kld is the "
+                "unquantized checkpoint in --score-runtime against the same store (what two runtimes "
+                "disagree by with no quantization at all); PPL ratio paired per position; standard errors "
+                "over positions",
                 "search": "candidates sorted by planned size; bisection for the smallest passing one, "
                 "assuming quality falls with size: at most ceil(log2 n) + 1 are built and measured",
-                "fit": "the planner's weights + KV cache at ctx + runtime overhead against the target's memory",
+                "fit": "the planner's weights + KV cache at ctx + runtime overhead against the target's "
+                "memory",
             },
             "tool_versions": tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
             "notes": self.notes,
@@ -262,6 +266,7 @@ def _explain(
                 f"needs {gib(row['total'])} per device, {target} has {gib(row['capacity'])}",
             )
         elif c is pick:
+            assert c.quality is not None  # the pick was measured
             c.status, c.reason = "pick", f"smallest that meets {bar.text} ({_observed(bar, c.quality)})"
         elif c.quality is not None:
             if bar.passes(c.quality):

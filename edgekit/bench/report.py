@@ -37,9 +37,11 @@ def markdown(report, data: dict) -> str:
         "",
         f"Reference: {ref.get('reference')} ({ref.get('runtime')}), perplexity {ref['ppl']:.3f} on "
         f"{ref['positions']:,} scored positions ({ref.get('windows')} windows of {ref['window']} tokens, "
-        f"second half scored); store keeps the reference tokens holding {ref.get('coverage')} of the mass (mean {ref.get('kept_mean')} per position).",
+        f"second half scored); store keeps the reference tokens holding {ref.get('coverage')} of the mass "
+        f"(mean {ref.get('kept_mean')} per position).",
         "",
-        "| format | planned | on disk | bpw | KLD (mean ± se) | KLD p99 | same-top | PPL ratio | status | why |",
+        "| format | planned | on disk | bpw | KLD (mean ± se) | KLD p99 | same-top | PPL ratio | status "
+        "| why |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.candidates:
@@ -48,7 +50,8 @@ def markdown(report, data: dict) -> str:
             f"| {c.format} | {c.planned_bytes / 2**20:.1f} MiB | "
             + (f"{a['size_bytes'] / 2**20:.1f} MiB | {a['bits_per_weight']:.2f} | " if a else "- | - | ")
             + (
-                f"{fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)} | {q.kld_p99:.3f} | {100 * q.same_top:.1f} % | "
+                f"{fmt_kld(q.kld_mean)} ± {fmt_kld(q.kld_stderr)} | {q.kld_p99:.3f} | "
+                f"{100 * q.same_top:.1f} % | "
                 f"{q.ppl_ratio:.4f} ± {q.ppl_ratio_stderr:.4f} | "
                 if q
                 else "- | - | - | - | "

@@ -32,7 +32,8 @@ from edgekit.cli import render
     "--formats",
     "formats_csv",
     default=None,
-    help="Comma-separated candidate ladder [default: GGUF Q2_K..Q8_0; on GPU targets also GPTQ/AWQ/FP8 where native].",
+    help="Comma-separated candidate ladder [default: every family's ladder for the target: GGUF "
+    "Q2_K..Q8_0; on GPU targets also GPTQ/AWQ/FP8 where native]; see `edgekit formats`.",
 )
 @click.option("--ctx", type=int, default=None, help="Context the pick must fit [default: min(model, 8192)].")
 @click.option(
@@ -214,7 +215,7 @@ def _main_job(
             cand.reason,
         )
     c.print(t)
-    if report.pick:
+    if report.pick and report.pick.artifact:
         c.print(f"[bold green]pick:[/bold green] {report.pick.format} -> {report.pick.artifact['path']}")
     else:
         c.print("[bold red]no candidate that fits meets the bar[/bold red]")

@@ -161,7 +161,7 @@ def _ct_weights(q: dict[str, Any]) -> dict[str, Any]:
     if str(q.get("quant_method", "")).lower() != "compressed-tensors":
         return {}
     groups = q.get("config_groups") or {}
-    first = next(iter(groups.values()), {}) if isinstance(groups, dict) else {}
+    first: Any = next(iter(groups.values()), {}) if isinstance(groups, dict) else {}
     w = first.get("weights") if isinstance(first, dict) else None
     return w if isinstance(w, dict) else {}
 
@@ -303,8 +303,9 @@ class FP8(CompressedTensors, family="fp8"):
     def refuse_on(self, fmt: Format, device: Device, target_name: str) -> None:
         cc = device.compute_capability or (0, 0)
         if device.kind == "gpu" and not fmt.group and cc < (8, 9):
+            have = ".".join(map(str, cc))
             raise EdgekitError(
-                f"{fmt.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {'.'.join(map(str, cc))}",
+                f"{fmt.id} (FP8 W8A8) needs compute capability >= 8.9; {target_name} has {have}",
                 "use gptq:w8g128 or gguf:Q8_0 for 8-bit weights there",
             )
         super().refuse_on(fmt, device, target_name)

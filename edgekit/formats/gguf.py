@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from edgekit.progress import Progress
 
 # the mixes `edgekit plan` offers (every llama.cpp mix in MIX_DEFAULT can be built)
-PLANNED = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M")
-PLANNED += ("Q3_K_S", "Q2_K")
+PLANNED: tuple[str, ...] = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S")
+PLANNED += ("Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 # the main job's candidates (the unquantized F16/BF16 are the reference, not candidates)
 LADDER = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 
@@ -78,10 +78,10 @@ class GGUF(FormatFamily, family="gguf"):
         return [self._make(m) for m in LADDER]
 
     def unbuildable(self, fmt: Format, checkpoint: Any) -> str:
-        from edgekit.quantize.gguf import SUPPORTED
+        from edgekit.models.arch import arch_family
 
-        family = checkpoint.entry.arch.family
-        return "" if family in SUPPORTED else f"no GGUF converter for {family}"
+        arch = checkpoint.entry.arch
+        return "" if arch_family(arch).supports("gguf") else f"no GGUF converter for {arch.family}"
 
     def build(
         self,

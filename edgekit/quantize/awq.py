@@ -3,7 +3,7 @@ maintained home of AutoAWQ's algorithm: per-channel scales searched on calibrati
 activations are folded into the preceding layer, then int4 group-wise rounding.
 
 Symmetric (no zero point): asymmetric int4 checkpoints failed to load in transformers on
-these machines (MoE always), while symmetric ones load everywhere (DEPENDENCIES.md)."""
+these machines (MoE always), while symmetric ones load everywhere (docs/dependencies.md)."""
 
 from __future__ import annotations
 

@@ -96,3 +96,24 @@ def test_reference_that_cannot_be_loaded(tiny_qwen3, copy_dir, tmp_path):
     _one_line(
         _edgekit("eval", str(tmp_path / "missing.gguf"), "--reference", str(tiny_qwen3)), "missing.gguf"
     )
+
+
+@pytest.mark.slow
+def test_onnx_and_gguf_candidates_in_one_run(tiny_qwen3, tmp_path):
+    """Candidates of two families with two runtimes (onnxruntime, llama.cpp) on one store: both
+    are built, scored and reported (an ONNX manifest once lacked bits_per_weight and the run
+    died at the end with a KeyError)."""
+    pytest.importorskip("onnxruntime")
+    args = ["quantize", str(tiny_qwen3), "--target", "cpu", "--formats", "onnx:int8,gguf:Q4_K_M"]
+    args += ["--bar", "kld<=1", "--out", str(tmp_path)]
+    d = json.loads(run_cli(*args, "--json").output)
+    by = {c["format"]: c for c in d["candidates"]}
+    assert set(by) == {"onnx:int8", "gguf:Q4_K_M"}
+    for f, c in by.items():  # a loose bar: the larger passes, so the smaller is measured too
+        assert c["quality"] and 0 < c["quality"]["kld_mean"] < 0.05, (f, c)
+        assert c["artifact"]["bits_per_weight"] > 0 and c["reason"]
+    assert by["onnx:int8"]["artifact"]["runtime"] == "onnxruntime"
+    assert by["gguf:Q4_K_M"]["artifact"]["runtime"] == "llama.cpp"
+    assert d["pick"] in by
+    table = run_cli(*args).output  # the people's table renders every candidate, from the cache
+    assert "onnx:int8" in table and "gguf:Q4_K_M" in table and "pick:" in table

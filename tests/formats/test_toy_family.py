@@ -59,7 +59,13 @@ def toy_family():
             import torch
             from safetensors.torch import load_file, save_file
 
-            from edgekit.artifact import Manifest, artifact_sha256, artifact_size, describe_source, write_manifest
+            from edgekit.artifact import (
+                Manifest,
+                artifact_sha256,
+                artifact_size,
+                describe_source,
+                write_manifest,
+            )
 
             dest = out_dir / f"{checkpoint.entry.name}-f16st"
             dest.mkdir(parents=True, exist_ok=True)
@@ -122,7 +128,15 @@ def test_unregistered_it_is_gone(toy_family):
 @pytest.mark.slow
 def test_the_main_job_builds_scores_and_reports_it(toy_family, tiny_qwen3, tmp_path):
     out = _run(
-        "quantize", str(tiny_qwen3), "--target", "cpu", "--formats", "f16st:f16", "--out", str(tmp_path), "--json"
+        "quantize",
+        str(tiny_qwen3),
+        "--target",
+        "cpu",
+        "--formats",
+        "f16st:f16",
+        "--out",
+        str(tmp_path),
+        "--json",
     )
     d = json.loads(out)
     (cand,) = d["candidates"]
