@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 from edgekit.artifact import tool_versions
 from edgekit.bench.memory import current_rss_bytes, peak_rss_bytes
@@ -41,7 +42,7 @@ def measure(spec: dict) -> dict:
     t0 = time.perf_counter()
     info = get(spec["runtime"])  # imports the runtime and checks available()
     import_s = time.perf_counter() - t0
-    rt = info.module
+    rt: Any = info.module
     # one-time work a runtime may need before it can load (onnxruntime exports a checkpoint
     # once): done before the clock starts, so load_s is what every later start costs
     options = spec.get("options") or {}  # the runtime's Options, as load() keywords
@@ -111,7 +112,7 @@ def measure(spec: dict) -> dict:
 
 
 def _vram(sampler, device: str) -> dict:
-    out = {"peak_bytes": None, "method": None, "note": None}
+    out: dict[str, Any] = {"peak_bytes": None, "method": None, "note": None}
     torch = sys.modules.get("torch")
     if torch is not None and device == "cuda":
         try:

@@ -106,8 +106,10 @@ def nvml_gpus() -> tuple[list[Gpu], str]:
             h = nv.nvmlDeviceGetHandleByIndex(i)
             name = _s(nv.nvmlDeviceGetName(h))
             mem = int(nv.nvmlDeviceGetMemoryInfo(h).total)
+            cc: tuple[int, int] | None
             try:
-                cc = tuple(int(x) for x in nv.nvmlDeviceGetCudaComputeCapability(h))
+                major, minor = (int(x) for x in nv.nvmlDeviceGetCudaComputeCapability(h))
+                cc = (major, minor)
             except Exception:
                 cc = None
             out.append(Gpu(i, name, mem, cc, driver, match_profile(name)))

@@ -151,7 +151,8 @@ def score_with(
     session = rt.load(path, n_ctx=n_ctx, threads=threads, scoring=True, **kw)
     try:
         n_vocab = getattr(session, "n_vocab", None)
-        if n_vocab is not None and int(store.top_ids.max()) >= n_vocab:
+        top_ids: Any = store.top_ids
+        if n_vocab is not None and int(top_ids.max()) >= n_vocab:
             raise EdgekitError(f"{path}: its vocabulary of {n_vocab} does not cover the reference's tokens")
         topk = getattr(session, "prompt_logprobs", None)
         if callable(topk):  # top-K prompt log-probabilities, not logits (a server)

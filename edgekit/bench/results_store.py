@@ -55,7 +55,8 @@ def _valid(d) -> bool:
 def load_runs(store: Path | str | None = None) -> tuple[list[dict], list[str]]:
     """(runs, problems): every readable run in the store, oldest first; unreadable files named."""
     d = store_dir(store)
-    runs, problems = [], []
+    runs: list[dict] = []
+    problems: list[str] = []
     if not d.is_dir():
         return runs, problems
     for f in sorted(d.glob("*.json")):

@@ -264,7 +264,7 @@ def run_serving(
         facts = session.facts()
         described = session.describe()
         session.close()
-    mem = samplers[0].to_dict() if samplers else {"peak_rss_bytes": 0, "gpus": []}
+    mem: dict[str, Any] = samplers[0].to_dict() if samplers else {"peak_rss_bytes": 0, "gpus": []}
     gpu_peaks = [g["peak_bytes"] for g in mem["gpus"]]
     peak_vram = max(gpu_peaks) if device == "cuda" and gpu_peaks else None
     measured = peak_vram if device == "cuda" else mem["peak_rss_bytes"]

@@ -179,7 +179,7 @@ def bench(
     info = choose_runtime(subject, runtime, settings.device, host)
     opts = build_options(info, options, option_values)
     if info.server:  # measured as a serving benchmark, its whole process tree
-        return serve.serve_bench(
+        return serve.run_serving(
             subject,
             info,
             settings,

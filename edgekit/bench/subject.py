@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgekit.bench.results import BatchResult, Settings
 from edgekit.errors import EdgekitError
@@ -23,7 +24,7 @@ class Subject:
     model: str | None
     size_bytes: int
     sha256: str | None = None
-    entry: object = None  # ModelEntry for the planner, when known
+    entry: Any = None  # ModelEntry for the planner, when known
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -118,7 +119,7 @@ def _dir_size(d: Path) -> int:
 def checkpoint_format(d: Path) -> str:
     """The format id of a checkpoint directory, from its own files (edgekit.formats.detect_format)."""
     try:
-        from edgekit.formats import detect_format  # type: ignore[attr-defined]
+        from edgekit.formats import detect_format
     except ImportError:  # an edgekit.formats without it yet: the same rules, here
         return _detect_format_fallback(d)
     return str(detect_format(d))
@@ -244,7 +245,7 @@ def planner_figures(
             b.roofline = {"reason": f"the planner says {target.name} does not run {fmt.id}"}
             continue
         bound = rows[0].decode_tok_s
-        med = b.decode_tok_s.median
+        med = b.decode_tok_s.median if b.decode_tok_s else float("nan")
         b.roofline = {
             "bound_tok_s": round(bound, 2),
             "bytes_per_token": round(rows[0].bytes_per_token),

@@ -10,8 +10,9 @@ from edgekit.cli import render
 @click.command("runtimes")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def runtimes_cmd(as_json: bool) -> None:
-    """List runtimes (entry-point group `edgekit.runtimes`): version, formats, devices, and why
-    one is unavailable and which extra installs it."""
+    """List runtimes (entry-point group `edgekit.runtimes`): version, formats, devices, the options
+    `-o KEY=VALUE` takes for each (`edgekit bench`, `edgekit eval`), and why one is unavailable and
+    which extra installs it."""
     from edgekit.runtimes.registry import discover
 
     infos = discover()
@@ -22,7 +23,7 @@ def runtimes_cmd(as_json: bool) -> None:
     from rich.table import Table
 
     t = Table(title="edgekit runtimes")
-    for col in ("name", "status", "version", "formats", "devices", "notes"):
+    for col in ("name", "status", "version", "formats", "devices", "options", "notes"):
         t.add_column(col)
     for i in infos:
         status = "[green]available[/green]" if i.available else "[red]unavailable[/red]"
@@ -37,6 +38,7 @@ def runtimes_cmd(as_json: bool) -> None:
             escape(i.version or "-"),
             escape(", ".join(i.formats) or "?"),
             escape(", ".join(i.devices) or "?"),
+            escape(", ".join(i.to_dict()["options"]) or "-"),
             escape(notes),
         )
     render.console().print(t)

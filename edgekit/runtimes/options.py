@@ -48,7 +48,8 @@ def describe(cls: type) -> list[str]:
     out = []
     for f in dataclasses.fields(cls):
         base, optional, repeated = _kind(hints.get(f.name, str))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
         what = base.__name__ + ("..." if repeated else "")
         out.append(f"{f.name}={what} (default {default!r})")
     return out

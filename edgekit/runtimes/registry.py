@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgekit.errors import EdgekitError, UnknownName
 from edgekit.runtimes.base import DEVICE_KINDS, REQUIRED_ATTRIBUTES, Capabilities
@@ -115,6 +116,7 @@ def _entry_points() -> list[tuple[str, str, str]]:
     from importlib.metadata import entry_points
 
     out: dict[str, tuple[str, str, str]] = {}
+    eps: Any
     try:
         eps = entry_points(group=GROUP)
     except Exception:  # broken metadata of some other distribution must not break edgekit

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
 from edgekit.runtimes.base import Generation
@@ -83,8 +84,9 @@ def load(
     torch_dtype = getattr(torch, dtype)
     t0 = time.perf_counter()
     load_path = "transformers"
+    loaded: Any
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        loaded = AutoModelForCausalLM.from_pretrained(
             str(path),
             dtype=torch_dtype,
             device_map=device,
@@ -92,6 +94,7 @@ def load(
             trust_remote_code=False,
             use_safetensors=True,
         )
+        model, info = loaded
     except (RuntimeError, ValueError, KeyError) as e:
         if not method:
             raise EdgekitError(f"{path}: transformers cannot load it ({first_line(e)})") from None

@@ -200,8 +200,8 @@ def metrics_delta(before: Metrics, after: Metrics) -> dict:
         ("requests_finished", "vllm:request_success"),
         ("preemptions", "vllm:num_preemptions"),
     ):
-        a, b = after.total(name), before.total(name)
-        out[key] = None if a is None else int(round(a - (b or 0.0)))
+        now, then = after.total(name), before.total(name)
+        out[key] = None if now is None else int(round(now - (then or 0.0)))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import default_overhead
@@ -55,7 +56,7 @@ class VllmLaunch:
 
 
 def launch_plan(
-    model: str,
+    model: Any,
     target_spec: str,
     fmt_id: str = "bf16",
     ctx: int | None = None,
@@ -64,13 +65,13 @@ def launch_plan(
     port: int = 8000,
 ) -> VllmLaunch:
     from edgekit.formats import get_format
-    from edgekit.models.catalogue import resolve
+    from edgekit.models.catalogue import ModelEntry, resolve
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
 
     if not 0.1 <= gpu_memory_utilization <= 0.99:
         raise EdgekitError("--gpu-memory-utilization must be between 0.1 and 0.99")
-    entry = model if hasattr(model, "arch") else resolve(model)  # a ModelEntry, or a name to resolve
+    entry: ModelEntry = model if hasattr(model, "arch") else resolve(model)  # a ModelEntry, or a name
     target = get_target(target_spec)
     if target.device.kind != "gpu":
         raise EdgekitError(
