@@ -18,7 +18,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from edgekit.cli import bench, models, package, plan, quantize, runtimes, targets
+    from edgekit.cli import bench, formats, models, package, plan, quantize, runtimes, targets
     from edgekit.cli import eval as eval_
 
     cli.add_command(bench.bench_cmd)
@@ -26,6 +26,7 @@ def _register() -> None:
     cli.add_command(eval_.eval_cmd)
     cli.add_command(models.models)
     cli.add_command(quantize.quantize_cmd)
+    cli.add_command(formats.formats_cmd)
     cli.add_command(targets.targets)
     cli.add_command(plan.plan_cmd)
     cli.add_command(package.package)
