@@ -25,6 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,12 +54,12 @@ class ReferenceStore:
     `coverage` of the probability mass (at least 16, at most K), stored ragged."""
 
     key: StoreKey
-    tokens: object  # int32 (n_windows, window)
-    offsets: object  # int64 (positions + 1): position i owns top_ids[offsets[i]:offsets[i+1]]
-    top_ids: object  # int32 (sum of kept tokens,)
-    top_lp: object  # float32 (sum of kept tokens,): reference log-probabilities, descending per position
-    rest_lp: object  # float32 (positions,): log of the mass outside the kept tokens
-    next_lp: object  # float32 (positions,): log p(actual next token)
+    tokens: Any  # numpy array: int32 (n_windows, window)
+    offsets: Any  # numpy array: int64 (positions + 1): position i owns top_ids[offsets[i]:offsets[i+1]]
+    top_ids: Any  # numpy array: int32 (sum of kept tokens,)
+    top_lp: Any  # numpy array: float32 (sum of kept tokens,): reference log-probabilities, descending per position
+    rest_lp: Any  # numpy array: float32 (positions,): log of the mass outside the kept tokens
+    next_lp: Any  # numpy array: float32 (positions,): log p(actual next token)
     meta: dict
 
     @property
@@ -142,7 +143,11 @@ def build_reference(
 
     wins = windows_of(tokens, key.window)
     n = wins.shape[0]
-    ids_parts, lp_parts, counts, rest, nxt = [], [], [], [], []
+    ids_parts: list[Any] = []
+    lp_parts: list[Any] = []
+    kept: list[Any] = []
+    rest: list[Any] = []
+    nxt: list[Any] = []
     t0 = time.perf_counter()
     for w in range(n):
         logits = session.logits(wins[w].tolist())
@@ -158,12 +163,12 @@ def build_reference(
             for row in range(len(keep)):
                 ids_parts.append(idx[row, : keep[row]])
                 lp_parts.append(vals[row, : keep[row]])
-            counts.append(keep)
+            kept.append(keep)
             rest.append(np.log(np.clip(1.0 - cum[np.arange(len(keep)), keep - 1], 1e-12, 1.0)))
             nxt.append(np.take_along_axis(lp, wins[w, r0 + 1 : r1 + 1, None].astype(np.int64), -1)[:, 0])
         if progress:
             progress(w + 1, n)
-    counts = np.concatenate(counts)
+    counts = np.concatenate(kept)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     meta = {
@@ -285,7 +290,7 @@ def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int) -> Qua
 
 
 def score_sparse(
-    prompt_logprobs: Callable[[list[int]], object],
+    prompt_logprobs: Callable[[list[int]], TopK],
     store: ReferenceStore,
     progress: Callable[[int, int], None] | None = None,
 ) -> QualityResult:
