@@ -25,9 +25,9 @@ import json
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import TopK  # the type runtimes return prompt log-probabilities in
@@ -57,7 +57,8 @@ class ReferenceStore:
     tokens: Any  # numpy array: int32 (n_windows, window)
     offsets: Any  # numpy array: int64 (positions + 1): position i owns top_ids[offsets[i]:offsets[i+1]]
     top_ids: Any  # numpy array: int32 (sum of kept tokens,)
-    top_lp: Any  # numpy array: float32 (sum of kept tokens,): reference log-probabilities, descending per position
+    # numpy array: float32 (sum of kept tokens,): reference log-probabilities, descending per position
+    top_lp: Any
     rest_lp: Any  # numpy array: float32 (positions,): log of the mass outside the kept tokens
     next_lp: Any  # numpy array: float32 (positions,): log p(actual next token)
     meta: dict

@@ -123,7 +123,8 @@ def _print(p) -> None:
         best = min(p.rows, key=lambda r: r.miss_bytes, default=None)
         if best:
             c.print(
-                f"[red]Nothing fits.[/red] The closest is {best.format}, {render.gib(best.miss_bytes)} over per device."
+                f"[red]Nothing fits.[/red] The closest is {best.format}, "
+                f"{render.gib(best.miss_bytes)} over per device."
             )
     else:
         c.print(f"{len(fitting)} of {len(p.rows)} formats fit; the smallest is {fitting[0].format}.")

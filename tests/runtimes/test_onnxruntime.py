@@ -1,4 +1,4 @@
-"""The onnxruntime runtime and the ONNX export (edgekit.runtimes.onnxruntime, .onnx_export).
+"""The onnxruntime runtime and the ONNX export (edgekit.runtimes.onnxruntime, edgekit.quantize.onnx_export).
 
 The tiny Qwen3 / Qwen3-MoE fixtures are exported with torch.onnx (dynamo) and compared with
 transformers in float32 on the same tokens; the KV-cache decoding is compared with greedy
@@ -83,7 +83,7 @@ def test_bad_input_is_one_line_error(tmp_path, bad):
 
 
 def test_export_rejects_bad_precision_and_quantized_checkpoints(tmp_path):
-    from edgekit.runtimes.onnx_export import export
+    from edgekit.quantize.onnx_export import export
 
     with pytest.raises(EdgekitError, match="precision"):
         export(tmp_path, tmp_path / "out", "int3")
@@ -108,7 +108,7 @@ def onnx_dirs(tmp_path_factory, tiny_qwen3):
     _need_export()
     import time
 
-    from edgekit.runtimes.onnx_export import default_name, export
+    from edgekit.quantize.onnx_export import default_name, export
 
     out = tmp_path_factory.mktemp("onnx")
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def _load(art):
 @pytest.mark.slow
 def test_export_writes_an_artifact_with_a_manifest(onnx_dirs):
     from edgekit.artifact import load_artifact
-    from edgekit.runtimes.onnx_export import INFO_FILE
+    from edgekit.quantize.onnx_export import INFO_FILE
 
     for p, art in onnx_dirs.items():
         names = {f.name for f in art.path.iterdir()}
@@ -153,12 +153,13 @@ def test_export_writes_an_artifact_with_a_manifest(onnx_dirs):
         again = load_artifact(art.path)
         assert again is not None and again.format == f"onnx:{p}"
         m = art.manifest
-        assert m["layout"] == "onnx" and m["source"]["revision"] and m["tools"]["onnxruntime"]
+        assert m.layout == "onnx" and m.source["revision"] and m.tool_versions["onnxruntime"]
+        assert m.bits_per_weight is None or m.bits_per_weight > 0
         assert not list(art.path.parent.glob(f".{art.path.name}.*")), "temporary directory left behind"
-    check = onnx_dirs["fp32"].manifest["recipe"]["check"]
+    check = onnx_dirs["fp32"].manifest.recipe["check"]
     assert check["same_top1"] == 1.0 and check["max_abs_diff"] < 1e-4
-    assert onnx_dirs["int8"].manifest["recipe"]["quantized_nodes"] == {"MatMulNBits": 15}
-    assert onnx_dirs["int4"].manifest["recipe"]["quantized_nodes"] == {"MatMulNBits": 15}  # 2 x 7 + lm_head
+    assert onnx_dirs["int8"].manifest.recipe["quantized_nodes"] == {"MatMulNBits": 15}
+    assert onnx_dirs["int4"].manifest.recipe["quantized_nodes"] == {"MatMulNBits": 15}  # 2 x 7 + lm_head
     sizes = {p: a.size_bytes for p, a in onnx_dirs.items()}
     assert sizes["int4"] < sizes["int8"] < sizes["fp32"], sizes
 
@@ -166,7 +167,7 @@ def test_export_writes_an_artifact_with_a_manifest(onnx_dirs):
 @pytest.mark.torch
 @pytest.mark.slow
 def test_export_is_reused_unless_forced(onnx_dirs, tiny_qwen3):
-    from edgekit.runtimes.onnx_export import export
+    from edgekit.quantize.onnx_export import export
 
     art = onnx_dirs["fp32"]
     mtime = (art.path / "model.onnx").stat().st_mtime_ns
@@ -318,9 +319,9 @@ def test_loading_a_checkpoint_exports_once_into_the_cache(tiny_qwen3, monkeypatc
 @pytest.mark.slow
 def test_moe_exports_with_exact_logits_and_refuses_int_formats(tmp_path, tiny_qwen3_moe):
     _need_export()
+    from edgekit.quantize.onnx_export import export
     from edgekit.runtimes import onnxruntime as rt
     from edgekit.runtimes import transformers as trt
-    from edgekit.runtimes.onnx_export import export
 
     art = export(tiny_qwen3_moe, tmp_path / "moe-fp32", "fp32")
     ref = trt.load(tiny_qwen3_moe, dtype="float32")
