@@ -142,7 +142,8 @@ def main() -> None:
                 bare_busy.append(share)
         if not args.json:
             print(
-                f"repeat {i + 1}: edgekit bench {edge[-1]:.2f} tok/s (others {_pct(edge_busy[-1])} of the CPU), "
+                f"repeat {i + 1}: edgekit bench {edge[-1]:.2f} tok/s "
+                f"(others {_pct(edge_busy[-1])} of the CPU), "
                 f"bare loop {bare[-1]:.2f} tok/s (others {_pct(bare_busy[-1])})",
                 flush=True,
             )
@@ -177,7 +178,8 @@ def main() -> None:
         "clean_ratio": round(ca / cb, 4) if clean else None,
         "target": 0.97,
         "llama_cpp_python": llama_cpp.__version__,
-        "method": "interleaved a b / b a; medians over repeats; decode = (tokens - 1) / (last - first token time)",
+        "method": "interleaved a b / b a; medians over repeats; "
+        "decode = (tokens - 1) / (last - first token time)",
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -187,12 +189,14 @@ def main() -> None:
             f"ratio {a / b:.3f} (target >= 0.97)"
         )
         print(
-            f"decode tokens per CPU-second (robust to other load): edgekit {statistics.median(edge_cpu):.2f}, "
+            "decode tokens per CPU-second (robust to other load): "
+            f"edgekit {statistics.median(edge_cpu):.2f}, "
             f"bare {statistics.median(bare_cpu):.2f}; ratio {out['cpu_ratio']:.3f}"
         )
         if clean:
             print(
-                f"over the {len(clean)} pair(s) where other processes took < {100 * args.max_foreign:.0f}% of the CPU: "
+                f"over the {len(clean)} pair(s) where other processes took "
+                f"< {100 * args.max_foreign:.0f}% of the CPU: "
                 f"edgekit {ca:.2f}, bare {cb:.2f}, ratio {ca / cb:.3f}"
             )
         else:

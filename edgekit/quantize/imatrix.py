@@ -15,23 +15,27 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError, MissingDependency
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
 class Imatrix:
-    sums: dict[str, object]  # name -> float32 (nmat, ne0)
-    counts: dict[str, object]  # name -> float32 (nmat,)
+    sums: dict[str, np.ndarray]  # name -> float32 (nmat, ne0)
+    counts: dict[str, np.ndarray]  # name -> float32 (nmat,)
     datasets: list[str] = field(default_factory=list)
     chunk_count: int = 0
     chunk_size: int = 0
 
-    def importances(self) -> dict[str, object]:
+    def importances(self) -> dict[str, np.ndarray]:
         """name -> flat float32 (nmat * ne0): the per-column mean of squared activations."""
         import numpy as np
 
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for name, s in self.sums.items():
             c = self.counts[name]
             imp = np.ones_like(s)
@@ -116,7 +120,9 @@ def collect(
             if gname:
                 handles.append(mod.register_forward_pre_hook(_linear_hook(gname, add)))
         elif hasattr(mod, "gate_up_proj") and hasattr(mod, "down_proj") and mod.gate_up_proj.ndim == 3:
-            layer = int(re.match(r"model\.layers\.(\d+)\.", mod_name).group(1))
+            m = re.match(r"model\.layers\.(\d+)\.", mod_name)
+            assert m is not None  # mod_name starts with "model.layers." and names a block's module
+            layer = int(m.group(1))
             handles.append(mod.register_forward_pre_hook(_experts_hook(mod, layer, add)))
     try:
         with torch.no_grad():
@@ -195,7 +201,8 @@ def load(path: Path) -> Imatrix:
     from edgekit.gguf_io.reader import field_value, open_reader
 
     r = open_reader(path)
-    sums, counts = {}, {}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
     for t in r.tensors:
         if t.name.endswith(".in_sum2"):
             sums[t.name[: -len(".in_sum2")]] = np.array(t.data, dtype=np.float32).reshape(-1, int(t.shape[0]))

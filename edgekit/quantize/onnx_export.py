@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency, first_line
@@ -244,6 +245,7 @@ def _export_fp32(ckpt: Path, out: Path) -> dict:
             )
         except Exception as e:  # torch.export's errors are long; the first line names the problem
             raise EdgekitError(f"{ckpt}: torch.onnx.export failed ({first_line(e)})") from None
+        assert program is not None  # dynamo=True always returns an ONNXProgram
         program.save(str(out / MODEL_FILE), external_data=True)
     export_s = time.perf_counter() - t0
     check = _check_against_torch(model, out, vocab)
@@ -330,7 +332,7 @@ def _is_moe(text_cfg) -> bool:
 
 def _load_torch_model(ckpt: Path):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
     if not (ckpt / "config.json").is_file():
         raise EdgekitError(f"{ckpt}: no config.json (expected a Hugging Face model directory)")
@@ -348,13 +350,17 @@ def _load_torch_model(ckpt: Path):
     except (ValueError, KeyError, OSError) as e:
         raise EdgekitError(f"{ckpt}: transformers cannot read its config ({first_line(e)})") from None
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(ckpt),
-            dtype=torch.float32,
-            attn_implementation="eager",
-            output_loading_info=True,
-            use_safetensors=True,
-            trust_remote_code=False,
+        # output_loading_info=True returns (model, loading info), which transformers' hints omit
+        model, info = cast(
+            "tuple[PreTrainedModel, dict[str, Any]]",
+            AutoModelForCausalLM.from_pretrained(
+                str(ckpt),
+                dtype=torch.float32,
+                attn_implementation="eager",
+                output_loading_info=True,
+                use_safetensors=True,
+                trust_remote_code=False,
+            ),
         )
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         raise EdgekitError(f"{ckpt}: transformers cannot load it ({first_line(e)})") from None

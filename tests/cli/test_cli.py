@@ -149,7 +149,8 @@ def test_planner_and_catalogue_import_nothing_heavy():
     code = (
         "import sys\n"
         "from edgekit.cli.main import cli\n"
-        "from edgekit.plan import plan\nfrom edgekit.models import get\nfrom edgekit.profiles.target import get_target\n"
+        "from edgekit.plan import plan\nfrom edgekit.models import get\n"
+        "from edgekit.profiles.target import get_target\n"
         "plan(get('qwen3-8b'), get_target('rtx4090'), ctx=32768)\n"
         "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'gguf', 'numpy') if m in sys.modules]\n"
         "print(heavy)\n"

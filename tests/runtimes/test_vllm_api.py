@@ -159,9 +159,11 @@ def test_start_up_log_facts_cpu_recorded_and_gpu_lines():
     # the CUDA build's lines, written with the format strings of vLLM 0.32's gpu_worker / kv_cache_utils
     gpu = parse_log(
         [
-            "(EngineCore pid=7) INFO 11-23 18:03:49 [gpu_model_runner.py:5150] Model loading took 56.93 GiB memory and 31.204817 seconds",
+            "(EngineCore pid=7) INFO 11-23 18:03:49 [gpu_model_runner.py:5150] "
+            "Model loading took 56.93 GiB memory and 31.204817 seconds",
             "(EngineCore pid=7) INFO 11-23 18:04:32 [gpu_worker.py:760] Available KV cache memory: 10.52 GiB",
-            "(EngineCore pid=7) INFO 11-23 18:04:32 [kv_cache_utils.py:2327] GPU KV cache size: 229,808 tokens, "
+            "(EngineCore pid=7) INFO 11-23 18:04:32 [kv_cache_utils.py:2327] "
+            "GPU KV cache size: 229,808 tokens, "
             "Maximum concurrency for 32,768 tokens per request: 7.01x",
         ]
     )
