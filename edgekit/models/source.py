@@ -202,7 +202,8 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
         tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
         # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
-        model.hf_quantizer = None  # type: ignore[assignment]  # torch's Module.__setattr__ stub: tensors/modules only
+        # (torch's stub for Module.__setattr__ admits only tensors and modules, not None)
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         facts = gguf_tokenizer_facts(path)
