@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekit.errors import EdgekitError, UnknownName
+from edgekit.plugins import import_group
 
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact, Manifest
@@ -252,7 +253,6 @@ def format_dict(f: Format) -> dict[str, Any]:
 # ---- the registry ------------------------------------------------------------------------
 
 _FAMILIES: dict[str, FormatFamily] = {}
-_entry_points_loaded = False
 
 
 def register(impl: FormatFamily) -> FormatFamily:
@@ -269,24 +269,7 @@ def unregister(name: str) -> None:
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    import importlib
-    from importlib.metadata import entry_points
-
-    try:
-        eps = list(entry_points(group=ENTRY_POINT_GROUP))
-    except Exception:  # another distribution's broken metadata must not break edgekit
-        return
-    for ep in eps:
-        try:
-            importlib.import_module(ep.value.partition(":")[0].strip())
-        except Exception as e:  # a third party's module may fail in any way; say so, go on
-            import sys
-
-            print(f"edgekit: format family {ep.name} ({ep.value}) failed to load: {e}", file=sys.stderr)
+    import_group(ENTRY_POINT_GROUP, "format family")
 
 
 def families() -> list[FormatFamily]:

@@ -145,3 +145,41 @@ def test_the_main_job_builds_scores_and_reports_it(toy_family, tiny_qwen3, tmp_p
     assert 0 <= cand["quality"]["kld_mean"] < 1e-3 and cand["quality"]["same_top"] > 0.99
     assert d["reference"]["runtime_floor_kld"] is not None
     assert Path(cand["artifact"]["path"]).is_dir()
+
+
+PLUGIN = """
+from edgekit.formats.base import Format, FormatFamily, TensorPlan
+
+
+class Plugged(FormatFamily, family="plugfmt"):
+    description = "a family another package registers through its entry point"
+
+    def formats(self):
+        return [Format("plugfmt:w8", self.name, "w8", "8-bit plug", ("transformers",), "fp16", bits=8)]
+
+    def tensor_plan(self, fmt, arch):
+        return [TensorPlan(t.name, t.role, t.shape, "w8", t.n_elements) for t in arch.tensors()]
+"""
+
+
+def test_a_family_from_another_package_arrives_through_its_entry_point(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from edgekit.plugins import import_group
+
+    (tmp_path / "toy_fmt_plugin.py").write_text(PLUGIN)
+    di = tmp_path / "toy_fmt_plugin-0.1.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-fmt-plugin\nVersion: 0.1\n")
+    (di / "entry_points.txt").write_text("[edgekit.formats]\nplugfmt = toy_fmt_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    import_group.cache_clear()
+    try:
+        assert get_format("plugfmt:w8").bits == 8
+        assert "plugfmt:w8" in _run("formats")
+    finally:
+        unregister("plugfmt")
+        sys.modules.pop("toy_fmt_plugin", None)
+        import_group.cache_clear()

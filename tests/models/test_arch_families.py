@@ -18,7 +18,6 @@ from edgekit.models.arch import (
     ArchFamily,
     Tensor,
     arch_family,
-    base,
     block_tensor,
     families,
     known_model_types,
@@ -250,7 +249,9 @@ def test_entry_point_family_is_loaded_on_a_miss(tmp_path, monkeypatch):
     (di / "entry_points.txt").write_text("[edgekit.architectures]\npluggedformer = toy_arch_plugin\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    monkeypatch.setattr(base, "_entry_points_loaded", False)
+    from edgekit.plugins import import_group
+
+    import_group.cache_clear()  # look at the installed distributions again
     try:
         a = arch_from_config({**TOY_CONFIG, "model_type": "pluggedformer"})
         assert a.family == "pluggedformer" and a.qkv_bias
@@ -258,3 +259,4 @@ def test_entry_point_family_is_loaded_on_a_miss(tmp_path, monkeypatch):
     finally:
         unregister("pluggedformer")
         sys.modules.pop("toy_arch_plugin", None)
+        import_group.cache_clear()

@@ -21,13 +21,13 @@ module that defines such a class, imported on the first lookup that misses).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from edgekit.errors import EdgekitError
+from edgekit.plugins import import_group
 
 ENTRY_POINT_GROUP = "edgekit.architectures"
 
@@ -345,7 +345,6 @@ class ArchFamily:
 # ---- the registry --------------------------------------------------------------------------
 
 _FAMILIES: dict[str, ArchFamily] = {}
-_entry_points_loaded = False
 
 
 def register(family: ArchFamily) -> ArchFamily:
@@ -363,29 +362,14 @@ def unregister(model_type: str) -> None:
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    import importlib
-    from importlib.metadata import entry_points
-
-    try:
-        eps = list(entry_points(group=ENTRY_POINT_GROUP))
-    except Exception:  # another distribution's broken metadata must not break edgekit
-        return
-    for ep in eps:
-        try:
-            importlib.import_module(ep.value.partition(":")[0].strip())
-        except Exception as e:  # a third party's module may fail in any way; say so, go on
-            print(f"edgekit: architecture {ep.name} ({ep.value}) failed to load: {e}", file=sys.stderr)
+    import_group(ENTRY_POINT_GROUP, "architecture")
 
 
 def find_arch_family(model_type_or_arch: str | Arch) -> ArchFamily | None:
     """The family of a model type (or of an Arch), or None when no family reads it."""
     key = model_type_or_arch.family if isinstance(model_type_or_arch, Arch) else model_type_or_arch
     found = _FAMILIES.get(key)
-    if found is None and not _entry_points_loaded:
+    if found is None:  # a family registered by another package (imported once)
         _load_entry_points()
         found = _FAMILIES.get(key)
     return found
