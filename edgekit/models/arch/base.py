@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import ConfigError, EdgekitError
 from edgekit.plugins import import_group
 
 ENTRY_POINT_GROUP = "edgekit.architectures"
@@ -210,6 +210,11 @@ class ArchFamily:
     # ---- GGUF: llama.cpp's architecture (a gguf.MODEL_ARCH member name), None when
     # edgekit's converter does not handle this family
     gguf_arch: ClassVar[str | None] = None
+    # llama.cpp's `general.architecture` values of GGUF files this family reads (edgekit
+    # plan FILE.gguf); empty: gguf_arch lowercased, when there is one. Where two families
+    # name one value, the first registered reads it (and its `from_gguf_metadata` may
+    # hand the file to another model type, as Llama does for Mixtral)
+    gguf_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, model_types: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -334,12 +339,143 @@ class ArchFamily:
         common ones, with their uint32 values."""
         return {}
 
+    # ---- GGUF files as models -------------------------------------------------------------
+
+    def gguf_file_archs(self) -> tuple[str, ...]:
+        """The general.architecture values of GGUF files this family reads."""
+        return self.gguf_names or ((self.gguf_arch.lower(),) if self.gguf_arch else ())
+
+    def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
+        """The `Arch` fields of a GGUF file, from llama.cpp's metadata keys and the names and
+        shapes of its tensor table (never its data). A family overrides it where its files
+        differ (Gemma 3's fixed sliding-window pattern, DeepSeek's latent attention)."""
+        hidden = m.uint("embedding_length")
+        n_heads = m.uint("attention.head_count")
+        ffn = m.uint("feed_forward_length", 0)
+        n_experts = m.uint("expert_count", 0)
+        is_moe = n_experts > 1
+        expert_ffn = (m.uint("expert_feed_forward_length", 0) or ffn) if is_moe else 0
+        n_shared = m.uint("expert_shared_count", 0) if is_moe else 0
+        shared_ffn = (
+            (m.uint("expert_shared_feed_forward_length", 0) or n_shared * expert_ffn) if is_moe else 0
+        )
+        first_dense = m.uint("leading_dense_block_count", 0) if is_moe else 0
+        if not is_moe and not ffn:
+            raise m.error("feed_forward_length", "missing (needed for a dense model)")
+        max_ctx = m.uint("context_length", 0) or 4096
+        sliding = m.uint("attention.sliding_window", 0)
+        if sliding >= max_ctx:
+            sliding = 0
+        return {
+            "family": self.name,
+            "n_layers": m.uint("block_count"),
+            "hidden": hidden,
+            "ffn": ffn if (not is_moe or first_dense) else 0,
+            "n_heads": n_heads,
+            "n_kv_heads": m.uint("attention.head_count_kv", n_heads),
+            "head_dim": m.uint("attention.key_length", 0) or hidden // n_heads,
+            "vocab": m.vocab(),
+            # llama.cpp reuses token_embd when the file has no output.weight
+            "tied_embeddings": not m.has_tensor("output.weight"),
+            "max_context": max_ctx,
+            "rope_theta": m.number("rope.freq_base", 10000.0),
+            "qk_norm": m.has_tensor("blk.0.attn_q_norm.weight"),
+            "qkv_bias": m.has_tensor("blk.0.attn_q.bias") or m.has_tensor("blk.0.attn_qkv.bias"),
+            "n_experts": n_experts if is_moe else 0,
+            "experts_per_token": m.uint("expert_used_count", 0) if is_moe else 0,
+            "expert_ffn": expert_ffn,
+            "n_shared_experts": (n_shared or (1 if shared_ffn else 0)) if is_moe else 0,
+            "shared_expert_ffn": shared_ffn,
+            "first_dense_layers": first_dense,
+            "sliding_window": sliding,
+            "sliding_window_pattern": m.sliding_window_pattern() if sliding else 0,
+        }
+
     # ---- llama.cpp quantization mixes -----------------------------------------------------
 
     def gguf_mix_is_70b(self, a: Arch) -> bool:
         """Whether llama.cpp takes this model for its 70B type (LLM_TYPE_70B), which gives
         attn_v more bits in the Q3_K / Q4_K mixes."""
         return False
+
+
+class GGUFMetadata:
+    """A GGUF file's metadata and tensor table as an architecture family reads them: keys
+    are asked for without the `{arch}.` prefix; a missing or mistyped key raises a one-line
+    ConfigError naming the file and the key. Built by `edgekit.models.gguf_arch`."""
+
+    def __init__(
+        self,
+        arch: str,
+        metadata: Mapping[str, Any],
+        shapes: Mapping[str, tuple[int, ...]],
+        source: str = "GGUF",
+    ) -> None:
+        self.arch, self.metadata, self.shapes, self.source = arch, metadata, shapes, source
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, f"{self.arch}.{key}", problem)
+
+    def get(self, key: str) -> Any:
+        """The value of `{arch}.{key}`, or None."""
+        return self.metadata.get(f"{self.arch}.{key}")
+
+    def uint(self, key: str, default: int | None = None) -> int:
+        """A non-negative integer (required when there is no default; a per-layer array
+        gives its largest value)."""
+        v = self.get(key)
+        if v is None:
+            if default is None:
+                raise self.error(key, "missing")
+            return default
+        if isinstance(v, list) and v and all(_is_int(x) for x in v):
+            v = max(v)
+        if not _is_int(v) or v < 0 or (default is None and v == 0):
+            raise self.error(key, f"expected a positive integer, got {v!r}")
+        return int(v)
+
+    def number(self, key: str, default: float) -> float:
+        v = self.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.error(key, f"expected a number, got {v!r}")
+        return float(v)
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self.shapes
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self.shapes.get(name)
+
+    def vocab(self) -> int:
+        """The embedding's rows (what the weights hold), else the stated vocabulary size,
+        else the tokenizer's token count."""
+        embd = self.shape("token_embd.weight")
+        if embd is not None and len(embd) >= 2:
+            return int(embd[1])
+        n = self.get("vocab_size")
+        if _is_int(n) and n > 0:
+            return int(n)
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if tokens is not None and len(tokens) > 0:
+            return len(tokens)
+        raise self.error("vocab_size", "missing (and no token_embd.weight tensor or tokenizer.ggml.tokens)")
+
+    def sliding_window_pattern(self) -> int:
+        """Every n-th layer attends globally: `attention.sliding_window_pattern` as a number,
+        or as llama.cpp's per-layer booleans (true: sliding); 0 when the file does not say."""
+        v = self.get("attention.sliding_window_pattern")
+        if _is_int(v):
+            return int(v)
+        if isinstance(v, list) and v:
+            n_full = sum(1 for x in v if not x)
+            return len(v) // n_full if n_full else 0
+        return 0
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # ---- the registry --------------------------------------------------------------------------
@@ -382,6 +518,17 @@ def arch_family(model_type_or_arch: str | Arch) -> ArchFamily:
         key = model_type_or_arch.family if isinstance(model_type_or_arch, Arch) else model_type_or_arch
         raise EdgekitError(f"unsupported architecture '{key}'", f"known: {', '.join(known_model_types())}")
     return found
+
+
+def find_gguf_family(gguf_name: str) -> ArchFamily | None:
+    """The family that reads GGUF files of llama.cpp architecture `gguf_name` (a file's
+    general.architecture), or None."""
+    return next((f for f in families() if gguf_name in f.gguf_file_archs()), None)
+
+
+def gguf_names_read() -> list[str]:
+    """Every llama.cpp architecture some family reads GGUF files of, sorted (for messages)."""
+    return sorted({n for f in families() for n in f.gguf_file_archs()})
 
 
 def known_model_types() -> list[str]:

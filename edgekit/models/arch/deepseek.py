@@ -10,11 +10,41 @@ tested on them yet.
 
 from __future__ import annotations
 
-from edgekit.models.arch.base import Arch, ArchFamily, Tensor, block_tensor
+from typing import Any
+
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor
 
 
 class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
     hf_class = "DeepseekV2ForCausalLM"
+    gguf_names = ("deepseek2",)  # V2 and V3 alike
+
+    def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
+        fields = super().from_gguf_metadata(m)
+        kv_lora = m.uint("attention.kv_lora_rank", 0)
+        if kv_lora:
+            # current llama.cpp states the latent's sizes in key/value_length and the
+            # per-head sizes in key/value_length_mla; older files have only the latter's
+            # values, in key/value_length
+            rope = m.uint("rope.dimension_count")
+            qk_head = m.uint("attention.key_length_mla", 0) or m.uint("attention.key_length")
+            v_head = m.uint("attention.value_length_mla", 0) or m.uint("attention.value_length")
+            if qk_head <= rope:
+                raise m.error("attention.key_length_mla", f"{qk_head} is not above the RoPE part ({rope})")
+            fields.update(
+                q_lora_rank=m.uint("attention.q_lora_rank", 0),
+                kv_lora_rank=kv_lora,
+                qk_nope_head_dim=qk_head - rope,
+                qk_rope_head_dim=rope,
+                v_head_dim=v_head,
+                head_dim=qk_head,
+                # every query head has its own key and value (the file may say 1: the latent)
+                n_kv_heads=fields["n_heads"],
+            )
+        # V3 routes with a learned per-expert bias
+        if m.has_tensor(f"blk.{fields['first_dense_layers']}.exp_probs_b.bias"):
+            fields["family"] = "deepseek_v3"
+        return fields
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         if not a.uses_mla:

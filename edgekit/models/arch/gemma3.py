@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from edgekit.models.arch.base import Arch, ArchFamily, Tensor, block_tensor
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor
 
 
 class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
     tied_default = True
     qk_norm = True
+    gguf_names = ("gemma3",)
     config_defaults = MappingProxyType(
         {
             "vocab_size": 262208,
@@ -39,6 +40,13 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
     def normalize_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
         # gemma3_text and the wrapper's language model are one architecture: `gemma3`
         return {**super().normalize_config(cfg), "model_type": self.name}
+
+    def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
+        # llama.cpp fixes Gemma 3's pattern (every 6th layer global) rather than writing it
+        fields = super().from_gguf_metadata(m)
+        if fields["sliding_window"] and not fields["sliding_window_pattern"]:
+            fields["sliding_window_pattern"] = self.config_defaults["sliding_window_pattern"]
+        return fields
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         post = block_tensor(i, "post_attention_norm.weight", (a.hidden,), "norm")

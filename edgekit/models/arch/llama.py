@@ -3,12 +3,14 @@
 GGUF: llama.cpp's LLAMA graph rotates interleaved RoPE pairs while HF checkpoints order each
 head's q/k rows for rotate_half, so the converter reorders those rows; LLAMA files also state
 the RoPE dimension count. llama.cpp counts an 80-layer GQA Llama (not an 8-expert one) as its
-70B type, which gets more bits in attn_v.
+70B type, which gets more bits in attn_v. A LLAMA GGUF with experts is a Mixtral.
 """
 
 from __future__ import annotations
 
-from edgekit.models.arch.base import Arch, ArchFamily
+from typing import Any
+
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata
 
 
 class Llama(ArchFamily, model_types=("llama",)):
@@ -30,6 +32,13 @@ class Llama(ArchFamily, model_types=("llama",)):
 
     def gguf_mix_is_70b(self, a: Arch) -> bool:
         return a.n_experts != 8 and a.n_layers == 80 and a.n_heads != a.n_kv_heads
+
+    def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
+        # llama.cpp writes Mixtral (and Mistral) as LLAMA files: experts make it a Mixtral
+        fields = super().from_gguf_metadata(m)
+        if fields["n_experts"]:
+            fields["family"] = "mixtral"
+        return fields
 
 
 class Mistral(Llama, model_types=("mistral",)):

@@ -9,6 +9,7 @@ from edgekit.models.arch.base import Arch, ArchFamily, Tensor, block_tensor
 
 class Phi3(ArchFamily, model_types=("phi3",)):
     hf_class = "Phi3ForCausalLM"
+    gguf_names = ("phi3",)
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         h = a.hidden

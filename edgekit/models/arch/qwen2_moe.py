@@ -10,3 +10,4 @@ from edgekit.models.arch.base import ArchFamily
 class Qwen2Moe(ArchFamily, model_types=("qwen2_moe",)):
     qkv_bias = True
     hf_class = "Qwen2MoeForCausalLM"
+    gguf_names = ("qwen2moe",)

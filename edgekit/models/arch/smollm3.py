@@ -8,3 +8,4 @@ from edgekit.models.arch.base import ArchFamily
 
 class SmolLM3(ArchFamily, model_types=("smollm3",)):
     hf_class = "SmolLM3ForCausalLM"
+    gguf_names = ("smollm3",)
