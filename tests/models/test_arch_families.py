@@ -28,11 +28,15 @@ from edgekit.models.catalogue import catalogue, get, resolve
 from edgekit.models.hf_config import arch_from_config
 
 BUILT_IN = [
+    "dbrx",
     "deepseek_v2",
     "deepseek_v3",
+    "gemma2",
     "gemma3",
     "gemma3_text",
     "llama",
+    "llama4",
+    "llama4_text",
     "mistral",
     "mixtral",
     "phi3",

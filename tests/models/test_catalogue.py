@@ -1,5 +1,9 @@
-import pytest
+import json
 
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli.main import cli
 from edgekit.errors import UnknownName
 from edgekit.models import catalogue, get, resolve
 
@@ -29,6 +33,21 @@ REQUIRED = [
     "smollm2-135m",
     "smollm2-360m",
     "smollm2-1.7b",
+    # issue 14: the open checkpoints the landscape names (sources in docs/catalogue.md)
+    "qwen2.5-7b",
+    "qwen2.5-72b",
+    "deepseek-r1",
+    "deepseek-r1-distill-qwen-32b",
+    "deepseek-r1-distill-llama-70b",
+    "mistral-small-3-24b",
+    "mistral-large-2",
+    "falcon3-10b",
+    "yi-1.5-34b",
+    "phi-4",
+    "gemma-2-9b",
+    "gemma-2-27b",
+    "dbrx",
+    "llama-4-scout",
 ]
 
 
@@ -67,3 +86,65 @@ def test_resolve_local_directory(tmp_path):
     (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n")
     e = resolve(str(tmp_path))
     assert e.arch.head_dim == 32 and e.license.tier == "permissive" and e.source.endswith("config.json")
+
+
+# issue 14 entries: license key and tier (docs/catalogue.md, "Licenses of the issue-14 entries")
+NEW_LICENSES = {
+    "qwen2.5-7b": ("apache-2_0", "permissive"),
+    "qwen2.5-72b": ("qwen", "conditional"),
+    "deepseek-r1": ("mit", "permissive"),
+    "deepseek-r1-distill-qwen-32b": ("mit", "permissive"),
+    "deepseek-r1-distill-llama-70b": ("llama3_3", "conditional"),
+    "mistral-small-3-24b": ("apache-2_0", "permissive"),
+    "mistral-large-2": ("mrl", "research"),
+    "falcon3-10b": ("falcon3", "conditional"),
+    "yi-1.5-34b": ("apache-2_0", "permissive"),
+    "phi-4": ("mit", "permissive"),
+    "gemma-2-9b": ("gemma", "conditional"),
+    "gemma-2-27b": ("gemma", "conditional"),
+    "dbrx": ("dbrx", "conditional"),
+    "llama-4-scout": ("llama4", "conditional"),
+}
+
+
+@pytest.mark.parametrize("name", NEW_LICENSES)
+def test_new_entries_resolve_with_license_and_tier(name):
+    e = resolve(name)
+    assert e.name == name and resolve(e.hub_id or "").name == name
+    key, tier = NEW_LICENSES[name]
+    assert e.license.key == key and e.license.tier == tier
+    assert e.license.url.startswith("https://") and e.license.conditions
+
+
+def test_every_license_has_a_tier_url_and_conditions():
+    from edgekit.models.catalogue import licenses
+
+    for lic in licenses().values():
+        assert lic.tier in ("permissive", "conditional", "research"), lic.key
+        assert lic.url.startswith("https://") and lic.conditions, lic.key
+
+
+def test_llama4_and_dbrx_licenses_name_their_mau_clause():
+    for name in ("llama-4-scout", "deepseek-r1-distill-llama-70b", "dbrx"):
+        assert "700 million" in " ".join(get(name).license.conditions), name
+    assert "100 million" in " ".join(get("qwen2.5-72b").license.conditions)
+
+
+@pytest.mark.parametrize("name", ["llama-4-scout", "dbrx", "gemma-2-27b", "phi-4", "mistral-large-2"])
+def test_models_show_json_answers_the_checklist(name):
+    r = CliRunner().invoke(cli, ["models", "show", name, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    e = get(name)
+    total, active = e.arch.param_counts()
+    assert d["license"]["tier"] == e.license.tier and d["license"]["name"] == e.license.name
+    assert d["params_total"] == total and d["params_active"] == active
+    assert d["context"] == e.arch.max_context and d["moe"] == e.arch.is_moe
+
+
+@pytest.mark.parametrize("name", list(NEW_LICENSES))
+def test_plan_runs_for_new_entries(name):
+    r = CliRunner().invoke(cli, ["plan", name, "--target", "h100", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["model"]["name"] == name and d["rows"]
