@@ -73,7 +73,7 @@ def main() -> None:
         for g in (128, 64, 32):
             try:
                 probe = get_format(f"gptq:w4g{g}")
-                probe.impl.check_shapes(probe, ck)
+                probe.impl.check_shapes(probe, ck.entry)
                 group = g
                 break
             except Exception:

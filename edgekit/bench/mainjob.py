@@ -117,7 +117,7 @@ def run_main_job(
 ) -> RunReport:
     from edgekit.bench.reference import reference_store, score_artifact, score_path
     from edgekit.formats import BuildOptions, build, get_format
-    from edgekit.models.source import open_checkpoint
+    from edgekit.models.source import open_checkpoint, peek_entry
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
     from edgekit.text import default_evaluation_text, read_text_file
@@ -138,6 +138,9 @@ def run_main_job(
 
         registry.get(score_runtime)
     eval_text = read_text_file(evaluation, "evaluation text") if evaluation else default_evaluation_text()
+    entry = peek_entry(model)
+    if entry is not None:  # refuse what cannot work before any download, import or conversion
+        _refuse_early(entry, fmts)
     progress.say(f"resolving {model}")
     ck = open_checkpoint(model)
     p = plan(ck.entry, target, ctx=ctx, formats=fmts)
@@ -287,10 +290,31 @@ def _explain(
             c.status, c.reason = "not built", "not needed by the search"
 
 
+def _refuse_early(entry, fmts) -> None:
+    """One line, before any work, when the reference cannot be built or no candidate can."""
+    from edgekit.bench.reference import reference_unbuildable
+
+    why = reference_unbuildable(entry)
+    if why:
+        raise EdgekitError(
+            f"{entry.name}: its reference (the unquantized model as a GGUF, scored in llama.cpp) "
+            f"cannot be built: {why}",
+            f"`edgekit plan {entry.name}` still plans it",
+        )
+    blocked = [(f.id, f.impl.unbuildable(f, entry)) for f in fmts]
+    if blocked and all(why for _, why in blocked):
+        fid, why = blocked[0]
+        raise EdgekitError(
+            f"no candidate can be built for {entry.name}: {fid}: {why}"
+            + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""),
+            "see `edgekit formats`",
+        )
+
+
 def _unbuildable(ck, fmt) -> str:
     """Why `fmt` cannot be made of this checkpoint (architecture, group divisibility,
     missing producer), or "" when it can."""
-    return fmt.impl.unbuildable(fmt, ck)
+    return fmt.impl.unbuildable(fmt, ck.entry)
 
 
 def _observed(bar: Bar, q: QualityResult) -> str:

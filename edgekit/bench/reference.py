@@ -50,6 +50,15 @@ def reference_gguf(checkpoint, progress: Callable[[str, int, int], None] | None 
     return path
 
 
+def reference_unbuildable(entry) -> str:
+    """Why the reference (the unquantized checkpoint as a GGUF, scored in llama.cpp) cannot be
+    made of the model `entry` describes, or "" -- known before anything is opened."""
+    from edgekit.formats import get_format
+
+    fmt = get_format("gguf:F32")
+    return fmt.impl.unbuildable(fmt, entry)
+
+
 def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -125,7 +125,7 @@ def quantize_cmd(
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
     from edgekit.formats import BuildOptions, build
-    from edgekit.models.source import open_checkpoint
+    from edgekit.models.source import open_checkpoint, peek_entry
 
     f = get_format(fmt)
     opts = BuildOptions(
@@ -137,6 +137,9 @@ def quantize_cmd(
         force=force,
     )
     f.impl.check_options(f, opts)
+    entry = peek_entry(model)
+    if entry is not None:  # refuse before any download, import or conversion
+        f.impl.refuse_build(f, entry)
     with render.progress_bars(not as_json) as progress:
         progress.say(f"resolving {model}")
         ck = open_checkpoint(model)

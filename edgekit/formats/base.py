@@ -28,6 +28,7 @@ from edgekit.plugins import import_group
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact, Manifest
     from edgekit.models.arch import Arch, Tensor
+    from edgekit.models.catalogue import ModelEntry
     from edgekit.profiles.target import Device
     from edgekit.progress import Progress
 
@@ -188,10 +189,18 @@ class FormatFamily:
 
     # ---- building ------------------------------------------------------------------
 
-    def unbuildable(self, fmt: Format, checkpoint: Any) -> str:
-        """Why `fmt` cannot be made of this checkpoint (architecture, shapes, a missing
-        producer), or "" when it can. Cheap: no model is loaded."""
+    def unbuildable(self, fmt: Format, entry: ModelEntry) -> str:
+        """Why `fmt` cannot be made of the model `entry` describes (architecture, shapes, a
+        missing producer), or "" when it can. Cheap: asked before anything is downloaded,
+        imported or loaded."""
         return f"edgekit has no producer for {self.name} formats"
+
+    def refuse_build(self, fmt: Format, entry: ModelEntry) -> None:
+        """Raise the one-line error (with what works instead) when `fmt` cannot be made of
+        the model; the same facts as `unbuildable`."""
+        why = self.unbuildable(fmt, entry)
+        if why:
+            raise EdgekitError(f"{fmt.id} cannot be built for {entry.name}: {why}", "see `edgekit formats`")
 
     def takes_calibration(self, fmt: Format) -> bool:
         return "calibration" in self.options
@@ -354,6 +363,7 @@ def build(
     if impl.is_reference:
         raise EdgekitError(f"{fmt.id} is a reference format, not something to quantize to")
     impl.check_options(fmt, opts)
+    impl.refuse_build(fmt, checkpoint.entry)
     return impl.build(checkpoint, fmt, Path(out_dir), opts, progress)
 
 

@@ -42,7 +42,7 @@ class BF16(FormatFamily, family="bf16"):
     def runtime_for(self, fmt: Format, device_kind: str) -> str:
         return "vllm" if device_kind == "gpu" else "transformers"
 
-    def unbuildable(self, fmt: Format, checkpoint: object) -> str:
+    def unbuildable(self, fmt: Format, entry: object) -> str:
         return "bf16 is the reference every candidate is measured against, not a candidate"
 
     def detect(self, path: Path) -> str | None:

@@ -26,6 +26,7 @@ from edgekit.formats.base import (
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact, Manifest
     from edgekit.models.arch import Arch, Tensor
+    from edgekit.models.catalogue import ModelEntry
     from edgekit.profiles.target import Device
     from edgekit.progress import Progress
 
@@ -74,17 +75,32 @@ class CompressedTensors(FormatFamily):
     def takes_calibration(self, fmt: Format) -> bool:
         return bool(self._module().NEEDS_CALIBRATION)
 
-    def check_shapes(self, fmt: Format, checkpoint: Any) -> None:
-        """Raise a one-line error, naming what works, when the checkpoint's layer shapes do
-        not divide into the format's groups (before the producer fails half-way)."""
+    def check_shapes(self, fmt: Format, entry: ModelEntry) -> None:
+        """Raise a one-line error, naming what works, when the model's layer shapes do not
+        divide into the format's groups (before the producer fails half-way)."""
 
-    def unbuildable(self, fmt: Format, checkpoint: Any) -> str:
+    def check_architecture(self, fmt: Format, entry: ModelEntry) -> None:
+        from edgekit.models.arch import arch_family, model_types_supported_by
+
+        impl = arch_family(entry.arch)
+        if not impl.supports("llm-compressor"):
+            hint = (
+                "gguf:Q4_K_M and the other gguf:* formats support it"
+                if impl.supports("gguf")
+                else f"edgekit quantizes {', '.join(model_types_supported_by('llm-compressor'))} this way"
+            )
+            raise EdgekitError(f"{fmt.id} is not available for architecture '{entry.arch.family}'", hint)
+
+    def refuse_build(self, fmt: Format, entry: ModelEntry) -> None:
         from edgekit.quantize import compressed
 
+        self.check_architecture(fmt, entry)
+        self.check_shapes(fmt, entry)
+        compressed.require_llmcompressor()
+
+    def unbuildable(self, fmt: Format, entry: ModelEntry) -> str:
         try:
-            compressed.check_architecture(checkpoint, fmt)
-            self.check_shapes(fmt, checkpoint)
-            compressed.require_llmcompressor()
+            self.refuse_build(fmt, entry)
         except EdgekitError as e:
             return e.one_line()
         return ""
@@ -104,9 +120,6 @@ class CompressedTensors(FormatFamily):
     ) -> Artifact:
         from edgekit.quantize import compressed
 
-        compressed.check_architecture(checkpoint, fmt)
-        self.check_shapes(fmt, checkpoint)
-        compressed.require_llmcompressor()
         return compressed.build(
             checkpoint,
             fmt,
@@ -210,14 +223,14 @@ class _IntGroups(CompressedTensors):
             return Support("native", "Marlin int4/int8 kernels (vLLM)")
         return Support("slow", "no Marlin below CC 8.0: ExLlama/Triton fallback")
 
-    def check_shapes(self, fmt: Format, checkpoint: Any) -> None:
-        widths = sorted({t.shape[0] for t in checkpoint.entry.arch.tensors() if quantized_matrix(t)})
+    def check_shapes(self, fmt: Format, entry: ModelEntry) -> None:
+        widths = sorted({t.shape[0] for t in entry.arch.tensors() if quantized_matrix(t)})
         bad = [w for w in widths if w % fmt.group]
         if bad:
             fits = [g for g in (128, 64, 32) if all(w % g == 0 for w in widths)]
             hint = f"try {self.name}:w{fmt.bits}g{fits[0]}" if fits else "use a gguf:* format"
             raise EdgekitError(
-                f"{fmt.id}: {checkpoint.entry.name} has layers {bad[0]} inputs wide, not a multiple "
+                f"{fmt.id}: {entry.name} has layers {bad[0]} inputs wide, not a multiple "
                 f"of the group size {fmt.group}",
                 hint,
             )
@@ -310,16 +323,14 @@ class FP8(CompressedTensors, family="fp8"):
             )
         super().refuse_on(fmt, device, target_name)
 
-    def check_shapes(self, fmt: Format, checkpoint: Any) -> None:
+    def check_shapes(self, fmt: Format, entry: ModelEntry) -> None:
         if not fmt.group:
             return
-        dims = sorted(
-            {d for t in checkpoint.entry.arch.tensors() if quantized_matrix(t) for d in t.shape[:2]}
-        )
+        dims = sorted({d for t in entry.arch.tensors() if quantized_matrix(t) for d in t.shape[:2]})
         bad = [d for d in dims if d % fmt.group]
         if bad:
             raise EdgekitError(
-                f"{fmt.id}: {checkpoint.entry.name} has a layer dimension of {bad[0]}, not a "
+                f"{fmt.id}: {entry.name} has a layer dimension of {bad[0]}, not a "
                 f"multiple of the {fmt.group}x{fmt.group} block",
                 "fp8:dynamic (one scale per channel) works",
             )

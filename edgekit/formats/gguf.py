@@ -18,6 +18,7 @@ from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact, Manifest
     from edgekit.models.arch import Arch
+    from edgekit.models.catalogue import ModelEntry
     from edgekit.profiles.target import Device
     from edgekit.progress import Progress
 
@@ -77,11 +78,16 @@ class GGUF(FormatFamily, family="gguf"):
     def ladder(self, device: Device) -> list[Format]:
         return [self._make(m) for m in LADDER]
 
-    def unbuildable(self, fmt: Format, checkpoint: Any) -> str:
-        from edgekit.models.arch import arch_family
+    def unbuildable(self, fmt: Format, entry: ModelEntry) -> str:
+        from edgekit.models.arch import arch_family, model_types_supported_by
 
-        arch = checkpoint.entry.arch
-        return "" if arch_family(arch).supports("gguf") else f"no GGUF converter for {arch.family}"
+        arch = entry.arch
+        if arch_family(arch).supports("gguf"):
+            return ""
+        return (
+            f"no GGUF converter for {arch.family} "
+            f"(edgekit converts {', '.join(model_types_supported_by('gguf'))})"
+        )
 
     def build(
         self,

@@ -20,6 +20,7 @@ from edgekit.formats.base import (
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact, Manifest
     from edgekit.models.arch import Arch
+    from edgekit.models.catalogue import ModelEntry
     from edgekit.profiles.target import Device
     from edgekit.progress import Progress
 
@@ -73,10 +74,10 @@ class ONNX(FormatFamily, family="onnx"):
     def runtime_for(self, fmt: Format, device_kind: str) -> str:
         return "onnxruntime"
 
-    def unbuildable(self, fmt: Format, checkpoint: Any) -> str:
+    def unbuildable(self, fmt: Format, entry: ModelEntry) -> str:
         from edgekit.quantize import onnx_export
 
-        if checkpoint.entry.arch.is_moe and fmt.bits < 32:
+        if entry.arch.is_moe and fmt.bits < 32:
             return f"{fmt.id} is not offered for a mixture-of-experts model (its experts would stay fp32)"
         try:
             onnx_export.require_export_tools(need_torch=True)

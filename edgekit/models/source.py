@@ -265,3 +265,22 @@ def _version(pkg: str) -> str | None:
         return version(pkg)
     except PackageNotFoundError:
         return None
+
+
+def peek_entry(arg: str) -> ModelEntry | None:
+    """What `open_checkpoint(arg)` will open, known before anything is downloaded, imported
+    or dequantized: a catalogue entry, a local directory's config.json, a GGUF file's metadata.
+    None where only opening tells (an uncatalogued hub id) or the argument is broken (opening
+    it then says how)."""
+    p = Path(arg).expanduser()
+    if p.is_file():
+        try:
+            return resolve(arg) if p.suffix.lower() == ".gguf" else None
+        except EdgekitError:
+            return None
+    if p.is_dir():
+        return from_local(p) if (p / "config.json").is_file() else None
+    try:
+        return resolve(arg)
+    except EdgekitError:
+        return None

@@ -36,7 +36,6 @@ from edgekit.artifact import (
 )
 from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.models.arch import arch_family, model_types_supported_by
 from edgekit.progress import Progress
 from edgekit.text import default_calibration_text, read_text_file
 
@@ -72,18 +71,6 @@ def require_llmcompressor() -> None:
     ):
         if importlib.util.find_spec(mod) is None:
             raise MissingDependency(what, "quant", "it makes the GPTQ, AWQ and FP8 checkpoints")
-
-
-def check_architecture(checkpoint, fmt) -> None:
-    family = checkpoint.entry.arch.family
-    impl = arch_family(checkpoint.entry.arch)
-    if not impl.supports("llm-compressor"):
-        hint = (
-            "gguf:Q4_K_M and the other gguf:* formats support it"
-            if impl.supports("gguf")
-            else f"edgekit quantizes {', '.join(model_types_supported_by('llm-compressor'))} this way"
-        )
-        raise EdgekitError(f"{fmt.id} is not available for architecture '{family}'", hint)
 
 
 def calibration_windows(

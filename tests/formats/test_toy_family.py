@@ -52,7 +52,7 @@ def toy_family():
         def ladder(self, device):
             return self.formats()
 
-        def unbuildable(self, fmt, checkpoint):
+        def unbuildable(self, fmt, entry):
             return ""
 
         def build(self, checkpoint, fmt, out_dir: Path, opts: BuildOptions, progress=None):

@@ -252,17 +252,17 @@ def test_unsupported_architecture_says_what_works():
     from types import SimpleNamespace
 
     from edgekit.models.catalogue import resolve
-    from edgekit.quantize.compressed import check_architecture
 
     ck = SimpleNamespace(entry=resolve("phi-3.5-mini"))  # the check reads the catalogue entry only
     with pytest.raises(EdgekitError, match="not available for architecture 'phi3'") as e:
-        check_architecture(ck, get_format("gptq:w4g128"))
+        fmt = get_format("gptq:w4g128")
+        fmt.impl.check_architecture(fmt, ck.entry)
     assert "quantizes" in e.value.one_line()
 
 
 def test_group_size_that_does_not_divide_suggests_one_that_does(smollm2_checkpoint):
     def check_groups(ck, fmt):
-        fmt.impl.check_shapes(fmt, ck)
+        fmt.impl.check_shapes(fmt, ck.entry)
 
     with pytest.raises(EdgekitError, match="576") as e:
         check_groups(smollm2_checkpoint, get_format("gptq:w4g128"))
