@@ -26,20 +26,15 @@ from edgekit.package.ollama_store import (
     verify_layers,
 )
 
-# general.file_type (llama_ftype) as Ollama names it; 0 and unset read as "unknown" there too
-_FILE_TYPES = (
-    "F32 F16 Q4_0 Q4_1 - - - Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M "
-    "Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS IQ1_M BF16 "
-    "- - - TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0"
-).split()
 _LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENSE-MODEL", "LICENSE_MODEL")
 _SPECIAL_TOKEN = re.compile(r"^<[^<>\s]+>$")
 
 
 def file_type_name(value: int | None) -> str:
-    if not value or value < 0 or value >= len(_FILE_TYPES) or _FILE_TYPES[value] == "-":
-        return "unknown"
-    return _FILE_TYPES[value]
+    """general.file_type as Ollama names it; 0 (all F32) and unset read as "unknown" there too."""
+    from edgekit.gguf_io.reader import file_type_name as ftype
+
+    return (ftype(value) if value else None) or "unknown"
 
 
 def human_number(n: int) -> str:
@@ -80,26 +75,16 @@ class GgufFacts:
 def read_gguf_facts(path: Path) -> GgufFacts:
     """Architecture, file type, parameter count, chat template and vocabulary; a file that
     is not a whole GGUF is refused in one line."""
-    from edgekit.gguf_io.reader import scan
+    from edgekit.gguf_io.reader import read_header
 
     path = Path(path)
     if path.is_dir():
         raise EdgekitError(f"{path}: a directory, not a GGUF file")
     if not path.exists():
         raise EdgekitError(f"{path}: no such file")
-    layout = scan(path)  # validates the header and that every tensor lies inside the file
-    meta = _metadata(
-        path,
-        {
-            "general.architecture",
-            "general.name",
-            "general.file_type",
-            "general.license",
-            "tokenizer.chat_template",
-            "tokenizer.ggml.tokens",
-            "tokenizer.ggml.eos_token_id",
-        },
-    )
+    # validates the header and that every tensor lies inside the file; decodes one array
+    header = read_header(path, arrays={"tokenizer.ggml.tokens"})
+    meta = header.metadata
     arch = meta.get("general.architecture")
     if not arch:
         raise EdgekitError(f"{path}: the GGUF has no general.architecture")
@@ -107,7 +92,7 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     eos_id = meta.get("tokenizer.ggml.eos_token_id")
     eos = tokens[eos_id] if isinstance(eos_id, int) and 0 <= eos_id < len(tokens) else None
     n_params = 0
-    for _name, dims, _type, _offset, _nbytes in layout["tensors"]:
+    for _name, dims, _type, _offset, _nbytes in header.tensors:
         count = 1
         for d in dims:
             count *= int(d)
@@ -124,66 +109,6 @@ def read_gguf_facts(path: Path) -> GgufFacts:
         eos_token=eos,
         license=meta.get("general.license"),
     )
-
-
-_SCALARS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-
-
-def _metadata(path: Path, wanted: set[str]) -> dict:
-    """Decode only the wanted keys of a GGUF header (called after scan() checked it). gguf's
-    GGUFReader decodes every array, merges included: seconds for a 150k vocabulary."""
-    import mmap
-    import struct
-
-    out: dict = {}
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        _, _, n_kv = struct.unpack_from("<IQQ", mm, 4)
-        pos = 24
-
-        def string(p: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", mm, p)
-            return bytes(mm[p + 8 : p + 8 + n]).decode("utf-8", "replace"), p + 8 + n
-
-        def value(vtype: int, p: int, keep: bool):
-            if vtype in _SCALARS:
-                fmt = _SCALARS[vtype]
-                return (struct.unpack_from(fmt, mm, p)[0] if keep else None), p + struct.calcsize(fmt)
-            if vtype == 8:
-                if keep:
-                    return string(p)
-                return None, p + 8 + struct.unpack_from("<Q", mm, p)[0]
-            if vtype == 9:
-                itype, count = struct.unpack_from("<IQ", mm, p)
-                p += 12
-                if itype in _SCALARS and not keep:
-                    return None, p + count * struct.calcsize(_SCALARS[itype])
-                items = []
-                for _ in range(count):
-                    item, p = value(itype, p, keep)
-                    if keep:
-                        items.append(item)
-                return (items if keep else None), p
-            raise EdgekitError(f"{path}: corrupt GGUF (value type {vtype})")
-
-        for _ in range(n_kv):
-            key, pos = string(pos)
-            (vtype,) = struct.unpack_from("<I", mm, pos)
-            val, pos = value(vtype, pos + 4, key in wanted)
-            if key in wanted:
-                out[key] = val
-    return out
 
 
 # ---- license --------------------------------------------------------------------------------
