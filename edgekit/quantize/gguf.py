@@ -51,8 +51,6 @@ FILE_TYPE = {
     "BF16": 32,
 }
 
-_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-
 
 @dataclass
 class Recipe:
@@ -235,10 +233,13 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
 
     tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, gguf_arch_name(arch)), arch.n_layers)
     planned: list[_Planned] = []
+    # (layer, HF name of the stacked tensor: the expert's name without its index) -> names
     experts: dict[tuple[int, str], dict[int, str]] = {}
+    expert_re = re.compile(arch_family(arch).hf_expert_pattern)
     for name in weights.names():
-        if m := _EXPERT.match(name):
-            experts.setdefault((int(m.group(1)), m.group(3)), {})[int(m.group(2))] = name
+        if m := expert_re.match(name):
+            stacked = name[: m.start("expert") - 1] + name[m.end("expert") :]
+            experts.setdefault((int(m.group("layer")), stacked), {})[int(m.group("expert"))] = name
             continue
         if name.endswith("rotary_emb.inv_freq"):
             continue
@@ -250,14 +251,14 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
         shape = weights.shape(name)
         chunks = _chunker(weights, name, gname, arch)
         planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks))
-    for (layer, proj), by_idx in sorted(experts.items()):
+    for (layer, stacked), by_idx in sorted(experts.items()):
         if sorted(by_idx) != list(range(arch.n_experts)):
             raise EdgekitError(
-                f"layer {layer} {proj}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint"
+                f"{stacked}: found {len(by_idx)} of {arch.n_experts} experts in the checkpoint"
             )
-        found = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}", try_suffixes=(".weight",))
+        found = tmap.get_name(stacked, try_suffixes=(".weight",))
         if found is None:
-            raise EdgekitError(f"layer {layer} {proj}: the experts have no GGUF name for {arch.family}")
+            raise EdgekitError(f"{stacked}: the experts have no GGUF name for {arch.family}")
         gname = found if found.endswith(".weight") else found + ".weight"
         first = weights.shape(by_idx[0])
         names = [by_idx[e] for e in range(arch.n_experts)]

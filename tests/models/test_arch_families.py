@@ -89,7 +89,7 @@ def test_unknown_model_type_names_the_known_ones():
 
 PRODUCERS_MATRIX = {
     # edgekit's one-pass converter (quantize/gguf.py's SUPPORTED before the families)
-    "gguf": ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"],
+    "gguf": ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe"],
     # the llm-compressor GPTQ / AWQ / FP8 path (quantize/compressed.py's SUPPORTED)
     "llm-compressor": ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"],
     # architectures the ONNX export is tested on (onnx_export.TESTED)
@@ -112,7 +112,14 @@ def test_producers_matrix_is_todays():
 def test_gguf_names_of_the_converted_families():
     from edgekit.quantize import gguf
 
-    want = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}
+    want = {
+        "llama": "LLAMA",
+        "mistral": "LLAMA",
+        "mixtral": "LLAMA",
+        "qwen2": "QWEN2",
+        "qwen3": "QWEN3",
+        "qwen3_moe": "QWEN3MOE",
+    }
     assert gguf.SUPPORTED == want
     assert {mt: arch_family(mt).gguf_arch for mt in want} == want
     assert all(arch_family(mt).gguf_arch is None for mt in BUILT_IN if mt not in want)
@@ -121,7 +128,7 @@ def test_gguf_names_of_the_converted_families():
         gguf.gguf_arch_name(phi)
     assert e.value.one_line() == (
         "GGUF conversion of 'phi3' models is not supported yet "
-        "(supported: llama, mistral, qwen2, qwen3, qwen3_moe)"
+        "(supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe)"
     )
 
 

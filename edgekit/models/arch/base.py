@@ -215,6 +215,12 @@ class ArchFamily:
     # name one value, the first registered reads it (and its `from_gguf_metadata` may
     # hand the file to another model type, as Llama does for Mixtral)
     gguf_names: ClassVar[tuple[str, ...]] = ()
+    # the HF names of per-expert weights the converter stacks into llama.cpp's ffn_*_exps
+    # (a regular expression with the groups `layer` and `expert`; the name without its
+    # expert index is the stacked tensor's HF name, which gguf's tensor map knows)
+    hf_expert_pattern: ClassVar[str] = (
+        r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?:gate|up|down)_proj\.weight$"
+    )
 
     def __init_subclass__(cls, model_types: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,13 +1,25 @@
 """Mixtral: Llama attention with 8 full-width experts per layer (the config has no
 moe_intermediate_size; the experts are intermediate_size wide, which the config reader
 falls back to). llama.cpp's mix rules give 8-expert models more bits in attn_v / attn_k /
-attn_output, which follows from n_experts alone. edgekit has no converter for its
-block_sparse_moe layout yet; it is planned and sized."""
+attn_output, which follows from n_experts alone.
+
+GGUF: llama.cpp writes Mixtral as a LLAMA file with experts, so everything Llama's family
+says holds (q/k rows reordered for interleaved RoPE, `rope.dimension_count`, the 70B rule
+that skips 8-expert models); the expert count and experts used per token come from
+num_local_experts / num_experts_per_tok. HF stores each expert's projections under
+`block_sparse_moe.experts.{e}.w1|w2|w3` (gate, down, up); the converter stacks them, expert
+by expert, into ffn_gate_exps / ffn_down_exps / ffn_up_exps, and the router
+`block_sparse_moe.gate` becomes ffn_gate_inp.
+"""
 
 from __future__ import annotations
 
-from edgekit.models.arch.base import ArchFamily
+from edgekit.models.arch.llama import Llama
 
 
-class Mixtral(ArchFamily, model_types=("mixtral",)):
+class Mixtral(Llama, model_types=("mixtral",)):
     hf_class = "MixtralForCausalLM"
+    producers = frozenset({"gguf"})
+    hf_expert_pattern = (
+        r"^model\.layers\.(?P<layer>\d+)\.block_sparse_moe\.experts\.(?P<expert>\d+)\.w[123]\.weight$"
+    )
