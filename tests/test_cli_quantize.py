@@ -47,9 +47,9 @@ def test_quantize_overrides_reach_the_file(tiny_qwen3, tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["phi-3.5-mini", "--format", "gguf:Q4_K_M"], "no GGUF converter for phi3"),
+        (["dbrx", "--format", "gguf:Q4_K_M"], "no GGUF converter for dbrx"),
         (["phi-3.5-mini", "--format", "gptq:w4g128"], "not available for architecture 'phi3'"),
-        (["phi-3.5-mini", "--target", "cpu"], "its reference"),
+        (["dbrx", "--target", "cpu"], "its reference"),
         (["qwen3-8b", "--format", "gguf:Q9_9"], "unknown format 'gguf:Q9_9'"),
     ],
 )
@@ -63,13 +63,13 @@ def test_what_cannot_be_built_is_refused_before_any_download(args, needle, tmp_p
 
 
 def test_a_local_checkpoint_is_refused_from_its_config(tmp_path):
-    d = tmp_path / "phi"
+    d = tmp_path / "smol"
     d.mkdir()
-    cfg = {"model_type": "phi3", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
+    cfg = {"model_type": "smollm3", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
     cfg |= {"intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 256}
     (d / "config.json").write_text(json.dumps(cfg))  # no weights: opening it would fail otherwise
     r = _edgekit("quantize", str(d), "--format", "gguf:Q8_0", "--out", str(tmp_path / "out"))
-    assert r.returncode == 2 and "no GGUF converter for phi3" in r.stderr, r.stderr
+    assert r.returncode == 2 and "no GGUF converter for smollm3" in r.stderr, r.stderr
 
 
 def _edgekit(*args):
@@ -85,13 +85,13 @@ def test_a_gguf_of_an_unsupported_architecture_is_refused_from_its_metadata(tmp_
     """Read from the header alone: no import (which would dequantize through transformers)."""
     from tests.models.test_gguf_arch import tiny, write_gguf
 
-    want = tiny("phi3", n_heads=4, n_kv_heads=4, max_context=4096)
+    want = tiny("smollm3", n_heads=4, n_kv_heads=4, max_context=4096)
 
     def meta(w):
         w.add_feed_forward_length(want.ffn)
         w.add_head_count_kv(4)
 
-    path = write_gguf(tmp_path / "phi3.gguf", "phi3", want, meta)
+    path = write_gguf(tmp_path / "smollm3.gguf", "smollm3", want, meta)
     r = _edgekit("quantize", str(path), "--format", "gguf:Q4_K_M", "--out", str(tmp_path / "out"))
-    assert r.returncode == 2 and "no GGUF converter for phi3" in r.stderr, r.stderr
+    assert r.returncode == 2 and "no GGUF converter for smollm3" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()

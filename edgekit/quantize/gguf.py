@@ -143,11 +143,11 @@ def convert(
     arch = checkpoint.entry.arch
     model_arch = gguf_arch_name(arch)
     cfg = json.loads((checkpoint.path / "config.json").read_text())
-    _check_rope_scaling(cfg)
+    _check_rope_scaling(cfg, arch)
     vocab = bpe_vocab(checkpoint.path, arch.vocab)  # before any output: a missing tokenizer fails fast
     weights = SafetensorsCheckpoint(checkpoint.safetensors_files())
     try:
-        planned = _plan_tensors(weights, arch)
+        planned = _plan_tensors(weights, arch) + _extra_tensors(arch, cfg)
         inventory = [Tensor(p.name, p.gguf_shape, p.role, p.layer) for p in planned]
         types = assign_types(inventory, mix, arch, recipe.overrides, has_imatrix=bool(recipe.imatrix))
         _check_imatrix(types, recipe)
@@ -275,6 +275,26 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
     return planned
 
 
+def _extra_tensors(arch, cfg: dict) -> list[_Planned]:
+    """The family's F32 vectors from config.json (Phi-3's long-RoPE factors), written
+    after the blocks."""
+    import numpy as np
+
+    out = []
+    for name, values in arch_family(arch).gguf_extra_tensors(arch, cfg).items():
+        row = np.asarray(values, dtype=np.float32).reshape(1, -1)
+        # a 1-D weight: never quantized, as a norm
+        out.append(_Planned(name, (row.shape[1],), "norm", -1, _whole(row)))
+    return out
+
+
+def _whole(rows: np.ndarray) -> Callable[[], Iterator[tuple[int, np.ndarray]]]:
+    def chunks() -> Iterator[tuple[int, np.ndarray]]:
+        yield 0, rows
+
+    return chunks
+
+
 def _write_order(p: _Planned):
     # token embedding, then block by block, then the output norm and projection
     if p.layer >= 0:
@@ -399,10 +419,10 @@ def _check_imatrix(types: dict[str, str], recipe: Recipe) -> None:
         raise EdgekitError(f"{', '.join(needs)} need an importance matrix", "pass --imatrix auto or a file")
 
 
-def _check_rope_scaling(cfg: dict) -> None:
+def _check_rope_scaling(cfg: dict, arch) -> None:
     rp = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
     kind = (rp.get("rope_type") or rp.get("type") or "default") if isinstance(rp, dict) else "default"
-    if kind not in ("default", "linear", "yarn"):
+    if kind not in ("default", "linear", "yarn", *arch_family(arch).gguf_rope_scaling):
         raise EdgekitError(f"RoPE scaling '{kind}' is not supported by edgekit's GGUF writer yet")
 
 
@@ -431,6 +451,11 @@ def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf)
     w.add_value_length(arch.head_dim)
     for key, value in arch_family(arch).gguf_metadata(arch).items():
         w.add_uint32(f"{w.arch}.{key}", value)
+    for key, num in arch_family(arch).gguf_config_metadata(arch, cfg).items():
+        if isinstance(num, float):
+            w.add_float32(f"{w.arch}.{key}", num)
+        else:
+            w.add_uint32(f"{w.arch}.{key}", num)
     w.add_rope_freq_base(_rope_theta(cfg, arch))
     w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
     w.add_vocab_size(arch.vocab)

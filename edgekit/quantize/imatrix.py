@@ -119,7 +119,8 @@ def collect(
             gname = tmap.get_name(mod_name + ".weight", try_suffixes=(".weight",))
             if gname:
                 handles.append(mod.register_forward_pre_hook(_linear_hook(gname, add)))
-        elif hasattr(mod, "gate_up_proj") and hasattr(mod, "down_proj") and mod.gate_up_proj.ndim == 3:
+        elif getattr(getattr(mod, "gate_up_proj", None), "ndim", 0) == 3 and hasattr(mod, "down_proj"):
+            # stacked experts (a 3-D parameter), not Phi-3's fused gate/up Linear
             m = re.match(r"model\.layers\.(\d+)\.", mod_name)
             assert m is not None  # mod_name starts with "model.layers." and names a block's module
             layer = int(m.group(1))

@@ -89,7 +89,7 @@ def test_unknown_model_type_names_the_known_ones():
 
 PRODUCERS_MATRIX = {
     # edgekit's one-pass converter (quantize/gguf.py's SUPPORTED before the families)
-    "gguf": ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe"],
+    "gguf": ["llama", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"],
     # the llm-compressor GPTQ / AWQ / FP8 path (quantize/compressed.py's SUPPORTED)
     "llm-compressor": ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"],
     # architectures the ONNX export is tested on (onnx_export.TESTED)
@@ -116,6 +116,7 @@ def test_gguf_names_of_the_converted_families():
         "llama": "LLAMA",
         "mistral": "LLAMA",
         "mixtral": "LLAMA",
+        "phi3": "PHI3",
         "qwen2": "QWEN2",
         "qwen3": "QWEN3",
         "qwen3_moe": "QWEN3MOE",
@@ -123,12 +124,12 @@ def test_gguf_names_of_the_converted_families():
     assert gguf.SUPPORTED == want
     assert {mt: arch_family(mt).gguf_arch for mt in want} == want
     assert all(arch_family(mt).gguf_arch is None for mt in BUILT_IN if mt not in want)
-    phi = get("phi-3.5-mini").arch
+    dbrx = get("dbrx").arch
     with pytest.raises(EdgekitError) as e:
-        gguf.gguf_arch_name(phi)
+        gguf.gguf_arch_name(dbrx)
     assert e.value.one_line() == (
-        "GGUF conversion of 'phi3' models is not supported yet "
-        "(supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe)"
+        "GGUF conversion of 'dbrx' models is not supported yet "
+        "(supported: llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_moe)"
     )
 
 

@@ -110,10 +110,10 @@ def test_unsupported_architecture(tiny_qwen3, copy_dir, tmp_path):
 def test_known_but_unconvertible_architecture(tiny_qwen3, copy_dir, tmp_path):
     d = copy_dir(tiny_qwen3)
     cfg = json.loads((d / "config.json").read_text())
-    cfg["model_type"] = "phi3"
+    cfg["model_type"] = "smollm3"
     (d / "config.json").write_text(json.dumps(cfg))
     r = quantize(d, tmp_path / "out")
-    assert_one_line_error(r, "not supported")
+    assert_one_line_error(r, "no GGUF converter for smollm3")
     assert_nothing_written(tmp_path / "out")
 
 

@@ -215,6 +215,9 @@ class ArchFamily:
     # name one value, the first registered reads it (and its `from_gguf_metadata` may
     # hand the file to another model type, as Llama does for Mixtral)
     gguf_names: ClassVar[tuple[str, ...]] = ()
+    # RoPE scaling kinds (config.json rope_type) the family writes itself, beyond the
+    # linear and yarn scaling the converter writes for every family (Phi-3: longrope)
+    gguf_rope_scaling: ClassVar[tuple[str, ...]] = ()
     # the HF names of per-expert weights the converter stacks into llama.cpp's ffn_*_exps
     # (a regular expression with the groups `layer` and `expert`; the name without its
     # expert index is the stacked tensor's HF name, which gguf's tensor map knows)
@@ -343,6 +346,17 @@ class ArchFamily:
     def gguf_metadata(self, a: Arch) -> dict[str, int]:
         """GGUF keys (without the `{arch}.` prefix) this architecture needs beyond the
         common ones, with their uint32 values."""
+        return {}
+
+    def gguf_config_metadata(self, a: Arch, cfg: Mapping[str, Any]) -> dict[str, int | float]:
+        """GGUF keys (without the `{arch}.` prefix) read from config.json facts an `Arch` does
+        not hold (Phi-3's original context, partial rotary factor, long-RoPE attention
+        factor): ints are written as uint32, floats as float32."""
+        return {}
+
+    def gguf_extra_tensors(self, a: Arch, cfg: Mapping[str, Any]) -> dict[str, list[float]]:
+        """F32 vectors llama.cpp's converter writes from config.json rather than from the
+        checkpoint's weights (Phi-3's long-RoPE factors), by GGUF name."""
         return {}
 
     # ---- GGUF files as models -------------------------------------------------------------
