@@ -249,15 +249,15 @@ def test_fp8_w8a8_below_cc_89_says_what_works(tiny_qwen3, tmp_path):
 
 
 def test_unsupported_architecture_says_what_works():
-    from types import SimpleNamespace
-
     from edgekit.models.catalogue import resolve
 
-    ck = SimpleNamespace(entry=resolve("phi-3.5-mini"))  # the check reads the catalogue entry only
+    fmt = get_format("gptq:w4g128")  # the check reads the catalogue entry only
     with pytest.raises(EdgekitError, match="not available for architecture 'phi3'") as e:
-        fmt = get_format("gptq:w4g128")
-        fmt.impl.check_architecture(fmt, ck.entry)
-    assert "quantizes" in e.value.one_line()
+        fmt.impl.check_architecture(fmt, resolve("phi-3.5-mini"))
+    assert "gguf:Q4_K_M" in e.value.one_line()  # phi3 converts to GGUF
+    with pytest.raises(EdgekitError, match="not available for architecture 'dbrx'") as e:
+        fmt.impl.check_architecture(fmt, resolve("dbrx"))
+    assert "quantizes" in e.value.one_line()  # nothing else does: say what this path covers
 
 
 def test_group_size_that_does_not_divide_suggests_one_that_does(smollm2_checkpoint):
