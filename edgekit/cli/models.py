@@ -53,6 +53,8 @@ def show(name: str, as_json: bool) -> None:
     fmts = default_formats()
     d = e.to_dict()
     d["formats"] = [{"format": f.id, "runtimes": list(f.runtimes)} for f in fmts]
+    builds = _builds(e)
+    d["builds"] = builds
     if as_json:
         render.emit_json(d)
         return
@@ -101,4 +103,29 @@ def show(name: str, as_json: bool) -> None:
     if e.quality_note:
         c.print(f"  note           {e.quality_note}")
     c.print("  formats        " + ", ".join(f.id for f in fmts))
-    c.print("  runtimes       llama.cpp (gguf); vLLM and transformers (gptq, awq, fp8, bf16)")
+    for fam, b in builds.items():
+        where = f"runs in {b['runtime_cpu']} on a CPU, {b['runtime_gpu']} on a GPU"
+        state = "reference" if b["reference"] else ("builds" if b["buildable"] else f"no: {b['reason']}")
+        c.print(f"  {fam:<14} {state}; {where}")
+
+
+def _builds(entry) -> dict:
+    """Per format family: whether edgekit can build it of this model (and why not), and the
+    runtime that serves it per device kind."""
+    from edgekit.formats import families
+
+    out = {}
+    for fam in families():
+        fmts = fam.formats()
+        if not fmts:
+            continue
+        f = fmts[0]
+        why = "" if fam.is_reference else fam.unbuildable(f, entry)
+        out[fam.name] = {
+            "reference": fam.is_reference,
+            "buildable": not fam.is_reference and not why,
+            "reason": why or None,
+            "runtime_cpu": f.runtime_for("cpu"),
+            "runtime_gpu": f.runtime_for("gpu"),
+        }
+    return out

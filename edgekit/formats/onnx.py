@@ -75,8 +75,12 @@ class ONNX(FormatFamily, family="onnx"):
         return "onnxruntime"
 
     def unbuildable(self, fmt: Format, entry: ModelEntry) -> str:
+        from edgekit.models.arch import arch_family, model_types_supported_by
         from edgekit.quantize import onnx_export
 
+        if not arch_family(entry.arch).supports("onnx"):
+            tested = ", ".join(model_types_supported_by("onnx"))
+            return f"the ONNX export is not tested on {entry.arch.family} (it is on {tested})"
         if entry.arch.is_moe and fmt.bits < 32:
             return f"{fmt.id} is not offered for a mixture-of-experts model (its experts would stay fp32)"
         try:

@@ -168,3 +168,22 @@ def test_main_exit_code_zero(capsys):
     with pytest.raises(SystemExit) as ei:
         main(["models", "show", "qwen3-8b", "--json"])
     assert ei.value.code == 0
+
+
+def test_models_show_says_what_edgekit_can_build_of_a_model():
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli.main import cli
+
+    def builds(name):
+        r = CliRunner().invoke(cli, ["models", "show", name, "--json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["builds"]
+
+    smol, dbrx = builds("smollm2-135m"), builds("dbrx")
+    assert smol["gguf"]["buildable"] and smol["gguf"]["runtime_cpu"] == "llama.cpp"
+    assert smol["bf16"]["reference"] and not smol["bf16"]["buildable"]
+    assert not dbrx["gguf"]["buildable"] and "no GGUF converter for dbrx" in dbrx["gguf"]["reason"]
+    assert not dbrx["onnx"]["buildable"] and not dbrx["gptq"]["buildable"]
