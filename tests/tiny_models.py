@@ -58,8 +58,6 @@ def build_tokenizer(out: Path, vocab_size: int = 600) -> Path:
 
 
 def build_model(out: Path, tokenizer_dir: Path, moe: bool, steps: int = 40, seed: int = 0) -> Path:
-    import shutil
-
     import torch
     from tokenizers import Tokenizer
     from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
@@ -94,21 +92,33 @@ def build_model(out: Path, tokenizer_dir: Path, moe: bool, steps: int = 40, seed
     else:
         cfg = Qwen3Config(intermediate_size=512, **common)
         model = Qwen3ForCausalLM(cfg)
-    ids = torch.tensor(tok.encode(training_text()).ids[: 64 * 128]).view(-1, 128)
+    train(model, tok, steps, windows=64)
+    return save_checkpoint(model, tokenizer_dir, out)
+
+
+def train(model, tok, steps: int, windows: int) -> None:
+    """A few optimiser steps on our own sources, so the logits are not flat."""
+    import torch
+
+    ids = torch.tensor(tok.encode(training_text()).ids[: windows * 128]).view(-1, 128)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
         batch = ids[(step * 8) % len(ids) :][:8]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
+        model(input_ids=batch, labels=batch).loss.backward()
         opt.step()
         opt.zero_grad()
     model.eval()
+
+
+def save_checkpoint(model, tokenizer_dir: Path, out: Path, card: str | None = None) -> Path:
+    """The model as a Hugging Face directory with the tiny tokenizer and a model card."""
+    import shutil
+
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / f, out / f)
-    (out / "README.md").write_text(
-        "---\nlicense: apache-2.0\n---\nA tiny test model built by edgekit's tests.\n"
-    )
+    card = card or "---\nlicense: apache-2.0\n---\nA tiny test model built by edgekit's tests.\n"
+    (out / "README.md").write_text(card)
     return out

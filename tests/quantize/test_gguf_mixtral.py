@@ -6,12 +6,11 @@ whose tensor table is the planner's inventory."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.quantize.gguf_util import tensors_of
+from tests.quantize.gguf_util import assert_same_as_llama_quantize
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
 
@@ -23,7 +22,7 @@ def build_tiny_mixtral(out: Path, tokenizer_dir: Path, steps: int = 30, seed: in
     from tokenizers import Tokenizer
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    from tests.tiny_models import training_text
+    from tests.tiny_models import save_checkpoint, train
 
     torch.manual_seed(seed)
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -44,23 +43,8 @@ def build_tiny_mixtral(out: Path, tokenizer_dir: Path, steps: int = 30, seed: in
         bos_token_id=None,
     )
     model = MixtralForCausalLM(cfg)
-    ids = torch.tensor(tok.encode(training_text()).ids[: 32 * 128]).view(-1, 128)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(steps):
-        batch = ids[(step * 8) % len(ids) :][:8]
-        model(input_ids=batch, labels=batch).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / f, out / f)
-    (out / "README.md").write_text(
-        "---\nlicense: apache-2.0\n---\nA tiny test model built by edgekit's tests.\n"
-    )
-    return out
+    train(model, tok, steps, windows=32)
+    return save_checkpoint(model, tokenizer_dir, out)
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +145,6 @@ def mixtral_imatrix(mixtral_f32):
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("mix", ["Q8_0", "Q4_K_M", "Q2_K"])
 def test_one_pass_is_byte_identical_to_llama_quantize(mix, with_imatrix, mixtral_f32, request, tmp_path):
-    from edgekit.quantize.gguf import Recipe, convert
-    from edgekit.quantize.gguf_twostep import llama_quantize
-
     ck, f32 = mixtral_f32
     imp = request.getfixturevalue("mixtral_imatrix") if with_imatrix else None
     if imp is not None:
@@ -171,10 +152,4 @@ def test_one_pass_is_byte_identical_to_llama_quantize(mix, with_imatrix, mixtral
             "blk.0.ffn_gate_exps.weight",
             "blk.1.ffn_down_exps.weight",
         }
-    one, two = tmp_path / "one.gguf", tmp_path / "two.gguf"
-    convert(ck, one, Recipe(mix=mix, imatrix=imp))
-    llama_quantize(f32, two, mix, imatrix=imp)
-    a, b = tensors_of(one), tensors_of(two)
-    assert set(a) == set(b)
-    assert {n: a[n][0] for n in a} == {n: b[n][0] for n in b}
-    assert [n for n in a if a[n][1] != b[n][1]] == []
+    assert_same_as_llama_quantize(ck, f32, mix, imp, tmp_path)

@@ -4,12 +4,11 @@ llama.cpp's own quantizer (llama_model_quantize of edgekit's F32 file), and agai
 tensor inventory; and a long-RoPE config, whose factor vectors llama.cpp reads."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.quantize.gguf_util import tensors_of
+from tests.quantize.gguf_util import assert_same_as_llama_quantize, tensors_of
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
 
@@ -20,6 +19,8 @@ def build_phi3(out: Path, tokenizer_dir: Path, rope_scaling: dict | None = None,
     import torch
     from tokenizers import Tokenizer
     from transformers import Phi3Config, Phi3ForCausalLM
+
+    from tests.tiny_models import save_checkpoint
 
     torch.manual_seed(seed)
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -49,12 +50,8 @@ def build_phi3(out: Path, tokenizer_dir: Path, rope_scaling: dict | None = None,
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / f, out / f)
-    (out / "README.md").write_text("---\nlicense: mit\n---\nA tiny Phi-3 built by edgekit's tests.\n")
-    return out
+    card = "---\nlicense: mit\n---\nA tiny Phi-3 built by edgekit's tests.\n"
+    return save_checkpoint(model, tokenizer_dir, out, card)
 
 
 @pytest.fixture(scope="module")
@@ -156,18 +153,9 @@ def phi3_imatrix(phi3_f32):
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("mix", ["Q8_0", "Q4_K_M", "Q2_K"])
 def test_phi3_one_pass_is_byte_identical_to_llama_quantize(mix, with_imatrix, phi3_f32, request, tmp_path):
-    from edgekit.quantize.gguf import Recipe, convert
-    from edgekit.quantize.gguf_twostep import llama_quantize
-
     ck, f32 = phi3_f32
     imp = request.getfixturevalue("phi3_imatrix") if with_imatrix else None
-    one, two = tmp_path / "one.gguf", tmp_path / "two.gguf"
-    convert(ck, one, Recipe(mix=mix, imatrix=imp))
-    llama_quantize(f32, two, mix, imatrix=imp)
-    a, b = tensors_of(one), tensors_of(two)
-    assert set(a) == set(b)
-    assert {n: a[n][0] for n in a} == {n: b[n][0] for n in b}
-    assert [n for n in a if a[n][1] != b[n][1]] == []
+    a = assert_same_as_llama_quantize(ck, f32, mix, imp, tmp_path)
     if mix == "Q4_K_M":  # the fused qkv counts as attn_v in llama.cpp's mix: more bits in the last layer
         assert (a["blk.0.attn_qkv.weight"][0], a["blk.1.attn_qkv.weight"][0]) == ("Q4_K", "Q6_K")
 
