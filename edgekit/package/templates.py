@@ -103,13 +103,100 @@ CHATML = """\
 {{ end }}
 {{- end }}"""
 
+# Gemma 3 (google/gemma-3-*-it): turns are <start_of_turn>user / <start_of_turn>model, each closed
+# by <end_of_turn> and a newline; a leading system message has no turn of its own: its text and
+# a blank line open the first user turn. (The Jinja template also strips each message, which Go
+# templates cannot: content Ollama passes is used as is.)
+GEMMA3 = """\
+{{- $prefix := "" }}
+{{- $first := true }}
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if and (eq $i 0) (eq .Role "system") }}{{ $prefix = .Content }}
+{{- else }}
+{{- if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- else }}<start_of_turn>{{ if eq .Role "tool" }}user{{ else }}{{ .Role }}{{ end }}
+{{ if and $first $prefix }}{{ $prefix }}
+
+{{ end }}{{ .Content }}<end_of_turn>
+{{ end }}
+{{- $first = false }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<start_of_turn>model
+{{ end }}
+{{- end }}"""
+
+# Phi-3 / Phi-3.5-mini (microsoft/Phi-3.5-mini-instruct): <|role|>, a newline, the text, <|end|>
+# and a newline; an empty system message is left out.
+PHI3 = """\
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "system" }}{{ if .Content }}<|system|>
+{{ .Content }}<|end|>
+{{ end }}
+{{- else if eq .Role "user" }}<|user|>
+{{ .Content }}<|end|>
+{{ else if eq .Role "assistant" }}<|assistant|>
+{{ .Content }}{{ if not $last }}<|end|>
+{{ end }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<|assistant|>
+{{ end }}
+{{- end }}"""
+
+# Phi-4 (microsoft/phi-4): <|im_start|>role<|im_sep|>text<|im_end|>, no newlines.
+PHI4 = """\
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if or (eq .Role "system") (eq .Role "user") }}<|im_start|>{{ .Role }}<|im_sep|>{{ .Content }}<|im_end|>
+{{- else if eq .Role "assistant" }}<|im_start|>assistant<|im_sep|>{{ .Content }}{{ if not $last }}<|im_end|>{{ end }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<|im_start|>assistant<|im_sep|>{{ end }}
+{{- end }}"""
+
+# DeepSeek-R1 and its distills (deepseek-ai/DeepSeek-R1-Distill-*): the last system message first,
+# then <｜User｜> / <｜Assistant｜> turns, an answer closed by <｜end▁of▁sentence｜>; the answer
+# opens with <think> and a newline. With think off the block is closed at once, as the Qwen-32B
+# distill's template does for enable_thinking false; unset, it stays open as R1 was trained and
+# as the Llama-8B distill's template always does (the Qwen-32B one closes it unless asked).
+# Earlier answers are replayed without their thinking (the Jinja template cuts at </think>;
+# Ollama keeps thinking apart in .Thinking); a last, unfinished answer keeps it, which is also
+# where Ollama reads the thinking tags from.
+DEEPSEEK_R1 = """\
+{{- $system := "" }}
+{{- range .Messages }}{{ if eq .Role "system" }}{{ $system = .Content }}{{ end }}{{ end }}
+{{- $system }}
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "user" }}<｜User｜>{{ .Content }}
+{{- else if eq .Role "assistant" }}<｜Assistant｜>
+{{- if and $last .Thinking }}<think>
+{{ .Thinking }}
+</think>
+
+{{ end }}{{ .Content }}{{ if not $last }}<｜end▁of▁sentence｜>{{ end }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<｜Assistant｜><think>
+{{ if and $.IsThinkSet (not $.Think) }}</think>{{ end }}
+{{- end }}
+{{- end }}"""
+
 # Tokens that end a turn in a template; a template that writes one needs it as a stop.
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+END_OF_TURN = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<｜end▁of▁sentence｜>",
+)
 
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # qwen3 | llama3 | chatml | gguf (the GGUF's own chat template)
+    name: str  # qwen3 | llama3 | chatml | gemma3 | phi3 | phi4 | deepseek-r1 | gguf (the GGUF's own)
     template: str | None  # None: leave TEMPLATE out so Ollama uses tokenizer.chat_template
     parameters: tuple[tuple[str, float | int], ...]
     stop: tuple[str, ...]
@@ -127,12 +214,20 @@ class Family:
         }
 
 
-# Qwen3's published sampling for thinking mode (generation_config.json and Ollama's library);
-# Meta's generation_config for Llama 3.x Instruct.
+# Sampling defaults as each model's publisher states them: Qwen3's for thinking mode
+# (generation_config.json and Ollama's library); Meta's generation_config for Llama 3.x Instruct;
+# Gemma 3's generation_config (top_k 64, top_p 0.95) at temperature 1; DeepSeek-R1's model card
+# (temperature 0.6, top_p 0.95). Phi-3.5 and Phi-4 publish none: Ollama's defaults apply.
 _QWEN3_PARAMS = (("temperature", 0.6), ("top_k", 20), ("top_p", 0.95), ("repeat_penalty", 1))
 _LLAMA3_PARAMS = (("temperature", 0.6), ("top_p", 0.9))
+_GEMMA3_PARAMS = (("temperature", 1.0), ("top_k", 64), ("top_p", 0.95))
+_DEEPSEEK_R1_PARAMS = (("temperature", 0.6), ("top_p", 0.95))
 _CHATML_STOP = ("<|im_start|>", "<|im_end|>")
 _LLAMA3_STOP = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+_GEMMA3_STOP = ("<start_of_turn>", "<end_of_turn>")
+_PHI3_STOP = ("<|user|>", "<|assistant|>", "<|end|>")
+_PHI4_STOP = ("<|im_start|>", "<|im_sep|>", "<|im_end|>")
+_DEEPSEEK_STOP = ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>")
 QWEN3_ARCHS = ("qwen3", "qwen3moe")
 
 
@@ -142,10 +237,14 @@ def choose_family(
     chat_template: str | None,
     eos_token: str | None = None,
 ) -> Family:
-    """The template for a GGUF: the architecture first, then the tokenizer's special tokens,
-    then the GGUF's own chat template."""
-    chatml = all(has_token(t) for t in _CHATML_STOP)
-    llama3 = all(has_token(t) for t in _LLAMA3_STOP)
+    """The template for a GGUF: the architecture and the tokenizer's special tokens first (the
+    DeepSeek-R1 distills are qwen2 and llama files with DeepSeek's tokens), then the GGUF's own
+    chat template."""
+
+    def has_all(tokens: tuple[str, ...]) -> bool:
+        return all(has_token(t) for t in tokens)
+
+    chatml = has_all(_CHATML_STOP)
     if architecture in QWEN3_ARCHS:
         if not chatml:
             raise EdgekitError(
@@ -160,7 +259,32 @@ def choose_family(
             True,
             f"architecture {architecture}: Qwen3 template with tools and the thinking toggle",
         )
-    if architecture == "llama" and llama3:
+    if has_all(_DEEPSEEK_STOP) and (chat_template is None or _r1_style(chat_template)):
+        return Family(
+            "deepseek-r1",
+            DEEPSEEK_R1,
+            _DEEPSEEK_R1_PARAMS,
+            _DEEPSEEK_STOP,
+            True,
+            f"architecture {architecture} with DeepSeek's turn tokens and an R1 chat template "
+            "(the answer opens with <think>); no tool calls",
+        )
+    if architecture == "gemma3" and has_all(_GEMMA3_STOP):
+        return Family(
+            "gemma3",
+            GEMMA3,
+            _GEMMA3_PARAMS,
+            ("<end_of_turn>",),
+            False,
+            "architecture gemma3 with <start_of_turn>/<end_of_turn> tokens",
+        )
+    if architecture == "phi3" and has_all(_PHI4_STOP):
+        return Family("phi4", PHI4, (), _PHI4_STOP, False, "architecture phi3 with <|im_sep|> (Phi-4)")
+    if architecture == "phi3" and has_all(_PHI3_STOP):
+        return Family(
+            "phi3", PHI3, (), _PHI3_STOP, False, "architecture phi3 with <|user|>/<|end|> (Phi-3 / Phi-3.5)"
+        )
+    if architecture == "llama" and has_all(_LLAMA3_STOP):
         return Family(
             "llama3",
             LLAMA3,
@@ -184,7 +308,8 @@ def choose_family(
             (),
             stop,
             thinking,
-            f"no edgekit template for architecture {architecture}; Ollama uses the GGUF's own chat template",
+            f"no edgekit template for architecture {architecture} with this chat format; "
+            "Ollama uses the GGUF's own chat template",
         )
     if chatml:
         return Family(
@@ -200,6 +325,12 @@ def choose_family(
         "tokenizer has neither ChatML nor Llama-3 tokens",
         "Ollama would prompt it with raw text; add a chat template to the GGUF first",
     )
+
+
+def _r1_style(chat_template: str) -> bool:
+    """DeepSeek-R1's templates open the answer with <think> and a newline (V3 and V3.1's do not:
+    V3.1 writes an empty think block unless thinking is asked for)."""
+    return "<｜Assistant｜><think>\\n" in chat_template or "<｜Assistant｜><think>\n" in chat_template
 
 
 def default_system(chat_template: str | None) -> str | None:
