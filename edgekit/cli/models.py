@@ -90,6 +90,7 @@ def show(name: str, as_json: bool) -> None:
         )
     )
     c.print(f"  context        {e.context:,} tokens")
+    c.print(f"  tokenizer      {e.tokenizer or 'not stated'}")
     g = e.extra.get("gguf")
     if g:
         c.print(

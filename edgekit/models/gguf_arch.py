@@ -32,6 +32,7 @@ class GGUFModel:
     size: int  # bytes
     n_tensors: int
     revision: str  # the file's size, mtime and header digest
+    tokenizer: str = ""  # tokenizer.ggml.model (and .pre) in words, with the token count
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class GGUFModel:
             "size_bytes": self.size,
             "tensors": self.n_tensors,
             "revision": self.revision,
+            "tokenizer": self.tokenizer or None,
         }
 
 
@@ -77,6 +79,7 @@ def read_gguf_model(path: str | Path) -> GGUFModel:
         size=header.size,
         n_tensors=len(header.tensors),
         revision=_revision(path, header),
+        tokenizer=_tokenizer(header.metadata),
     )
 
 
@@ -102,6 +105,31 @@ def arch_from_header(header: GGUFHeader) -> Arch:
         return Arch(**fields)
     except TypeError as e:  # a family's hook named a field Arch does not have
         raise EdgekitError(f"{header.path}: {family!r} read an unknown field ({e})") from None
+
+
+# llama.cpp's tokenizer.ggml.model values (llama-vocab.cpp) in words
+_TOKENIZER_KINDS = {
+    "gpt2": "byte-level BPE",
+    "llama": "SentencePiece",
+    "bert": "WordPiece",
+    "t5": "SentencePiece unigram",
+    "rwkv": "RWKV trie",
+    "plamo2": "PLaMo-2 unigram",
+    "no_vocab": "none",
+}
+
+
+def _tokenizer(md: dict[str, Any]) -> str:
+    model = _str(md.get("tokenizer.ggml.model"))
+    if model is None:
+        return ""
+    words = _TOKENIZER_KINDS.get(model, model)
+    pre = _str(md.get("tokenizer.ggml.pre"))
+    tokens = md.get("tokenizer.ggml.tokens")
+    n = len(tokens) if tokens is not None and hasattr(tokens, "__len__") else 0
+    details = [f"tokenizer.ggml.model {model}"] + ([f"pre-tokenizer {pre}"] if pre else [])
+    details += [f"{n:,} tokens"] if n else []
+    return f"{words} ({', '.join(details)})"
 
 
 def _str(v: Any) -> str | None:

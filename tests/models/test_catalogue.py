@@ -140,6 +140,34 @@ def test_models_show_json_answers_the_checklist(name):
     assert d["license"]["tier"] == e.license.tier and d["license"]["name"] == e.license.name
     assert d["params_total"] == total and d["params_active"] == active
     assert d["context"] == e.arch.max_context and d["moe"] == e.arch.is_moe
+    assert d["tokenizer"] == e.tokenizer
+
+
+def test_every_entry_states_its_tokenizer():
+    for e in catalogue().values():
+        assert e.tokenizer.startswith(("byte-level BPE", "SentencePiece")), e.name
+
+
+def test_tokenizer_of_a_local_checkpoint_is_read_from_its_files(tiny_tokenizer, tmp_path):
+    import shutil
+
+    from edgekit.models.catalogue import _tokenizer_of_dir
+
+    shutil.copy(tiny_tokenizer / "tokenizer.json", tmp_path / "tokenizer.json")
+    n = len(json.loads((tmp_path / "tokenizer.json").read_text())["model"]["vocab"]) + 3
+    assert _tokenizer_of_dir(tmp_path) == f"byte-level BPE (tokenizer.json, {n:,} tokens)"
+    (tmp_path / "tokenizer.model").write_bytes(b"")
+    assert _tokenizer_of_dir(tmp_path) == "SentencePiece (tokenizer.model)"
+    assert _tokenizer_of_dir(tmp_path / "missing") == ""
+
+
+def test_tokenizer_of_a_gguf_file_is_read_from_its_metadata():
+    from edgekit.models.catalogue import from_gguf
+    from tests.models.test_gguf_arch import embedded_gguf
+
+    assert from_gguf(embedded_gguf()).tokenizer == (
+        "byte-level BPE (tokenizer.ggml.model gpt2, pre-tokenizer smollm, 49,152 tokens)"
+    )
 
 
 @pytest.mark.parametrize("name", list(NEW_LICENSES))
