@@ -126,12 +126,25 @@ class Arch:
             return True
         return (i + 1) % self.sliding_window_pattern != 0
 
+    def kv_row_elements(self) -> tuple[int, int]:
+        """(K, V) elements cached per token in one layer."""
+        if self.uses_mla:
+            # the compressed latent plus the decoupled RoPE key, as llama.cpp and vLLM cache
+            # it: one K row, no separate V (V is read out of the latent)
+            return self.kv_lora_rank + self.qk_rope_head_dim, 0
+        return self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim
+
     def kv_elements_per_token_layer(self) -> int:
         """K and V elements cached per token in one layer."""
-        if self.uses_mla:
-            # the compressed latent plus the decoupled RoPE key, as llama.cpp and vLLM cache it
-            return self.kv_lora_rank + self.qk_rope_head_dim
-        return 2 * self.n_kv_heads * self.head_dim
+        return sum(self.kv_row_elements())
+
+    def gguf_sliding_layer(self, i: int) -> bool:
+        """Whether llama.cpp attends layer `i` through the sliding window (and sizes its KV
+        cache to it): a sliding layer of a family whose llama.cpp graph honours the window."""
+        if not self.is_sliding_layer(i):
+            return False
+        family = find_arch_family(self)
+        return family is None or family.gguf_slides
 
     def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
         """KV cache per token at full attention (no sliding window applied)."""
@@ -210,6 +223,9 @@ class ArchFamily:
     # ---- GGUF: llama.cpp's architecture (a gguf.MODEL_ARCH member name), None when
     # edgekit's converter does not handle this family
     gguf_arch: ClassVar[str | None] = None
+    # llama.cpp's graph for this family attends sliding-window layers through their window
+    # (window-sized KV caches); False where llama.cpp ignores a window the config states
+    gguf_slides: ClassVar[bool] = True
     # llama.cpp's `general.architecture` values of GGUF files this family reads (edgekit
     # plan FILE.gguf); empty: gguf_arch lowercased, when there is one. Where two families
     # name one value, the first registered reads it (and its `from_gguf_metadata` may

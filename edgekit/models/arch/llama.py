@@ -17,6 +17,7 @@ class Llama(ArchFamily, model_types=("llama",)):
     hf_class = "LlamaForCausalLM"
     producers = frozenset({"gguf", "llm-compressor", "onnx"})
     gguf_arch = "LLAMA"
+    gguf_slides = False  # llama.cpp's LLAMA graph reads no sliding window (Mistral's is ignored)
 
     def gguf_unpermute_heads(self, a: Arch, gguf_name: str) -> int | None:
         if not gguf_name.endswith(".weight"):

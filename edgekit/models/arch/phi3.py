@@ -27,6 +27,7 @@ class Phi3(ArchFamily, model_types=("phi3",)):
     producers = frozenset({"gguf"})
     gguf_arch = "PHI3"
     gguf_names = ("phi3",)
+    gguf_slides = False  # llama.cpp disables Phi-3's sliding window ("Phi SWA is currently disabled")
     gguf_rope_scaling = _LONG_ROPE
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
