@@ -21,8 +21,9 @@ module that defines such a class, imported on the first lookup that misses).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -187,6 +188,18 @@ class Arch:
 
 
 # ---- architecture families -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GGUFPiece:
+    """One GGUF tensor the converter cuts from a checkpoint tensor (DeepSeek's kv_b_proj
+    becomes attn_k_b and attn_v_b). `cut` takes the whole checkpoint tensor (a float32
+    numpy array in the checkpoint's order) and returns this piece as a numpy array, whose
+    shape is `shape` reversed: matrices, rows, row length."""
+
+    name: str
+    shape: tuple[int, ...]  # GGUF order, as Tensor.shape
+    cut: Callable[[Any], Any]
 
 
 def block_tensor(i: int, name: str, shape: tuple[int, ...], role: str) -> Tensor:
@@ -364,11 +377,33 @@ class ArchFamily:
         common ones, with their uint32 values."""
         return {}
 
-    def gguf_config_metadata(self, a: Arch, cfg: Mapping[str, Any]) -> dict[str, int | float]:
+    def gguf_config_metadata(self, a: Arch, cfg: Mapping[str, Any]) -> Mapping[str, int | float | bool]:
         """GGUF keys (without the `{arch}.` prefix) read from config.json facts an `Arch` does
         not hold (Phi-3's original context, partial rotary factor, long-RoPE attention
-        factor): ints are written as uint32, floats as float32."""
+        factor): ints are written as uint32, floats as float32, bools as bool. A key the
+        converter writes for every family is replaced (DeepSeek's one KV head)."""
         return {}
+
+    def gguf_check_config(self, a: Arch, cfg: Mapping[str, Any], checkpoint_dir: Path) -> None:
+        """Raise an EdgekitError, before anything is written, for a checkpoint llama.cpp's
+        graph would read otherwise than transformers does (Gemma 3's fixed layer pattern)."""
+
+    def gguf_skips(self, a: Arch, hf_name: str) -> bool:
+        """Checkpoint tensors llama.cpp's converter leaves out (DeepSeek-V3's
+        multi-token-prediction layers)."""
+        return False
+
+    def gguf_values(self, a: Arch, gguf_name: str) -> Callable[[Any], Any] | None:
+        """An elementwise change of a tensor's values on the way to GGUF (Gemma's norms are
+        stored as weight - 1), applied to each float32 slice of rows as it is read; None
+        leaves them as stored."""
+        return None
+
+    def gguf_pieces(self, a: Arch, gguf_name: str, hf_shape: tuple[int, ...]) -> list[GGUFPiece] | None:
+        """The GGUF tensors written in place of the checkpoint tensor `gguf_name` (as gguf's
+        tensor map names it; `hf_shape` in the checkpoint's order), or None to write it as
+        stored. The pieces' names and shapes are what `tensors()` lists."""
+        return None
 
     def gguf_extra_tensors(self, a: Arch, cfg: Mapping[str, Any]) -> dict[str, list[float]]:
         """F32 vectors llama.cpp's converter writes from config.json rather than from the
