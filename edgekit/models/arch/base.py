@@ -254,6 +254,51 @@ class ArchFamily:
         r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?:gate|up|down)_proj\.weight$"
     )
 
+    # ---- GGUF import: edgekit's importer (models/gguf_import.py) inverts the converter for
+    # a family that sets gguf_importable (its hf_tensor_names, hf_config and the converter's
+    # hooks describe the checkpoint); other families' GGUF files go through transformers'
+    # GGUF loader
+    gguf_importable: ClassVar[bool] = False
+    # GGUF tensor name -> checkpoint tensor name; `blk.{i}.` stands for block i, `{e}` for
+    # expert e of a stacked tensor (each expert's own checkpoint tensor)
+    hf_tensor_names: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "token_embd.weight": "model.embed_tokens.weight",
+            "output_norm.weight": "model.norm.weight",
+            "output.weight": "lm_head.weight",
+            **{
+                f"blk.{{i}}.{g}": f"model.layers.{{i}}.{h}"
+                for g, h in (
+                    ("attn_norm.weight", "input_layernorm.weight"),
+                    ("attn_q.weight", "self_attn.q_proj.weight"),
+                    ("attn_k.weight", "self_attn.k_proj.weight"),
+                    ("attn_v.weight", "self_attn.v_proj.weight"),
+                    ("attn_q.bias", "self_attn.q_proj.bias"),
+                    ("attn_k.bias", "self_attn.k_proj.bias"),
+                    ("attn_v.bias", "self_attn.v_proj.bias"),
+                    ("attn_output.weight", "self_attn.o_proj.weight"),
+                    ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+                    ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+                    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+                    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+                    ("ffn_up.weight", "mlp.up_proj.weight"),
+                    ("ffn_down.weight", "mlp.down_proj.weight"),
+                    ("ffn_gate_inp.weight", "mlp.gate.weight"),
+                    ("ffn_gate_exps.weight", "mlp.experts.{e}.gate_proj.weight"),
+                    ("ffn_up_exps.weight", "mlp.experts.{e}.up_proj.weight"),
+                    ("ffn_down_exps.weight", "mlp.experts.{e}.down_proj.weight"),
+                    ("ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight"),
+                    ("ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"),
+                    ("ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"),
+                    ("ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight"),
+                )
+            },
+        }
+    )
+    # 1-D F32 tensors of a GGUF file that hold config facts rather than weights (Phi-3's
+    # long-RoPE factors): handed to hf_config, not written as weights
+    gguf_config_tensors: ClassVar[tuple[str, ...]] = ()
+
     def __init_subclass__(cls, model_types: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         unknown = set(cls.producers) - set(PRODUCERS)
@@ -462,6 +507,57 @@ class ArchFamily:
             "sliding_window_pattern": m.sliding_window_pattern() if sliding else 0,
         }
 
+    # ---- GGUF import: a GGUF file back into a checkpoint (models/gguf_import.py) -----------
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        """config.json of the checkpoint a GGUF file of this family came from (the arguments
+        of transformers' config class for `model_type`), from its `Arch` and metadata;
+        `vectors` holds the file's `gguf_config_tensors`. The default is a Llama-style
+        decoder with Qwen-style MoE keys; families add or rename keys."""
+        cfg: dict[str, Any] = {
+            "model_type": a.family,
+            "architectures": [self.hf_class],
+            "hidden_size": a.hidden,
+            "intermediate_size": m.uint("feed_forward_length", 0) or a.ffn or a.expert_ffn,
+            "num_hidden_layers": a.n_layers,
+            "num_attention_heads": a.n_heads,
+            "num_key_value_heads": a.n_kv_heads,
+            "head_dim": a.head_dim,
+            "vocab_size": a.vocab,
+            "max_position_embeddings": a.max_context,
+            "rms_norm_eps": f32_decimal(m.number("attention.layer_norm_rms_epsilon", 1e-6)),
+            "tie_word_embeddings": a.tied_embeddings,
+            "attention_bias": a.qkv_bias,
+            "rope_parameters": {"rope_type": "default", "rope_theta": f32_decimal(a.rope_theta)},
+        }
+        kind = m.get("rope.scaling.type")
+        if kind in ("linear", "yarn"):
+            rp = {**cfg["rope_parameters"], "rope_type": kind}
+            rp["factor"] = f32_decimal(m.number("rope.scaling.factor", 1.0))
+            if kind == "yarn":
+                rp["original_max_position_embeddings"] = m.uint("rope.scaling.original_context_length", 0)
+            cfg["rope_parameters"] = rp
+        if a.is_moe:
+            cfg |= {
+                "num_experts": a.n_experts,
+                "num_experts_per_tok": a.experts_per_token,
+                "moe_intermediate_size": a.expert_ffn,
+            }
+            if a.shared_expert_ffn:
+                cfg["shared_expert_intermediate_size"] = a.shared_expert_ffn
+        return cfg
+
+    def hf_piece_shape(self, a: Arch, gguf_name: str) -> tuple[int, ...] | None:
+        """The checkpoint shape (PyTorch order) of a tensor the converter writes as
+        `gguf_pieces` (so the file lacks `gguf_name`, e.g. DeepSeek's attn_kv_b), or None."""
+        return None
+
+    def hf_tokenizer_converter(self, ggml_model: str) -> str | None:
+        """The key of transformers' GGUF tokenizer converters (integrations.ggml
+        GGUF_TO_FAST_CONVERTERS) that rebuilds a `tokenizer.ggml.model` vocabulary of this
+        family: byte-level BPE ("gpt2") and SentencePiece ("llama"); None: not rebuilt."""
+        return {"gpt2": "gpt2", "llama": "llama"}.get(ggml_model)
+
     # ---- llama.cpp quantization mixes -----------------------------------------------------
 
     def gguf_mix_is_70b(self, a: Arch) -> bool:
@@ -543,6 +639,19 @@ class GGUFMetadata:
             n_full = sum(1 for x in v if not x)
             return len(v) // n_full if n_full else 0
         return 0
+
+
+def f32_decimal(x: float) -> float:
+    """The shortest decimal that is the same float32 as `x`: GGUF stores floats as float32
+    (1e-5 reads back as 9.999999747e-06); a config written from a file says 1e-05."""
+    import struct
+
+    want = struct.pack("<f", x)
+    for digits in range(1, 10):
+        y = float(f"{x:.{digits}g}")
+        if struct.pack("<f", y) == want:
+            return y
+    return float(x)
 
 
 def _is_int(v: Any) -> bool:
