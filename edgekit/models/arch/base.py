@@ -254,6 +254,19 @@ class ArchFamily:
         r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?:gate|up|down)_proj\.weight$"
     )
 
+    # ---- llm-compressor (GPTQ / AWQ / FP8 checkpoints, quantize/compressed.py)
+    # modules kept in BF16 besides lm_head, as llm-compressor `re:` patterns over the
+    # transformers model's module names: MoE routers and shared-expert gates, tiny layers whose
+    # rounding changes which experts a token reaches. transformers 5 names every family's
+    # router `mlp.gate` (Mixtral's block_sparse_moe.gate, DeepSeek's too); Qwen2-MoE adds the
+    # shared expert's `shared_expert_gate`
+    ct_keep_wide: ClassVar[tuple[str, ...]] = (r"re:.*mlp\.gate$", r"re:.*shared_expert_gate$")
+    # the AWQ smoothing pairs: the key of llm-compressor's AWQ_MAPPING_REGISTRY whose layer
+    # pattern this family follows; "" lets llm-compressor pick by the model's class (a class it
+    # does not list gets dense-Llama pairs, which on a MoE would smooth the norm before the
+    # experts without compensating the router)
+    ct_awq_mappings: ClassVar[str] = ""
+
     # ---- GGUF import: edgekit's importer (models/gguf_import.py) inverts the converter for
     # a family that sets gguf_importable (its hf_tensor_names, hf_config and the converter's
     # hooks describe the checkpoint); other families' GGUF files go through transformers'
@@ -320,6 +333,11 @@ class ArchFamily:
 
     def __repr__(self) -> str:
         return f"<ArchFamily {self.name}>"
+
+    def llm_compressor_refusal(self, a: Arch, method: str) -> str:
+        """Why llm-compressor cannot make a `method` ("gptq", "awq" or "fp8") checkpoint of
+        this model, in one line; "" when it can (asked before anything is loaded)."""
+        return ""
 
     # ---- config.json ----------------------------------------------------------------------
 
