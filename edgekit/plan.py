@@ -19,16 +19,18 @@ from edgekit.models.arch import Arch
 from edgekit.models.catalogue import ModelEntry
 from edgekit.profiles.target import Target
 from edgekit.runtimes import registry
-from edgekit.runtimes.base import Capabilities
-
-# bytes per cached element; llama.cpp's q8_0 / q4_0 blocks carry an fp16 scale per 32
-KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0, "f32": 4.0}
+from edgekit.runtimes.base import KV_TYPES, Capabilities
 
 METHOD = {
     "weights": "sum over every tensor of its stored bytes under the format's per-tensor types "
     "(GGUF: llama.cpp's mix rules and block sizes; GPTQ/AWQ/FP8: quantized linears + BF16 embeddings, "
     "lm_head, norms, routers)",
-    "kv_cache": "2 x layers x kv_heads x head_dim x bytes per element x context x sequences "
+    "kv_cache": "what the row's runtime allocates (its kv_cache_bytes). llama.cpp: per sequence, "
+    "the context padded to 256 cells; layers its graph attends through a sliding window (Gemma 2/3, "
+    "Llama 4; not Phi-3 or Mistral) a second cache of window + ubatch (min(context, 512)) cells padded "
+    "to 256, at most the context (the whole context with -o swa_full); K and V rows of kv_heads x "
+    "head_dim (MLA: one K row of kv_lora_rank + rope dims, no V) in the type's ggml block sizes. "
+    "Others: 2 x layers x kv_heads x head_dim x bytes per element x context x sequences "
     "(MLA: (kv_lora_rank + rope dim) per layer; sliding-window layers keep only their window)",
     "overhead": "estimate: CUDA context 0.5 GiB per GPU + compute buffer 512 x 4 B x (vocab + 6 x hidden + "
     "2 x MLP width); vLLM also leaves 10 % of memory unused (gpu_memory_utilization 0.90)",
@@ -196,7 +198,6 @@ def _row(
     kv_type = caps.kv_type_for(kv_req)
     if kv_type != kv_req:
         notes.append(f"{runtime} has no {kv_req} KV cache: planned with {kv_type}")
-    kv_elem = KV_TYPES[kv_type]
     layout = choose_layout(arch, target.count, fp8_block=_fp8_block(fmt), layer_split=caps.layer_split)
     plan_t = fmt.tensor_plan(arch)
     weights = sum(t.nbytes for t in plan_t)
@@ -205,8 +206,11 @@ def _row(
     w_dev, host = _weights_per_device(arch, plan_t, layout, caps.host_embedding and dev.kind == "gpu")
     over = caps.overhead(arch, dev, batch)
 
+    def kv(c: int) -> int:
+        return caps.kv_bytes(arch, c, kv_type, batch)
+
     def budget(c: int) -> tuple[DeviceBudget, int]:
-        kv_dev = int(arch.kv_bytes(c, kv_elem, batch) * _kv_share(arch, layout))
+        kv_dev = int(kv(c) * _kv_share(arch, layout))
         return DeviceBudget(w_dev, kv_dev, over, dev.memory_bytes), host
 
     b, host = budget(ctx)
@@ -216,7 +220,8 @@ def _row(
         notes.append(f"the model's own {arch.max_context}-token limit is reached before memory runs out")
     if sup.level == "slow":
         notes.append(sup.reason)
-    read, decode = _decode_roofline(arch, plan_t, layout, dev, ctx, kv_elem, batch)
+    kv_bytes = kv(ctx)
+    read, decode = _decode_roofline(arch, plan_t, layout, dev, kv_bytes, batch)
     prefill = _prefill(arch, fmt, dev, target.count, prompt)
     return PlanRow(
         format=fmt.id,
@@ -226,7 +231,7 @@ def _row(
         weights_bytes=weights,
         bits_per_weight=8 * weights / n_elems,
         kv_type=kv_type,
-        kv_bytes=int(arch.kv_bytes(ctx, kv_elem, batch)),
+        kv_bytes=kv_bytes,
         layout=layout,
         per_device=b,
         host_bytes=host,
@@ -293,8 +298,9 @@ def _max_context(arch: Arch, budget) -> int:
     return lo
 
 
-def _decode_roofline(arch: Arch, plan_t, layout: Layout, dev, ctx: int, kv_elem: float, batch: int):
-    """(bytes read per decode step across all devices, tokens/s upper bound)."""
+def _decode_roofline(arch: Arch, plan_t, layout: Layout, dev, kv: int, batch: int):
+    """(bytes read per decode step across all devices, tokens/s upper bound); `kv` is the
+    KV cache's bytes at the planned context."""
     touched = 1.0
     if arch.is_moe:
         # expected share of experts a batch of B tokens touches: 1 - (1 - k/n)^B
@@ -304,7 +310,6 @@ def _decode_roofline(arch: Arch, plan_t, layout: Layout, dev, ctx: int, kv_elem:
         if t.role == "embed" and not arch.tied_embeddings:
             continue
         w += t.nbytes * (touched if t.role == "expert" else 1.0)
-    kv = arch.kv_bytes(ctx, kv_elem, batch)
     step_bytes = w + kv
     if layout.strategy == "layer-split":
         seconds = step_bytes / dev.bandwidth_bytes_s  # devices take turns

@@ -56,11 +56,17 @@ Optional module attributes: capabilities (``Capabilities`` collects them; defaul
     takes them as ``-o key=value`` (``edgekit bench``, ``edgekit eval``), validated against
     the fields (edgekit.runtimes.options), and they reach ``load()`` as keywords.
 ``kv_cache_types: tuple[str, ...]``  [("f16",)]
-    The KV-cache element types it offers (``edgekit.plan.KV_TYPES`` names), the first one
-    the one it falls back to.
+    The KV-cache element types it offers (``KV_TYPES`` names), the first one the one it
+    falls back to.
 ``kv_fallback: dict[str, str]``  [{}]
     What it plans a KV type it lacks as (llama.cpp: fp8 -> q8_0); otherwise f16 when it
     offers f16, else its first type.
+``kv_cache_bytes(arch, ctx, kv_type, seqs, options) -> int``  [``default_kv_bytes``]
+    Bytes of KV cache it allocates for ``seqs`` sequences of ``ctx`` tokens with elements of
+    ``kv_type`` (a ``KV_TYPES`` name it offers), over all devices: how the engine sizes its
+    cache (context padding, sliding-window caches, latent attention), from the ``Arch``'s
+    facts. The default is ``Arch.kv_bytes``: every token of every layer, sliding-window
+    layers their window. Pure arithmetic: ``edgekit plan`` calls it.
 ``memory_overhead(arch, device, batch, options) -> int``  [``default_overhead``]
     Bytes per device beyond weights and KV cache that the planner adds: CUDA context and
     compute buffers (``default_overhead``), and whatever the engine reserves (vLLM leaves
@@ -111,6 +117,9 @@ CUDA_CONTEXT = int(0.5 * GIB)  # per GPU
 UBATCH = 512  # tokens per compute step the compute buffers are sized for
 CPU_PROCESS = int(0.25 * GIB)  # interpreter, libraries, tokenizer
 
+# bytes per cached element; llama.cpp's q8_0 / q4_0 blocks carry an fp16 scale per 32
+KV_TYPES = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "fp8": 1.0, "f32": 4.0}
+
 
 class NotSupported(EdgekitError):
     """A runtime cannot do what was asked (e.g. batch > 1); the reason is reported, not faked."""
@@ -135,6 +144,17 @@ def default_overhead(arch: Arch, device: Device, batch: int = 1, options: object
 OverheadModel = Callable[["Arch", "Device", int, Any], int]
 
 
+def default_kv_bytes(
+    arch: Arch, ctx: int, kv_type: str = "f16", seqs: int = 1, options: object = None
+) -> int:
+    """KV cache of `seqs` sequences of `ctx` tokens: K and V of every layer for every token,
+    sliding-window layers their window (`Arch.kv_bytes`), KV_TYPES bytes per element."""
+    return int(arch.kv_bytes(ctx, KV_TYPES[kv_type], seqs))
+
+
+KVModel = Callable[["Arch", int, str, int, Any], int]
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a runtime declares (module attributes, see the module docstring), with defaults."""
@@ -149,6 +169,7 @@ class Capabilities:
     plans_as: dict[str, str] = field(default_factory=dict)
     options: type = NoOptions
     overhead_model: OverheadModel = default_overhead
+    kv_model: KVModel = default_kv_bytes
 
     @classmethod
     def of(cls, mod: object) -> Capabilities:
@@ -173,6 +194,9 @@ class Capabilities:
         over = getattr(mod, "memory_overhead", default_overhead)
         if not callable(over):
             raise EdgekitError("its memory_overhead is not callable")
+        kv_model = getattr(mod, "kv_cache_bytes", default_kv_bytes)
+        if not callable(kv_model):
+            raise EdgekitError("its kv_cache_bytes is not callable")
         split = getattr(mod, "layer_split", None)
         return cls(
             formats=tup(getattr(mod, "formats", ())),
@@ -185,6 +209,7 @@ class Capabilities:
             plans_as={str(k): str(v) for k, v in dict(getattr(mod, "plans_as", {}) or {}).items()},
             options=opts,
             overhead_model=over,
+            kv_model=kv_model,
         )
 
     def kv_type_for(self, requested: str) -> str:
@@ -199,6 +224,11 @@ class Capabilities:
         return int(
             self.overhead_model(arch, device, batch, options if options is not None else self.options())
         )
+
+    def kv_bytes(self, arch: Arch, ctx: int, kv_type: str, seqs: int = 1, options: object = None) -> int:
+        """Bytes of KV cache for `seqs` sequences of `ctx` tokens (the runtime's KV rule)."""
+        opts = options if options is not None else self.options()
+        return int(self.kv_model(arch, ctx, kv_type, seqs, opts))
 
     def planned_format(self, fmt_id: str) -> str:
         """The format id the planner sizes `fmt_id` as when this runtime runs it."""

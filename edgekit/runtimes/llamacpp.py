@@ -1,14 +1,21 @@
-"""llama.cpp through llama-cpp-python: load a GGUF, score token sequences, generate with timings."""
+"""llama.cpp through llama-cpp-python: load a GGUF, score token sequences, generate with timings,
+and the KV cache as llama.cpp allocates it (the planner's figure, and the one it reports at load)."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.gguf_io import ggml_types
 from edgekit.runtimes.base import Generation, NotSupported
+
+if TYPE_CHECKING:
+    from edgekit.models.arch import Arch
 
 name = "llama.cpp"
 formats = ("gguf",)
@@ -23,13 +30,108 @@ layer_split = "llama.cpp --split-mode layer"
 host_embedding = True  # on a GPU the input embedding stays in host RAM (it only gathers rows)
 
 
+N_UBATCH = 512  # tokens per compute step load() asks for (llama.cpp's default), at most n_ctx
+CTX_PAD = 256  # llama_context pads n_ctx (and each sequence's share) to a multiple of this
+SWA_PAD = 256  # llama_kv_cache_iswa pads the sliding-window cache to a multiple of this
+
+
 @dataclass(frozen=True)
 class Options:
     """`-o gpu_layers=N`: layers offloaded to the GPU (-1 all, 0 none; default: --device decides);
-    `-o seed=N`: the sampler's seed."""
+    `-o seed=N`: the sampler's seed; `-o kv_type=q8_0`: the K and V cache element type
+    (llama.cpp -ctk/-ctv; a quantized V cache needs flash attention, which it then turns on);
+    `-o flash_attn=true`: flash attention; `-o swa_full=true`: sliding-window layers cache the
+    whole context (llama.cpp --swa-full) instead of their window and one ubatch."""
 
     gpu_layers: int | None = None
     seed: int = 0
+    kv_type: str = "f16"
+    flash_attn: bool = False
+    swa_full: bool = False
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """One KV cache as llama.cpp allocates it (a model with sliding-window layers has two: the
+    full-attention layers' and the window's): per sequence stream `cells` slots of `layers`
+    layers, K (and V) rows of the cache's element types."""
+
+    cells: int
+    layers: int
+    streams: int
+    k_type: str
+    v_type: str
+    k_bytes: int
+    v_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.k_bytes + self.v_bytes
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def kv_caches(
+    arch: Arch, ctx: int, kv_type: str = "f16", seqs: int = 1, options: object = None
+) -> list[KVCache]:
+    """The KV caches llama.cpp allocates for `seqs` sequences of `ctx` tokens (llama_context,
+    llama_kv_cache, llama_kv_cache_iswa): every sequence its own stream of `ctx` cells padded to
+    256; layers llama.cpp attends through a sliding window (`Arch.gguf_sliding_layer`) a second
+    cache of window + ubatch cells, padded to 256 and at most the context (the whole context
+    under swa_full); K and V rows of n_kv_heads x head_dim, latent attention (MLA) one K row of
+    kv_lora_rank + RoPE dims and no V (`Arch.kv_row_elements`); ggml row sizes of the type."""
+    swa_full = bool(getattr(options, "swa_full", False))
+    cells = _pad(ctx, CTX_PAD)
+    ubatch = min(ctx * seqs, N_UBATCH)
+    sliding = [arch.gguf_sliding_layer(i) for i in range(arch.n_layers)]
+    groups = [(cells, sliding.count(False))]
+    if any(sliding):
+        swa_cells = cells if swa_full else min(cells, _pad(arch.sliding_window + ubatch, SWA_PAD))
+        groups.append((swa_cells, sliding.count(True)))
+    gt = ggml_types.get(kv_type)
+    k_row, v_row = (gt.nbytes(n) for n in arch.kv_row_elements())
+    return [
+        KVCache(n, layers, seqs, kv_type, kv_type, layers * seqs * n * k_row, layers * seqs * n * v_row)
+        for n, layers in groups
+    ]
+
+
+def kv_cache_bytes(arch: Arch, ctx: int, kv_type: str = "f16", seqs: int = 1, options: object = None) -> int:
+    """Bytes of KV cache llama.cpp allocates (the capability edgekit.runtimes.base names)."""
+    return sum(c.nbytes for c in kv_caches(arch, ctx, kv_type, seqs, options))
+
+
+# llama_kv_cache's line at allocation: "size = 2.00 MiB (4096 cells, 2 layers, 1/1 seqs),
+# K (f16): 1.00 MiB, V (f16): 1.00 MiB"; the only account of the allocation llama-cpp-python
+# reaches (two decimals of MiB)
+_KV_LOG = re.compile(
+    r"llama_kv_cache: size = *([\d.]+) MiB \( *(\d+) cells, *(\d+) layers, *(\d+)/(\d+) seqs\), "
+    r"K \((\w+)\): *([\d.]+) MiB, V \((\w+)\): *([\d.]+) MiB"
+)
+
+
+@dataclass(frozen=True)
+class KVCacheLog:
+    """One KV cache as llama.cpp reported it when it allocated it (sizes rounded to 0.01 MiB)."""
+
+    mib: float  # K and V together
+    cells: int
+    layers: int
+    seqs: int
+    streams: int
+    k_type: str
+    k_mib: float
+    v_type: str
+    v_mib: float
+
+
+def parse_kv_log(text: str) -> tuple[KVCacheLog, ...]:
+    return tuple(
+        KVCacheLog(float(t), int(c), int(n), int(s), int(st), kt, float(km), vt, float(vm))
+        for t, c, n, s, st, kt, km, vt, vm in _KV_LOG.findall(text)
+    )
 
 
 def available() -> tuple[bool, str]:
@@ -49,10 +151,14 @@ def load(
     seed: int = 0,
     device: str | None = None,
     scoring: bool | None = None,
+    kv_type: str = "f16",
+    flash_attn: bool = False,
+    swa_full: bool = False,
 ) -> LlamaCppSession:
     """`device` and `scoring` are the registry's common options (edgekit.runtimes.base):
     device "cpu" keeps every layer on the CPU, "cuda" offloads all; scoring=False drops
-    the per-position logits (`logits_all`), which `generate` and `generate_tokens` never need."""
+    the per-position logits (`logits_all`), which `generate` and `generate_tokens` never need.
+    The session's `kv_caches` is llama.cpp's own account of the KV cache it allocated."""
     try:
         import llama_cpp
     except ImportError:
@@ -77,23 +183,67 @@ def load(
         gpu_layers = -1
     if gpu_layers is None:
         gpu_layers = -1 if offload else 0
-    t0 = time.perf_counter()
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=min(n_ctx, 512),
-            n_ubatch=min(n_ctx, 512),
-            n_threads=threads or os.cpu_count(),
-            n_threads_batch=threads or os.cpu_count(),
-            n_gpu_layers=gpu_layers,
-            logits_all=logits_all,
-            seed=seed,
-            verbose=False,
+    if kv_type not in kv_cache_types:
+        raise EdgekitError(
+            f"llama.cpp has no {kv_type} KV cache", f"choose one of {', '.join(kv_cache_types)}"
         )
+    ggml_type = ggml_types.get(kv_type)
+    t0 = time.perf_counter()
+    log: list[str] = []
+    try:
+        with _log_to(log):
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=min(n_ctx, N_UBATCH),
+                n_ubatch=min(n_ctx, N_UBATCH),
+                n_threads=threads or os.cpu_count(),
+                n_threads_batch=threads or os.cpu_count(),
+                n_gpu_layers=gpu_layers,
+                logits_all=logits_all,
+                seed=seed,
+                type_k=ggml_type.id,
+                type_v=ggml_type.id,
+                # llama.cpp stores a quantized V cache only with flash attention
+                flash_attn=flash_attn or ggml_type.block > 1,
+                swa_full=swa_full,
+                verbose=False,
+            )
     except (ValueError, RuntimeError) as e:
         raise EdgekitError(f"{path}: llama.cpp cannot load it ({str(e).splitlines()[0][:120]})") from None
-    return LlamaCppSession(llm, time.perf_counter() - t0, "cuda" if offload and gpu_layers != 0 else "cpu")
+    session = LlamaCppSession(llm, time.perf_counter() - t0, "cuda" if offload and gpu_layers != 0 else "cpu")
+    session.kv_caches = parse_kv_log("".join(log))
+    return session
+
+
+class _log_to:
+    """Copy llama.cpp's log lines into `lines` while a model loads, passing each one on to the
+    callback that was installed (llama-cpp-python's, which prints errors, or all when verbose)."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def __enter__(self) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        self.prev = llama_cpp.llama_log_callback()
+        self.prev_data = ctypes.c_void_p()
+        llama_cpp.llama_log_get(ctypes.byref(self.prev), ctypes.byref(self.prev_data))
+
+        def record(level: int, text: bytes, data) -> None:
+            self.lines.append(text.decode("utf-8", errors="replace"))
+            if self.prev:
+                self.prev(level, text, data)
+
+        self.callback = llama_cpp.llama_log_callback(record)  # kept alive while installed
+        llama_cpp.llama_log_set(self.callback, self.prev_data)
+
+    def __exit__(self, *exc: object) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_log_set(self.prev, self.prev_data)
 
 
 class LlamaCppSession:
@@ -102,6 +252,7 @@ class LlamaCppSession:
         self.load_s = load_s
         self.n_vocab = llm.n_vocab()
         self.device = device
+        self.kv_caches: tuple[KVCacheLog, ...] = ()  # as llama.cpp reported them at load
 
     def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
