@@ -144,6 +144,7 @@ def convert(
     model_arch = gguf_arch_name(arch)
     cfg = json.loads((checkpoint.path / "config.json").read_text())
     _check_rope_scaling(cfg, arch)
+    arch_family(arch).gguf_check_config(arch, cfg, checkpoint.path)
     vocab = bpe_vocab(checkpoint.path, arch.vocab)  # before any output: a missing tokenizer fails fast
     weights = SafetensorsCheckpoint(checkpoint.safetensors_files())
     try:
@@ -236,19 +237,24 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
     # (layer, HF name of the stacked tensor: the expert's name without its index) -> names
     experts: dict[tuple[int, str], dict[int, str]] = {}
     expert_re = re.compile(arch_family(arch).hf_expert_pattern)
+    family = arch_family(arch)
     for name in weights.names():
         if m := expert_re.match(name):
             stacked = name[: m.start("expert") - 1] + name[m.end("expert") :]
             experts.setdefault((int(m.group("layer")), stacked), {})[int(m.group("expert"))] = name
             continue
-        if name.endswith("rotary_emb.inv_freq"):
+        if name.endswith("rotary_emb.inv_freq") or family.gguf_skips(arch, name):
             continue
-        gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        gname = tmap.get_name(_mappable(name), try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise EdgekitError(
                 f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config"
             )
         shape = weights.shape(name)
+        pieces = family.gguf_pieces(arch, gname, shape)
+        if pieces is not None:
+            planned += [_piece(weights, name, piece) for piece in pieces]
+            continue
         chunks = _chunker(weights, name, gname, arch)
         planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks))
     for (layer, stacked), by_idx in sorted(experts.items()):
@@ -273,6 +279,29 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
         raise EdgekitError("the checkpoint has no token embedding (model.embed_tokens.weight)")
     planned.sort(key=_write_order)
     return planned
+
+
+def _mappable(hf_name: str) -> str:
+    """The name gguf's tensor map knows: DeepSeek-V3's router bias is stored as
+    `gate.e_score_correction_bias`, which llama.cpp's converter reads as a bias of
+    `gate.e_score_correction` (for every architecture)."""
+    if hf_name.endswith("e_score_correction_bias"):
+        return hf_name[: -len("_bias")] + ".bias"
+    return hf_name
+
+
+def _piece(weights, hf_name: str, piece) -> _Planned:
+    """A GGUF tensor cut from a whole checkpoint tensor (small: one layer's projection);
+    its matrices are written one by one, so a per-matrix importance applies to each."""
+
+    def chunks() -> Iterator[tuple[int, np.ndarray]]:
+        x = piece.cut(weights.load_f32(hf_name))
+        if x.shape != tuple(reversed(piece.shape)):
+            raise RuntimeError(f"{piece.name}: cut to {x.shape}, planned {tuple(reversed(piece.shape))}")
+        mats = x.reshape(-1, *x.shape[-2:]) if x.ndim >= 2 else x.reshape(1, 1, -1)
+        yield from enumerate(mats)
+
+    return _Planned(piece.name, tuple(piece.shape), _role(piece.name), _layer(piece.name), chunks)
 
 
 def _extra_tensors(arch, cfg: dict) -> list[_Planned]:
@@ -304,13 +333,15 @@ def _write_order(p: _Planned):
 
 def _chunker(weights, hf_name: str, gname: str, arch):
     heads = arch_family(arch).gguf_unpermute_heads(arch, gname)
+    # an elementwise change of the values (Gemma's norms + 1): slice by slice, as read
+    fix = arch_family(arch).gguf_values(arch, gname) or (lambda x: x)
 
     def chunks():
         if heads is not None:  # rows move within each head: take the tensor whole (it is small)
             x = _unpermute_rope(weights.load_f32(hf_name), heads)
-            yield 0, x.reshape(x.shape[0], -1)
+            yield 0, fix(x.reshape(x.shape[0], -1))
             return
-        yield from ((0, rows) for rows in _row_slices(weights, hf_name))
+        yield from ((0, fix(rows)) for rows in _row_slices(weights, hf_name))
 
     return chunks
 
@@ -420,13 +451,21 @@ def _check_imatrix(types: dict[str, str], recipe: Recipe) -> None:
 
 
 def _check_rope_scaling(cfg: dict, arch) -> None:
-    rp = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-    kind = (rp.get("rope_type") or rp.get("type") or "default") if isinstance(rp, dict) else "default"
+    kind = _rope_params(cfg).get("rope_type") or _rope_params(cfg).get("type") or "default"
     if kind not in ("default", "linear", "yarn", *arch_family(arch).gguf_rope_scaling):
         raise EdgekitError(f"RoPE scaling '{kind}' is not supported by edgekit's GGUF writer yet")
 
 
 # ---- metadata -----------------------------------------------------------------------------
+
+# keys whose values read as local (sliding-window) RoPE bases, as llama.cpp's converter reads them
+_LOCAL_ROPE_THETA = (
+    "local_rope_theta",
+    "rope_local_theta",
+    "rope_theta_local",
+    "swa_rope_theta",
+    "rope_local_base_freq",
+)
 
 
 def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf) -> None:
@@ -441,29 +480,34 @@ def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf)
     if entry.hub_id:
         w.add_source_url(f"https://huggingface.co/{entry.hub_id}")
         w.add_source_repo_url(f"https://huggingface.co/{entry.hub_id}")
-    w.add_context_length(arch.max_context)
-    w.add_embedding_length(arch.hidden)
-    w.add_block_count(arch.n_layers)
-    w.add_feed_forward_length(int(cfg.get("intermediate_size") or arch.ffn))
-    w.add_head_count(arch.n_heads)
-    w.add_head_count_kv(arch.n_kv_heads)
-    w.add_key_length(arch.head_dim)
-    w.add_value_length(arch.head_dim)
-    for key, value in arch_family(arch).gguf_metadata(arch).items():
-        w.add_uint32(f"{w.arch}.{key}", value)
-    for key, num in arch_family(arch).gguf_config_metadata(arch, cfg).items():
-        if isinstance(num, float):
-            w.add_float32(f"{w.arch}.{key}", num)
-        else:
-            w.add_uint32(f"{w.arch}.{key}", num)
-    w.add_rope_freq_base(_rope_theta(cfg, arch))
-    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
-    w.add_vocab_size(arch.vocab)
-    _rope_scaling(w, cfg, gguf)
+    # the architecture's keys (without the `{arch}.` prefix): the common ones, then the
+    # family's, which replace common ones they also name (DeepSeek's MLA key/value lengths)
+    kv: dict[str, int | float | bool | str] = {
+        "context_length": arch.max_context,
+        "embedding_length": arch.hidden,
+        "block_count": arch.n_layers,
+        "feed_forward_length": int(cfg.get("intermediate_size") or arch.ffn),
+        "attention.head_count": arch.n_heads,
+        "attention.head_count_kv": arch.n_kv_heads,
+        "attention.key_length": arch.head_dim,
+        "attention.value_length": arch.head_dim,
+        "rope.freq_base": _rope_theta(cfg, arch),
+        "attention.layer_norm_rms_epsilon": float(cfg.get("rms_norm_eps", 1e-6)),
+        "vocab_size": arch.vocab,
+    }
+    if (swa_theta := _local_rope_theta(cfg)) is not None:
+        kv["rope.freq_base_swa"] = swa_theta
+    kv.update(_rope_scaling(cfg))
     if arch.is_moe:
-        w.add_expert_count(arch.n_experts)
-        w.add_expert_used_count(arch.experts_per_token)
-        w.add_expert_feed_forward_length(arch.expert_ffn)
+        kv["expert_count"] = arch.n_experts
+        kv["expert_used_count"] = arch.experts_per_token
+        kv["expert_feed_forward_length"] = arch.expert_ffn
+    kv.update(_routing(cfg))
+    family = arch_family(arch)
+    kv.update(family.gguf_metadata(arch))
+    kv.update(family.gguf_config_metadata(arch, cfg))
+    for key, value in kv.items():
+        _add(w, f"{w.arch}.{key}", value)
     w.add_file_type(FILE_TYPE[mix])
     if mix not in ("F32", "F16", "BF16"):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -475,25 +519,96 @@ def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf)
     special.add_to_gguf(w, quiet=True)
 
 
+# llama.cpp's expert gating functions (gguf.ExpertGatingFuncType) by the config's name
+_GATING = {"softmax": 1, "sigmoid": 2}
+_GATING_KEYS = (
+    "score_function",
+    "scoring_func",
+    "score_func",
+    "moe_router_activation",
+    "moe_router_activation_func",
+    "expert_selection_fn",
+)
+
+
+def _routing(cfg: dict) -> dict[str, int | float | bool | str]:
+    """Expert groups and the gating function, wherever a config states them (as llama.cpp's
+    converter writes them for every architecture)."""
+    out: dict[str, int | float | bool | str] = {}
+    if cfg.get("n_group") is not None:
+        out["expert_group_count"] = int(cfg["n_group"])
+    if cfg.get("topk_group") is not None:
+        out["expert_group_used_count"] = int(cfg["topk_group"])
+    func = next((cfg[k] for k in _GATING_KEYS if cfg.get(k) is not None), None)
+    if func is not None:
+        if func not in _GATING:
+            raise EdgekitError(f"expert scoring function '{func}' is not supported by llama.cpp's GGUF")
+        out["expert_gating_func"] = _GATING[func]
+    return out
+
+
+def _add(w, key: str, value: int | float | bool | str) -> None:
+    # GGUF types as llama.cpp's converter writes these keys: bool, float32, uint32, string
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    elif isinstance(value, int):
+        w.add_uint32(key, value)
+    else:
+        w.add_string(key, value)
+
+
+def _rope_all(cfg: dict) -> dict:
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    return rp if isinstance(rp, dict) else {}
+
+
+def _rope_params(cfg: dict) -> dict:
+    """The RoPE parameters of the global-attention layers: a config that sets sliding and
+    full attention apart (Gemma 3) keeps them under `full_attention`."""
+    rp = _rope_all(cfg)
+    full = rp.get("full_attention")
+    return full if isinstance(full, dict) else rp
+
+
 def _rope_theta(cfg: dict, arch) -> float:
-    rp = cfg.get("rope_parameters")
-    if isinstance(rp, dict) and rp.get("rope_theta"):
+    rp = _rope_params(cfg)
+    if rp.get("rope_theta"):
         return float(rp["rope_theta"])
     return float(cfg.get("rope_theta", arch.rope_theta))
 
 
-def _rope_scaling(w, cfg: dict, gguf) -> None:
-    rp = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-    if not isinstance(rp, dict):
-        return
+def _local_rope_theta(cfg: dict) -> float | None:
+    """The RoPE base of the sliding-window layers, where the config states one."""
+    local = _rope_all(cfg).get("sliding_attention")
+    if isinstance(local, dict) and local.get("rope_theta") is not None:
+        return float(local["rope_theta"])
+    found = next((cfg[k] for k in _LOCAL_ROPE_THETA if cfg.get(k) is not None), None)
+    return None if found is None else float(found)
+
+
+def _rope_scaling(cfg: dict) -> dict[str, int | float | bool | str]:
+    rp = _rope_params(cfg)
     kind = rp.get("rope_type") or rp.get("type")
-    if kind == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(rp["factor"]))
-    elif kind == "yarn":
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(rp["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rp.get("original_max_position_embeddings", 0)))
+    if kind not in ("linear", "yarn") or rp.get("factor") is None:
+        return {}
+    out: dict[str, int | float | bool | str] = {
+        "rope.scaling.type": kind,
+        "rope.scaling.factor": float(rp["factor"]),
+    }
+    if kind == "yarn":
+        out["rope.scaling.original_context_length"] = int(rp.get("original_max_position_embeddings", 0))
+        for key, names in (
+            ("rope.scaling.yarn_ext_factor", ("extrapolation_factor",)),
+            ("rope.scaling.yarn_attn_factor", ("attention_factor", "attn_factor")),
+            ("rope.scaling.yarn_beta_fast", ("beta_fast",)),
+            ("rope.scaling.yarn_beta_slow", ("beta_slow",)),
+        ):
+            found = next((rp[n] for n in names if rp.get(n) is not None), None)
+            if found is not None:
+                out[key] = float(found)
+    return out
 
 
 def _size_label(n: int) -> str:

@@ -4,20 +4,40 @@ Config: the 4B+ models are multimodal wrappers whose language model sits in text
 and official configs leave several keys to transformers' Gemma3TextConfig defaults
 (gemma-3-4b-it's text_config states neither its heads nor its vocabulary); the embedding is
 tied unless stated. Tensors: q/k norms, and a norm after attention and after the MLP in
-every block. Sliding-window attention: every 6th layer is global. Planned and sized; no
-producer is tested on it yet.
+every block. Sliding-window attention: every 6th layer is global.
+
+GGUF (llama.cpp's GEMMA3 graph; the text model only): Gemma's RMSNorm scales by 1 + weight,
+llama.cpp's by the weight, so every norm is written plus one, as llama.cpp's converter does;
+the graph itself scales the embedding by sqrt(hidden) and fixes the layer pattern at every
+6th global, so a config whose layer_types say otherwise is refused. The keys beyond the
+common ones are the sliding window, the sliding layers' RoPE base (rope.freq_base_swa, from
+rope_parameters.sliding_attention or rope_local_base_freq) and a final-logit softcap when
+the config has one. llama.cpp scales attention by 1/sqrt(head_dim) (1/sqrt(hidden/heads) for
+its 62-layer 27B) and writes no query_pre_attn_scalar: a config whose scalar differs is
+refused. llama.cpp's converter drops token_embd rows beyond the tokenizer's tokens (its
+tokenizer.json count); where that would leave fewer rows than vocabulary entries, llama.cpp
+could not load the file, so edgekit refuses the checkpoint instead of writing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edgekit.errors import EdgekitError
 from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor
+
+_LLAMA_CPP_PATTERN = 6  # llama.cpp's GEMMA3 graph: layers 5, 11, ... attend globally
 
 
 class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
+    hf_class = "Gemma3ForCausalLM"
+    producers = frozenset({"gguf"})
+    gguf_arch = "GEMMA3"
     tied_default = True
     qk_norm = True
     gguf_names = ("gemma3",)
@@ -54,3 +74,60 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
 
     def mlp(self, a: Arch, i: int) -> list[Tensor]:
         return [*super().mlp(a, i), block_tensor(i, "post_ffw_norm.weight", (a.hidden,), "norm")]
+
+    # ---- GGUF converter -------------------------------------------------------------------
+
+    def gguf_values(self, a: Arch, gguf_name: str) -> Callable[[Any], Any] | None:
+        return _plus_one if gguf_name.endswith("norm.weight") else None
+
+    def gguf_config_metadata(self, a: Arch, cfg: Mapping[str, Any]) -> dict[str, int | float | bool]:
+        out: dict[str, int | float | bool] = {}
+        # llama.cpp's converter writes the window unless the config says every layer is
+        # global (a pattern of 1); transformers' own configs name no pattern
+        if cfg.get("sliding_window_pattern") != 1 and cfg.get("sliding_window"):
+            out["attention.sliding_window"] = int(cfg["sliding_window"])
+        if cfg.get("final_logit_softcapping"):
+            out["final_logit_softcapping"] = float(cfg["final_logit_softcapping"])
+        return out
+
+    def gguf_check_config(self, a: Arch, cfg: Mapping[str, Any], checkpoint_dir: Path) -> None:
+        if cfg.get("attn_logit_softcapping") is not None:
+            raise EdgekitError("gemma3: attn_logit_softcapping is set, which llama.cpp's GEMMA3 graph lacks")
+        layer_types = cfg.get("layer_types")
+        if isinstance(layer_types, list) and layer_types:
+            pattern = [(i + 1) % _LLAMA_CPP_PATTERN != 0 for i in range(len(layer_types))]
+            if [t == "sliding_attention" for t in layer_types] != pattern:
+                raise EdgekitError(
+                    "gemma3: layer_types differ from every 6th layer global, the pattern llama.cpp fixes"
+                )
+        scalar = cfg.get("query_pre_attn_scalar", 256)
+        expected = a.hidden / a.n_heads if a.n_layers == 62 else a.head_dim
+        if scalar is not None and not math.isclose(float(scalar), float(expected)):
+            raise EdgekitError(
+                f"gemma3: query_pre_attn_scalar {scalar} is not {expected:g}, "
+                "the attention scale llama.cpp's GEMMA3 graph uses"
+            )
+        n_tokens = _tokenizer_json_count(checkpoint_dir)
+        if n_tokens is not None and n_tokens < a.vocab:
+            raise EdgekitError(
+                f"gemma3: llama.cpp keeps {n_tokens} token_embd rows (the tokenizer's tokens) "
+                f"of a {a.vocab}-entry vocabulary; llama.cpp could not load that file"
+            )
+
+
+def _plus_one(x: Any) -> Any:
+    return x + 1.0
+
+
+def _tokenizer_json_count(d: Path) -> int | None:
+    """The token count llama.cpp's converter cuts token_embd to: tokenizer.json's vocabulary
+    plus its added tokens (None with a SentencePiece tokenizer.model, which it pads to the
+    vocabulary size instead)."""
+    f = d / "tokenizer.json"
+    if (d / "tokenizer.model").is_file() or not f.is_file():
+        return None
+    try:
+        tok = json.loads(f.read_text(encoding="utf-8"))
+        return len(tok["model"]["vocab"]) + len(tok.get("added_tokens") or [])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EdgekitError(f"{f}: cannot read the vocabulary ({e})") from None
