@@ -26,6 +26,10 @@ class License:
     url: str = ""
     spdx: str = ""
     conditions: tuple[str, ...] = ()
+    # the attribution the license requires word for word in every copy ("" when none)
+    notice: str = ""
+    # the license asks that modified files say they were changed (a quantized file is one)
+    marks_changes: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -34,6 +38,8 @@ class License:
             "tier": self.tier,
             "url": self.url,
             "conditions": list(self.conditions),
+            "notice": self.notice or None,
+            "marks_changes": self.marks_changes,
         }
 
 
@@ -94,6 +100,8 @@ def licenses() -> dict[str, License]:
             url=d.get("url", ""),
             spdx=d.get("spdx", ""),
             conditions=tuple(d.get("conditions", ())),
+            notice=d.get("notice", ""),
+            marks_changes=bool(d.get("marks_changes", False)),
         )
     return out
 

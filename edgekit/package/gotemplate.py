@@ -96,6 +96,17 @@ class Template:
         _infer_tags(self.nodes, [], tags)
         return tags[0], tags[1]
 
+    def tool_call_tag(self) -> str:
+        """The tag Ollama looks for in a model's output to find tool calls (tools/template.go):
+        the first non-blank text inside the first `if` whose condition names a `.ToolCalls`
+        field, cut before any `{` and stripped; "{" when there is none, and Ollama then takes
+        only output that starts with a JSON object as a call."""
+        node = _tool_calls_if(self.nodes)
+        text = _first_text(node.body) if node is not None else None
+        if text is None:
+            return "{"
+        return text.replace("\r\n", "\n").split("{", 1)[0].strip() or "{"
+
 
 def parse(source: str) -> Template:
     items = _lex(source)
@@ -429,6 +440,35 @@ def _infer_tags(nodes: list, ranges: list[Branch], tags: list[str]) -> None:
                 _infer_tags(n.body, inner, tags)
             if n.orelse:
                 _infer_tags(n.orelse, ranges, tags)
+
+
+def _tool_calls_if(nodes: list) -> Branch | None:
+    """The first `if` in document order whose pipeline's commands have a `.ToolCalls` field as
+    an argument (a variable such as `$m.ToolCalls`, or a field inside parentheses, does not
+    count, as in Go's parse tree walk Ollama does)."""
+    for n in nodes:
+        if not isinstance(n, Branch):
+            continue
+        if n.kind == "if" and any(
+            op.kind == "field" and "ToolCalls" in op.path for cmd in n.pipe.cmds for op in cmd
+        ):
+            return n
+        for inner in (n.body, n.orelse or []):
+            if (found := _tool_calls_if(inner)) is not None:
+                return found
+    return None
+
+
+def _first_text(nodes: list) -> str | None:
+    """The first text that is not only whitespace, depth first; a nested if / range / with
+    ends the search when neither of its lists has one."""
+    for n in nodes:
+        if isinstance(n, Text):
+            if n.text.strip():
+                return n.text
+        elif isinstance(n, Branch):
+            return _first_text(n.body) or (_first_text(n.orelse) if n.orelse else None)
+    return None
 
 
 # ---- rendering ------------------------------------------------------------------------------

@@ -123,6 +123,9 @@ class LicenseInfo:
     text: str
     text_source: str
     warnings: list[str] = field(default_factory=list)
+    # what the license asks every copy to carry besides its text: its attribution notice and,
+    # where modified files must say so, what edgekit changed ("" when nothing is asked)
+    notice: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -130,6 +133,7 @@ class LicenseInfo:
             "tier": self.tier,
             "url": self.url or None,
             "conditions": self.conditions,
+            "notice": self.notice or None,
             "text_source": self.text_source,
             "text_chars": len(self.text),
             "warnings": self.warnings,
@@ -156,6 +160,9 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
             lic = {"name": facts.license, "tier": "conditional", "url": "", "conditions": []}
     if lic is None or str(lic.get("name") or "unknown").lower().startswith("unknown"):
         return None
+    if "notice" not in lic:  # a manifest written before licenses stated their notice
+        same = [k for k in licenses().values() if k.name == lic.get("name")]
+        lic = {**lic, **({"notice": same[0].notice, "marks_changes": same[0].marks_changes} if same else {})}
     name, spdx = str(lic.get("name")), lic.get("spdx") or None
     tier, url = str(lic.get("tier") or "conditional"), str(lic.get("url") or "")
     conditions = [str(c) for c in lic.get("conditions") or []]
@@ -181,7 +188,25 @@ def resolve_license(artifact_manifest: dict | None, facts: GgufFacts) -> License
         warnings.append(
             f"'{name}' is a {tier} license" + (": " + "; ".join(conditions) if conditions else "")
         )
-    return LicenseInfo(name, tier, url, conditions, text, text_source, warnings)
+    notice = _required_notice(lic, artifact_manifest)
+    return LicenseInfo(name, tier, url, conditions, text, text_source, warnings, notice)
+
+
+def _required_notice(lic: dict, artifact_manifest: dict | None) -> str:
+    """The license's attribution notice and, when it asks modified files to say so, the
+    statement that this file is a modified (quantized) copy."""
+    parts = [str(lic["notice"])] if lic.get("notice") else []
+    if lic.get("marks_changes"):
+        manifest = artifact_manifest or {}
+        source = manifest.get("source") or {}
+        what = source.get("hub_id") or source.get("name") or "the original model"
+        fmt = manifest.get("format")
+        parts.append(
+            f"Modified: these weights were converted from {what}"
+            + (f" and quantized to {fmt}" if fmt else "")
+            + " by edgekit; they differ from the original weights."
+        )
+    return "\n\n".join(parts) + "\n" if parts else ""
 
 
 def _shipped_license(spdx: str) -> str | None:
@@ -293,6 +318,9 @@ def plan_package(
         from edgekit.package import gotemplate
 
         gotemplate.parse(family.template)  # ours must parse; a syntax error would only show in Ollama
+        tools = check_tool_calls(family, family.template)
+        if not tools.ok:
+            raise EdgekitError(f"template check failed: {tools.detail}")
     if system is None and family.template is not None:
         system = templates.default_system(facts.chat_template)
     params_out = _merge_parameters(family, user_params)
@@ -319,7 +347,7 @@ def plan_package(
         template=family.template,
         system=system or None,
         parameters=params_out,
-        licenses=[lic.text] if lic else [],
+        licenses=[t for t in (lic.notice, lic.text) if t] if lic else [],
     )
     mf.render()  # values a Modelfile cannot quote fail here, before anything is written
     return PackagePlan(artifact, model_name, facts, family, mf, lic, artifact_manifest, warnings)
@@ -582,6 +610,9 @@ def verify(name: str, store: Path | str | None = None) -> VerifyResult:
     }
     template = texts["template"][0] if texts["template"] else None
     checks.append(_check_thinking(facts, template, bool(manifest.layers_of("template"))))
+    family = _family_of(facts)
+    if family is not None and template is not None:
+        checks.append(check_tool_calls(family, template))
     checks += _check_stops(
         facts, template, texts["params"][0] if texts["params"] else None, bool(manifest.layers_of("params"))
     )
@@ -609,6 +640,42 @@ def _check_config(raw: bytes, facts: GgufFacts, layers: list[Layer]) -> list[Che
             f"{cfg.get('model_family')} {cfg.get('model_type')} {cfg.get('file_type')}",
         )
     ]
+
+
+def _family_of(facts: GgufFacts) -> templates.Family | None:
+    try:
+        return templates.choose_family(
+            facts.architecture, facts.has_token, facts.chat_template, facts.eos_token
+        )
+    except EdgekitError:
+        return None
+
+
+def check_tool_calls(family: templates.Family, template: str) -> Check:
+    """A template that offers tools must let Ollama find the family's tool calls: the tag Ollama
+    derives from it is the family's own, and the family's native call output parses to one call."""
+    from edgekit.package import gotemplate, toolcalls
+
+    try:
+        tpl = gotemplate.parse(template)
+    except gotemplate.TemplateError as e:
+        return Check("tool calls", False, f"does not parse as a Go template: {e.one_line()}")
+    if "tools" not in tpl.identifiers():
+        return Check("tool calls", True, "the template offers no tools")
+    tag = tpl.tool_call_tag()
+    if family.tool_tag is None or family.tool_call_sample is None:
+        return Check("tool calls", True, f"Ollama looks for tool calls after {tag!r}")
+    if tag != family.tool_tag:
+        return Check(
+            "tool calls",
+            False,
+            f"{family.name}: Ollama would look for tool calls after {tag!r}, but the model writes "
+            f"{family.tool_tag!r}: its calls would come back as text",
+        )
+    calls, _ = toolcalls.parse_tool_calls(family.tool_call_sample, tag, ["get_weather"])
+    if len(calls) != 1:
+        return Check("tool calls", False, f"{family.name}: a native tool call parses to {len(calls)} calls")
+    return Check("tool calls", True, f"{tag} found; a native {family.name} tool call parses to one call")
 
 
 def _thinking_model(facts: GgufFacts) -> bool:

@@ -6,6 +6,9 @@ what makes it behave. Qwen3's keeps tools and the thinking toggle: with `think: 
 Ollama sets `.IsThinkSet` and clears `.Think`, and the template then opens the answer with
 an empty think block, exactly what Qwen's `enable_thinking=False` does; earlier turns' thinking
 is dropped and only the trace after the last user turn is replayed, as Qwen's own template does.
+Ollama finds tool calls in the output by the first text of the first `{{ if .ToolCalls }}`
+block (`<tool_call>`), so the calls sit in one, with the separating newline and the tag in
+one text either way.
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ For each function call, return a json object with function name and arguments wi
 
 {{ end }}
 {{- .Content }}
-{{- range $j, $call := .ToolCalls }}{{ if or $j $m.Content }}
-{{ end }}<tool_call>
+{{- if .ToolCalls }}{{ range $j, $call := .ToolCalls }}{{ if or $j $m.Content }}
+<tool_call>{{ else }}<tool_call>{{ end }}
 {"name": "{{ $call.Function.Name }}", "arguments": {{ $call.Function.Arguments }}}
-</tool_call>{{ end }}
+</tool_call>{{ end }}{{ end }}
 {{- if not $last }}<|im_end|>
 {{ end }}
 {{- else if eq .Role "tool" }}
@@ -183,6 +186,9 @@ DEEPSEEK_R1 = """\
 {{- end }}
 {{- end }}"""
 
+# What Qwen3 writes when it calls a tool (its chat template's instructions, and its output)
+QWEN3_TOOL_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
 # Tokens that end a turn in a template; a template that writes one needs it as a stop.
 END_OF_TURN = (
     "<|im_end|>",
@@ -202,6 +208,10 @@ class Family:
     stop: tuple[str, ...]
     thinking: bool
     reason: str
+    # the tag the model opens a tool call with, where the template offers tools; with one
+    # the family also gives a sample of the model's own tool-call output
+    tool_tag: str | None = None
+    tool_call_sample: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -210,6 +220,7 @@ class Family:
             "parameters": dict(self.parameters),
             "stop": list(self.stop),
             "thinking": self.thinking,
+            "tool_tag": self.tool_tag,
             "reason": self.reason,
         }
 
@@ -258,6 +269,8 @@ def choose_family(
             _CHATML_STOP,
             True,
             f"architecture {architecture}: Qwen3 template with tools and the thinking toggle",
+            tool_tag="<tool_call>",
+            tool_call_sample=QWEN3_TOOL_CALL,
         )
     if has_all(_DEEPSEEK_STOP) and (chat_template is None or _r1_style(chat_template)):
         return Family(

@@ -21,7 +21,12 @@ def _with_manifest(gguf, license_key=None, checkpoint=None):
 def test_conditional_license_is_named_linked_and_warned_about(tiny_gguf):
     _with_manifest(tiny_gguf, "llama3_1")
     plan = ollama.plan_package(tiny_gguf, "mymodel:1")
-    (text,) = plan.modelfile.licenses
+    notice, text = plan.modelfile.licenses
+    # the attribution the license asks every copy to carry, word for word; no change statement
+    assert notice == (
+        "Llama 3.1 is licensed under the Llama 3.1 Community License, "
+        "Copyright © Meta Platforms, Inc. All Rights Reserved.\n"
+    )
     assert "Llama 3.1 Community License" in text and "https://www.llama.com/llama3_1/license/" in text
     assert "700 million monthly active users" in text
     assert any("is a conditional license" in w for w in plan.warnings)
@@ -36,8 +41,40 @@ def test_the_checkpoints_own_license_file_wins(tiny_gguf, tmp_path):
     (ck / "LICENSE").write_text("The exact license shipped with the weights.\n")
     _with_manifest(tiny_gguf, "apache-2_0", ck)
     plan = ollama.plan_package(tiny_gguf, "m:1")
-    assert plan.modelfile.licenses == ["The exact license shipped with the weights.\n"]
+    changed, text = plan.modelfile.licenses
+    assert text == "The exact license shipped with the weights.\n"
+    # Apache-2.0 section 4(b): modified files say they were changed
+    assert changed.startswith(
+        "Modified: these weights were converted from hand-made and quantized to gguf:Q8_0"
+    )
     assert plan.license.text_source == str(ck / "LICENSE") and plan.warnings == []
+
+
+def test_gemma_packages_its_notice_and_the_change_statement(tiny_gguf):
+    _with_manifest(tiny_gguf, "gemma")
+    plan = ollama.plan_package(tiny_gguf, "g:1")
+    notice, text = plan.modelfile.licenses
+    first, second = notice.rstrip("\n").split("\n\n")
+    assert (
+        first
+        == "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
+    )
+    assert second.startswith("Modified: ") and "gguf:Q8_0" in second
+    assert "Prohibited Use Policy" in text and "https://ai.google.dev/gemma/terms" in text
+    assert plan.license.to_dict()["notice"] == notice
+    # what the Modelfile says is what Ollama stores: two LICENSE blocks, in this order
+    assert parse(plan.modelfile.render()).licenses == [notice, text]
+
+
+def test_a_manifest_from_before_notices_gets_the_catalogues(tiny_gguf):
+    lic = licenses()["gemma"].to_dict()
+    for key in ("notice", "marks_changes"):
+        lic.pop(key)
+    source = {"name": "hand-made", "path": None, "license": lic}
+    tiny_gguf.with_name(tiny_gguf.name + ".manifest.json").write_text(
+        json.dumps({"format": "gguf:Q8_0", "source": source})
+    )
+    assert ollama.plan_package(tiny_gguf, "g:1").modelfile.licenses[0].startswith("Gemma is provided")
 
 
 def test_unknown_license_packages_none_and_says_so(tiny_gguf):

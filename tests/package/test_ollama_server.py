@@ -48,7 +48,9 @@ def test_server_receives_the_upload_and_the_create_call(capsys, smollm2_artifact
         "parameters": {"num_ctx": 4096, "stop": ["<|im_start|>", "<|im_end|>"]},
         "stream": False,
     }
-    assert len(license_text) == 1 and "Apache License" in license_text[0] and "Version 2.0" in license_text[0]
+    # Apache-2.0 asks modified files to say so: the change statement, then the license text
+    assert len(license_text) == 2 and license_text[0].startswith("Modified: ")
+    assert "Apache License" in license_text[1] and "Version 2.0" in license_text[1]
     d = json.loads(out)
     assert d["created"]["method"] == "server" and d["created"]["where"] == fake_ollama.url
     assert d["created"]["layers"] == [

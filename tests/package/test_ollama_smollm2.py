@@ -31,7 +31,13 @@ def test_modelfile_next_to_the_artifact_round_trips(capsys, smollm2_artifact):
     assert mf.template == CHATML and mf.system == SMOL_SYSTEM
     assert mf.parameters == [("stop", "<|im_start|>"), ("stop", "<|im_end|>")]
     apache = ollama._shipped_license("Apache-2.0") or ""
-    assert mf.licenses == [apache] and "Apache License" in apache and "END OF TERMS AND CONDITIONS" in apache
+    assert "Apache License" in apache and "END OF TERMS AND CONDITIONS" in apache
+    # Apache-2.0 section 4(b): modified files say they were changed, before the license text
+    change = (
+        "Modified: these weights were converted from HuggingFaceTB/SmolLM2-135M-Instruct and "
+        "quantized to gguf:Q8_0 by edgekit; they differ from the original weights.\n"
+    )
+    assert mf.licenses == [change, apache]
     assert parse(mf.render()) == mf
     assert d["family"]["name"] == "chatml" and d["license"]["name"] == "Apache-2.0" and d["warnings"] == []
     assert (d["architecture"], d["model_type"], d["file_type"]) == ("llama", "134.52M", "Q8_0")
@@ -93,14 +99,14 @@ def test_store_is_laid_out_as_ollama_does(capsys, smollm2_artifact, tmp_path):
     assert m["schemaVersion"] == 2 and m["mediaType"] == MANIFEST_MEDIA_TYPE
     assert m["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
     kinds = [x["mediaType"].removeprefix("application/vnd.ollama.image.") for x in m["layers"]]
-    assert kinds == ["model", "template", "system", "license", "params"]
+    assert kinds == ["model", "template", "system", "license", "license", "params"]
     for entry in [m["config"], *m["layers"]]:
         assert list(entry) == ["mediaType", "digest", "size"]
         blob = root / "blobs" / entry["digest"].replace(":", "-")
         data = blob.read_bytes()
         assert _sha(data) == entry["digest"] and len(data) == entry["size"]
         assert blob.stat().st_mode & 0o444 == 0o444
-    model, template, system, lic, params = m["layers"]
+    model, template, system, change, lic, params = m["layers"]
     artifact_manifest = json.loads(
         smollm2_artifact.with_name(smollm2_artifact.name + ".manifest.json").read_text()
     )
@@ -110,6 +116,7 @@ def test_store_is_laid_out_as_ollama_does(capsys, smollm2_artifact, tmp_path):
     )
     blob = lambda e: (root / "blobs" / e["digest"].replace(":", "-")).read_bytes()  # noqa: E731
     assert blob(template).decode() == CHATML and blob(system).decode() == SMOL_SYSTEM
+    assert blob(change).decode().startswith("Modified: these weights were converted from ")
     assert blob(lic).decode() == ollama._shipped_license("Apache-2.0")
     assert blob(params) == b'{"stop":["\\u003c|im_start|\\u003e","\\u003c|im_end|\\u003e"]}\n'
     config = json.loads(blob(m["config"]))

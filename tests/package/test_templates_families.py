@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def reference_path(*parts: str) -> Path | None:
-    """A file of the reference llama.cpp tree (EDGEKIT_LLAMACPP_SRC, else the one `make setup`
-    installs in the virtual environment)."""
+    """A file of the reference llama.cpp tree (EDGEKIT_LLAMACPP_SRC, else the part of it
+    `make setup` installs in the virtual environment: the converter and models/templates)."""
     import os
     import sys
 
-    roots = [os.environ.get("EDGEKIT_LLAMACPP_SRC", ""), str(Path(sys.prefix) / "share" / "llama.cpp")]
+    roots = [
+        os.environ.get("EDGEKIT_LLAMACPP_SRC", ""),
+        str(Path(sys.prefix) / "share" / "llama.cpp-convert"),
+    ]
     for root in filter(None, roots):
         if (Path(root).joinpath(*parts)).is_file():
             return Path(root).joinpath(*parts)
