@@ -60,6 +60,8 @@ CASES = {
         ("attention.key_length", "attention.value_length", "vocab_size"),
         gpt2_vocab=True,
     ),
+    # llama.cpp's Gemma 3 class takes the GPT-2 BPE path itself when there is no tokenizer.model
+    "gemma3": Case("build:gemma3", "gemma3", ("vocab_size",)),
     # the checkpoint edgekit imports from the embedded SmolLM2 GGUF: transformers' import
     # writes its tokenizer.json with byte_fallback, which llama.cpp's Llama class would take
     # for a Llama-2 SentencePiece-style vocabulary; the real SmolLM2 tokenizer.json takes the
@@ -83,6 +85,7 @@ def _what_llama_cpp_derives(key: str, ref: dict) -> object:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_tokenizer):
+    from tests.quantize.test_gguf_gemma3 import build_gemma3
     from tests.quantize.test_gguf_mixtral import build_tiny_mixtral
     from tests.quantize.test_gguf_phi3 import _long_rope, build_phi3
 
@@ -90,6 +93,7 @@ def built(tmp_path_factory, tiny_tokenizer):
         "mixtral": lambda out: build_tiny_mixtral(out, tiny_tokenizer),
         "phi3": lambda out: build_phi3(out, tiny_tokenizer),
         "phi3_longrope": lambda out: build_phi3(out, tiny_tokenizer, rope_scaling=_long_rope()),
+        "gemma3": lambda out: build_gemma3(out, tiny_tokenizer),
     }
     cache: dict[str, Path] = {}
 
