@@ -134,7 +134,7 @@ def convert(
     import gguf
     import numpy as np
 
-    from edgekit.models.gguf_vocab import bpe_vocab
+    from edgekit.models.gguf_vocab import gguf_vocab
     from edgekit.models.weights import SafetensorsCheckpoint
 
     mix = recipe.mix.upper()
@@ -145,7 +145,8 @@ def convert(
     cfg = json.loads((checkpoint.path / "config.json").read_text())
     _check_rope_scaling(cfg, arch)
     arch_family(arch).gguf_check_config(arch, cfg, checkpoint.path)
-    vocab = bpe_vocab(checkpoint.path, arch.vocab)  # before any output: a missing tokenizer fails fast
+    # before any output: a missing or unreadable tokenizer fails fast
+    vocab = gguf_vocab(arch_family(arch).gguf_vocab, checkpoint.path, arch.vocab)
     weights = SafetensorsCheckpoint(checkpoint.safetensors_files())
     try:
         planned = _plan_tensors(weights, arch) + _extra_tensors(arch, cfg)
@@ -511,11 +512,16 @@ def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf)
     w.add_file_type(FILE_TYPE[mix])
     if mix not in ("F32", "F16", "BF16"):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    w.add_tokenizer_model("gpt2")
+    spm = vocab.get("model") == "llama"  # SentencePiece: scores, no merges
+    w.add_tokenizer_model(vocab.get("model", "gpt2"))
     w.add_tokenizer_pre(vocab["pre"])
     w.add_token_list(vocab["tokens"])
+    if spm:
+        w.add_token_scores(vocab["scores"])
     w.add_token_types(vocab["types"])
-    special = gguf.SpecialVocab(checkpoint.path, load_merges=True, n_vocab=arch.vocab)
+    if "add_space_prefix" in vocab:
+        w.add_add_space_prefix(vocab["add_space_prefix"])
+    special = gguf.SpecialVocab(checkpoint.path, load_merges=not spm, n_vocab=arch.vocab)
     special.add_to_gguf(w, quiet=True)
 
 

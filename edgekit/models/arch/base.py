@@ -239,6 +239,10 @@ class ArchFamily:
     # llama.cpp's graph for this family attends sliding-window layers through their window
     # (window-sized KV caches); False where llama.cpp ignores a window the config states
     gguf_slides: ClassVar[bool] = True
+    # how llama.cpp's converter reads the family's tokenizer (models/gguf_vocab.gguf_vocab):
+    # "bpe" (tokenizer.json's byte-level BPE), "llama" / "gemma" / "phi3" (a SentencePiece
+    # tokenizer.model where the checkpoint has one, each with its converter class's rules)
+    gguf_vocab: ClassVar[str] = "bpe"
     # llama.cpp's `general.architecture` values of GGUF files this family reads (edgekit
     # plan FILE.gguf); empty: gguf_arch lowercased, when there is one. Where two families
     # name one value, the first registered reads it (and its `from_gguf_metadata` may

@@ -38,6 +38,7 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
     hf_class = "Gemma3ForCausalLM"
     producers = frozenset({"gguf"})
     gguf_arch = "GEMMA3"
+    gguf_vocab = "gemma"  # tokenizer.model (Gemma's SentencePiece), no space prefix
     tied_default = True
     qk_norm = True
     gguf_names = ("gemma3",)

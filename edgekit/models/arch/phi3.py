@@ -29,6 +29,7 @@ class Phi3(ArchFamily, model_types=("phi3",)):
     gguf_names = ("phi3",)
     gguf_slides = False  # llama.cpp disables Phi-3's sliding window ("Phi SWA is currently disabled")
     gguf_rope_scaling = _LONG_ROPE
+    gguf_vocab = "phi3"  # Phi-3/3.5: tokenizer.model; Phi-4: GPT2Tokenizer (BPE)
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         h = a.hidden
