@@ -240,11 +240,11 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
     expert_re = re.compile(arch_family(arch).hf_expert_pattern)
     family = arch_family(arch)
     for name in weights.names():
+        if name.endswith("rotary_emb.inv_freq") or family.gguf_skips(arch, name):
+            continue  # experts too (DeepSeek-V3's multi-token-prediction layer has its own)
         if m := expert_re.match(name):
             stacked = name[: m.start("expert") - 1] + name[m.end("expert") :]
             experts.setdefault((int(m.group("layer")), stacked), {})[int(m.group("expert"))] = name
-            continue
-        if name.endswith("rotary_emb.inv_freq") or family.gguf_skips(arch, name):
             continue
         gname = tmap.get_name(_mappable(name), try_suffixes=(".weight", ".bias"))
         if gname is None:

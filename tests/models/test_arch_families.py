@@ -89,7 +89,19 @@ def test_unknown_model_type_names_the_known_ones():
 
 PRODUCERS_MATRIX = {
     # edgekit's one-pass converter (quantize/gguf.py's SUPPORTED before the families)
-    "gguf": ["gemma3", "gemma3_text", "llama", "mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"],
+    "gguf": [
+        "deepseek_v2",
+        "deepseek_v3",
+        "gemma3",
+        "gemma3_text",
+        "llama",
+        "mistral",
+        "mixtral",
+        "phi3",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+    ],
     # the llm-compressor GPTQ / AWQ / FP8 path (quantize/compressed.py's SUPPORTED)
     "llm-compressor": ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"],
     # architectures the ONNX export is tested on (onnx_export.TESTED)
@@ -113,6 +125,8 @@ def test_gguf_names_of_the_converted_families():
     from edgekit.quantize import gguf
 
     want = {
+        "deepseek_v2": "DEEPSEEK2",
+        "deepseek_v3": "DEEPSEEK2",
         "gemma3": "GEMMA3",
         "gemma3_text": "GEMMA3",
         "llama": "LLAMA",

@@ -62,6 +62,8 @@ CASES = {
     ),
     # llama.cpp's Gemma 3 class takes the GPT-2 BPE path itself when there is no tokenizer.model
     "gemma3": Case("build:gemma3", "gemma3", ("vocab_size",)),
+    "deepseek_v3": Case("build:deepseek_v3", "deepseek2", ()),
+    "deepseek_v2": Case("build:deepseek_v2", "deepseek2", ()),
     # the checkpoint edgekit imports from the embedded SmolLM2 GGUF: transformers' import
     # writes its tokenizer.json with byte_fallback, which llama.cpp's Llama class would take
     # for a Llama-2 SentencePiece-style vocabulary; the real SmolLM2 tokenizer.json takes the
@@ -85,6 +87,7 @@ def _what_llama_cpp_derives(key: str, ref: dict) -> object:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_tokenizer):
+    from tests.quantize.test_gguf_deepseek import build_deepseek
     from tests.quantize.test_gguf_gemma3 import build_gemma3
     from tests.quantize.test_gguf_mixtral import build_tiny_mixtral
     from tests.quantize.test_gguf_phi3 import _long_rope, build_phi3
@@ -94,6 +97,8 @@ def built(tmp_path_factory, tiny_tokenizer):
         "phi3": lambda out: build_phi3(out, tiny_tokenizer),
         "phi3_longrope": lambda out: build_phi3(out, tiny_tokenizer, rope_scaling=_long_rope()),
         "gemma3": lambda out: build_gemma3(out, tiny_tokenizer),
+        "deepseek_v3": lambda out: build_deepseek(out, tiny_tokenizer, version=3),
+        "deepseek_v2": lambda out: build_deepseek(out, tiny_tokenizer, version=2),
     }
     cache: dict[str, Path] = {}
 
