@@ -268,25 +268,31 @@ def _logits_with_f32_cache(path: Path, ids: list[int]):
         llm.close()
 
 
-def test_deepseek_f32_logits_match_transformers(deepseek_f32, version, record_property):
-    """llama.cpp as the runtime runs it (F16 KV cache): top-1 as transformers'. The cache's F16
-    rounding (about 1e-3 in the logits) can flip an expert where a token's 4th and 5th scores lie
-    within it, which moves that position's logits; with an F32 cache the logits are
-    transformers' to float rounding, which shows the conversion itself is exact."""
+def _agreement(ck, path: Path) -> tuple[float, float, float, float]:
+    """(top-1 agreement, max |logit diff| as the runtime runs the file, logit std, max |logit
+    diff| with an F32 KV cache) against transformers over 384 tokens of the evaluation text."""
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
     from edgekit.text import default_evaluation_text
 
-    ck, path = deepseek_f32
     top1, max_abs, std = logits_agree(ck, path)
     ids = _tokens(path, default_evaluation_text())[:384]
     model = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.float32)
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].numpy()
     ours = _logits_with_f32_cache(path, ids)
-    exact = float(np.abs(ours - ref[:, : ours.shape[1]]).max())
+    return top1, max_abs, std, float(np.abs(ours - ref[:, : ours.shape[1]]).max())
+
+
+def test_deepseek_f32_logits_match_transformers(deepseek_f32, version, record_property):
+    """llama.cpp as the runtime runs it (F16 KV cache): top-1 as transformers'. The cache's F16
+    rounding (about 1e-3 in the logits) can flip an expert where a token's 4th and 5th scores lie
+    within it, which moves that position's logits; with an F32 cache the logits are
+    transformers' to float rounding, which shows the conversion itself is exact."""
+    ck, path = deepseek_f32
+    top1, max_abs, std, exact = _agreement(ck, path)
     record_property("max_abs_logit_diff", max_abs)
     record_property("max_abs_logit_diff_f32_cache", exact)
     print(
@@ -296,6 +302,51 @@ def test_deepseek_f32_logits_match_transformers(deepseek_f32, version, record_pr
     assert std > 0.5  # the logits are not flat
     assert top1 >= 0.99
     assert exact < 1e-3
+
+
+YARN = {
+    "rope_type": "yarn",
+    "rope_theta": 10000.0,
+    "factor": 40.0,
+    "original_max_position_embeddings": 128,  # under the 384 tokens compared: the scaling shows
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
+VARIANTS = {
+    # DeepSeek-V3's own RoPE scaling (factor 40, mscale and mscale_all_dim 1)
+    "v3-yarn": dict(version=3, rope_parameters=YARN),
+    # V2-Lite: no q_lora_rank (a plain attn_q), which llama.cpp reads only at 26 or 27 layers
+    "v2-lite": dict(
+        version=2, num_hidden_layers=27, q_lora_rank=None, n_routed_experts=4, num_experts_per_tok=2
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_deepseek_variants_logits_match_transformers(variant, tmp_path, tiny_tokenizer):
+    from edgekit.quantize.gguf import Recipe, convert
+
+    ck = _checkpoint(build_deepseek(tmp_path / variant, tiny_tokenizer, **VARIANTS[variant]))
+    path = tmp_path / f"{variant}-F32.gguf"
+    convert(ck, path, Recipe(mix="F32"))
+    k = {key[len("deepseek2.") :]: v for key, v in metadata(path).items() if key.startswith("deepseek2.")}
+    t = tensor_table(path)
+    if variant == "v3-yarn":
+        assert (k["rope.scaling.type"], k["rope.scaling.factor"]) == ("yarn", 40.0)
+        assert k["rope.scaling.original_context_length"] == 128
+        assert abs(k["rope.scaling.yarn_log_multiplier"] - 0.1) < 1e-7  # 0.1 * mscale_all_dim
+    else:
+        assert "attention.q_lora_rank" not in k and k["block_count"] == 27
+        assert "blk.0.attn_q.weight" in t and "blk.0.attn_q_a.weight" not in t
+    assert {x.name: tuple(x.shape) for x in ck.entry.arch.tensors()} == t
+    top1, max_abs, std, exact = _agreement(ck, path)
+    print(
+        f"deepseek {variant}: top-1 agreement {top1:.4f}, max |logit diff| {max_abs:.2e} "
+        f"(F32 KV cache: {exact:.2e}; logit std {std:.2f})"
+    )
+    assert std > 0.5 and top1 >= 0.99 and exact < 1e-3
 
 
 def _tokens(path: Path, text: str) -> list[int]:

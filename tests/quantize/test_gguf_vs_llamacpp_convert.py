@@ -64,6 +64,8 @@ CASES = {
     "gemma3": Case("build:gemma3", "gemma3", ("vocab_size",)),
     "deepseek_v3": Case("build:deepseek_v3", "deepseek2", ()),
     "deepseek_v2": Case("build:deepseek_v2", "deepseek2", ()),
+    "deepseek_v3_yarn": Case("build:deepseek_v3_yarn", "deepseek2", ()),
+    "deepseek_v2_lite": Case("build:deepseek_v2_lite", "deepseek2", ()),
     # the checkpoint edgekit imports from the embedded SmolLM2 GGUF: transformers' import
     # writes its tokenizer.json with byte_fallback, which llama.cpp's Llama class would take
     # for a Llama-2 SentencePiece-style vocabulary; the real SmolLM2 tokenizer.json takes the
@@ -87,7 +89,7 @@ def _what_llama_cpp_derives(key: str, ref: dict) -> object:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_tokenizer):
-    from tests.quantize.test_gguf_deepseek import build_deepseek
+    from tests.quantize.test_gguf_deepseek import VARIANTS, build_deepseek
     from tests.quantize.test_gguf_gemma3 import build_gemma3
     from tests.quantize.test_gguf_mixtral import build_tiny_mixtral
     from tests.quantize.test_gguf_phi3 import _long_rope, build_phi3
@@ -99,6 +101,8 @@ def built(tmp_path_factory, tiny_tokenizer):
         "gemma3": lambda out: build_gemma3(out, tiny_tokenizer),
         "deepseek_v3": lambda out: build_deepseek(out, tiny_tokenizer, version=3),
         "deepseek_v2": lambda out: build_deepseek(out, tiny_tokenizer, version=2),
+        "deepseek_v3_yarn": lambda out: build_deepseek(out, tiny_tokenizer, **VARIANTS["v3-yarn"]),
+        "deepseek_v2_lite": lambda out: build_deepseek(out, tiny_tokenizer, **VARIANTS["v2-lite"]),
     }
     cache: dict[str, Path] = {}
 
