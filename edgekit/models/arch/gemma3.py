@@ -17,6 +17,11 @@ its 62-layer 27B) and writes no query_pre_attn_scalar: a config whose scalar dif
 refused. llama.cpp's converter drops token_embd rows beyond the tokenizer's tokens (its
 tokenizer.json count); where that would leave fewer rows than vocabulary entries, llama.cpp
 could not load the file, so edgekit refuses the checkpoint instead of writing it.
+
+GGUF import (models/gguf_import.py) inverts all of it: the norms minus one (derived from
+gguf_values), the four norms of a block under their HF names, a Gemma3TextConfig
+(`gemma3_text`, Gemma3ForCausalLM) whose layer types follow llama.cpp's fixed pattern, with
+both RoPE bases, the sliding window, the attention scale llama.cpp uses and the softcap.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor, f32_decimal
 
 _LLAMA_CPP_PATTERN = 6  # llama.cpp's GEMMA3 graph: layers 5, 11, ... attend globally
 
@@ -42,6 +47,16 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
     tied_default = True
     qk_norm = True
     gguf_names = ("gemma3",)
+    gguf_importable = True
+    # the norms around attention and the MLP under Gemma's names (tied: no output.weight)
+    hf_tensor_names = MappingProxyType(
+        {
+            **ArchFamily.hf_tensor_names,
+            "blk.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+            "blk.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+            "blk.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
+        }
+    )
     config_defaults = MappingProxyType(
         {
             "vocab_size": 262208,
@@ -114,6 +129,39 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
                 f"gemma3: llama.cpp keeps {n_tokens} token_embd rows (the tokenizer's tokens) "
                 f"of a {a.vocab}-entry vocabulary; llama.cpp could not load that file"
             )
+
+    # ---- GGUF import ----------------------------------------------------------------------
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        """The text model's Gemma3TextConfig: layer types as llama.cpp's graph fixes them
+        (every 6th global; all global without a window), the global layers' RoPE (with its
+        linear scaling) and the sliding layers' base, the attention scale and the softcap."""
+        cfg = super().hf_config(a, m, vectors)
+        window = m.uint("attention.sliding_window", 0)
+        full = dict(cfg["rope_parameters"])
+        local_theta = m.number("rope.freq_base_swa", 10000.0)
+        layer_types = [
+            "sliding_attention" if window and (i + 1) % _LLAMA_CPP_PATTERN else "full_attention"
+            for i in range(a.n_layers)
+        ]
+        softcap = m.get("final_logit_softcapping")
+        cfg.pop("attention_bias", None)
+        return cfg | {
+            "model_type": "gemma3_text",
+            "sliding_window": window or None,
+            "layer_types": layer_types,
+            "rope_parameters": {
+                "full_attention": full,
+                "sliding_attention": {"rope_type": "default", "rope_theta": f32_decimal(local_theta)},
+            },
+            "query_pre_attn_scalar": a.hidden // a.n_heads if a.n_layers == 62 else a.head_dim,
+            "final_logit_softcapping": f32_decimal(float(softcap)) if softcap else None,
+            "attn_logit_softcapping": None,
+        }
+
+    def hf_tokenizer_converter(self, ggml_model: str) -> str | None:
+        # Gemma's SentencePiece vocabulary through transformers' Gemma 3 converter
+        return {"gpt2": "gpt2", "llama": "gemma3_text"}.get(ggml_model)
 
 
 def _plus_one(x: Any) -> Any:

@@ -19,6 +19,7 @@ class Llama(ArchFamily, model_types=("llama",)):
     gguf_arch = "LLAMA"
     gguf_slides = False  # llama.cpp's LLAMA graph reads no sliding window (Mistral's is ignored)
     gguf_vocab = "llama"  # Llama 2, Mistral, Mixtral: tokenizer.model; Llama 3, SmolLM: BPE
+    gguf_importable = True
 
     def gguf_unpermute_heads(self, a: Arch, gguf_name: str) -> int | None:
         if not gguf_name.endswith(".weight"):

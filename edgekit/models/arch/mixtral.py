@@ -14,7 +14,20 @@ by expert, into ffn_gate_exps / ffn_down_exps / ffn_up_exps, and the router
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata
 from edgekit.models.arch.llama import Llama
+
+# the router and experts under HF's block_sparse_moe names (w1 gate, w3 up, w2 down)
+_MOE_NAMES = {
+    "blk.{i}.ffn_gate_inp.weight": "model.layers.{i}.block_sparse_moe.gate.weight",
+    "blk.{i}.ffn_gate_exps.weight": "model.layers.{i}.block_sparse_moe.experts.{e}.w1.weight",
+    "blk.{i}.ffn_up_exps.weight": "model.layers.{i}.block_sparse_moe.experts.{e}.w3.weight",
+    "blk.{i}.ffn_down_exps.weight": "model.layers.{i}.block_sparse_moe.experts.{e}.w2.weight",
+}
 
 
 class Mixtral(Llama, model_types=("mixtral",)):
@@ -23,3 +36,15 @@ class Mixtral(Llama, model_types=("mixtral",)):
     hf_expert_pattern = (
         r"^model\.layers\.(?P<layer>\d+)\.block_sparse_moe\.experts\.(?P<expert>\d+)\.w[123]\.weight$"
     )
+    hf_tensor_names = MappingProxyType({**ArchFamily.hf_tensor_names, **_MOE_NAMES})
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        cfg = super().hf_config(a, m, vectors)
+        for key in ("num_experts", "moe_intermediate_size", "shared_expert_intermediate_size"):
+            cfg.pop(key, None)
+        # the experts are intermediate_size wide; llama.cpp's graph reads no sliding window
+        return cfg | {
+            "num_local_experts": a.n_experts,
+            "intermediate_size": a.expert_ffn,
+            "sliding_window": None,
+        }

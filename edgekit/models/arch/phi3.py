@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.models.arch.base import Arch, ArchFamily, Tensor, block_tensor
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, Tensor, block_tensor, f32_decimal
 
 _LONG_ROPE = ("longrope", "su")
+_ROPE_FACTORS = ("rope_factors_long.weight", "rope_factors_short.weight")
 
 
 class Phi3(ArchFamily, model_types=("phi3",)):
@@ -30,6 +32,16 @@ class Phi3(ArchFamily, model_types=("phi3",)):
     gguf_slides = False  # llama.cpp disables Phi-3's sliding window ("Phi SWA is currently disabled")
     gguf_rope_scaling = _LONG_ROPE
     gguf_vocab = "phi3"  # Phi-3/3.5: tokenizer.model; Phi-4: GPT2Tokenizer (BPE)
+    gguf_importable = True
+    # the fused projections keep their HF names
+    hf_tensor_names = MappingProxyType(
+        {
+            **ArchFamily.hf_tensor_names,
+            "blk.{i}.attn_qkv.weight": "model.layers.{i}.self_attn.qkv_proj.weight",
+            "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.gate_up_proj.weight",
+        }
+    )
+    gguf_config_tensors = _ROPE_FACTORS
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         h = a.hidden
@@ -82,6 +94,38 @@ class Phi3(ArchFamily, model_types=("phi3",)):
             "rope_factors_long.weight": [float(x) for x in long],
             "rope_factors_short.weight": [float(x) for x in short],
         }
+
+    # ---- GGUF import ----------------------------------------------------------------------
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        """The inverse of gguf_config_metadata / gguf_extra_tensors: the partial rotary factor
+        from the RoPE dims, the original context, the sliding window (0: none) and, with the
+        factor vectors, the long-RoPE scaling."""
+        cfg = super().hf_config(a, m, vectors)
+        rp: dict[str, Any] = dict(cfg["rope_parameters"])
+        rope_dims = m.uint("rope.dimension_count", 0) or a.head_dim
+        rp["partial_rotary_factor"] = f32_decimal(rope_dims * a.n_heads / a.hidden)
+        orig = m.uint("rope.scaling.original_context_length", 0)
+        long, short = (vectors.get(n) for n in _ROPE_FACTORS)
+        if long and short:
+            if not orig:
+                raise m.error(
+                    "rope.scaling.original_context_length", "missing (needed with rope_factors_long)"
+                )
+            rp |= {
+                "rope_type": "longrope",
+                "long_factor": [f32_decimal(x) for x in long],
+                "short_factor": [f32_decimal(x) for x in short],
+            }
+        if orig:
+            cfg["original_max_position_embeddings"] = orig
+            if long and short:  # read with the factors only (a default RoPE names no context)
+                rp["original_max_position_embeddings"] = orig
+        cfg["rope_parameters"] = rp
+        cfg["sliding_window"] = m.uint("attention.sliding_window", 0) or None
+        cfg.pop("head_dim", None)  # Phi3Config derives it (hidden / heads)
+        cfg.pop("attention_bias", None)
+        return cfg
 
 
 def _rope_params(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ class Qwen2(ArchFamily, model_types=("qwen2",)):
     hf_class = "Qwen2ForCausalLM"
     producers = frozenset({"gguf", "llm-compressor"})
     gguf_arch = "QWEN2"
+    gguf_importable = True
 
     def gguf_mix_is_70b(self, a: Arch) -> bool:
         return a.n_layers == 80

@@ -13,3 +13,4 @@ class Qwen3(ArchFamily, model_types=("qwen3",)):
     hf_class = "Qwen3ForCausalLM"
     producers = frozenset({"gguf", "llm-compressor", "onnx", "synthetic"})
     gguf_arch = "QWEN3"
+    gguf_importable = True

@@ -5,7 +5,10 @@ into ffn_*_exps."""
 
 from __future__ import annotations
 
-from edgekit.models.arch.base import ArchFamily
+from collections.abc import Mapping
+from typing import Any
+
+from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata
 
 
 class Qwen3Moe(ArchFamily, model_types=("qwen3_moe",)):
@@ -13,3 +16,8 @@ class Qwen3Moe(ArchFamily, model_types=("qwen3_moe",)):
     hf_class = "Qwen3MoeForCausalLM"
     producers = frozenset({"gguf", "llm-compressor", "onnx", "synthetic"})
     gguf_arch = "QWEN3MOE"
+    gguf_importable = True
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        # llama.cpp's QWEN3MOE graph always renormalises the top-k routing weights
+        return {**super().hf_config(a, m, vectors), "norm_topk_prob": True}
