@@ -145,7 +145,8 @@ def test_gguf_names_of_the_converted_families():
         gguf.gguf_arch_name(dbrx)
     assert e.value.one_line() == (
         "GGUF conversion of 'dbrx' models is not supported yet "
-        "(supported: gemma3, gemma3_text, llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_moe)"
+        "(supported: deepseek_v2, deepseek_v3, gemma3, gemma3_text, llama, mistral, mixtral, phi3, qwen2, "
+        "qwen3, qwen3_moe)"
     )
 
 

@@ -235,7 +235,12 @@ def test_deepseek_f32_tensors_and_metadata(deepseek_f32, version):
 
 
 def test_deepseek_planner_inventory_is_the_file(deepseek_f32, version):
+    from edgekit.models.catalogue import from_gguf
+
     ck, path = deepseek_f32
+    # the file reads back as the checkpoint's architecture (V3 by its routing bias)
+    assert from_gguf(path).arch == ck.entry.arch
+    assert ck.entry.arch.family == f"deepseek_v{version}" and ck.entry.arch.head_dim == 128 + 64
     planned = {t.name: tuple(t.shape) for t in ck.entry.arch.tensors()}
     assert planned == tensor_table(path)
     # attention 9 (norm, q_a, its norm, q_b, kv_a_mqa, its norm, k_b, v_b, output), ffn_norm; then
@@ -408,3 +413,20 @@ def test_deepseek_configs_llama_cpp_reads_otherwise_are_refused(change, message,
     with pytest.raises(EdgekitError, match=message):
         convert(_checkpoint(d), tmp_path / "x.gguf", Recipe(mix="F32"))
     assert not list(tmp_path.glob("*.gguf*"))
+
+
+def test_deepseek_v3_without_scoring_func_gates_by_sigmoid(tmp_path, tiny_tokenizer):
+    """transformers' V3 always scores by sigmoid; a config that names no scoring function (which
+    llama.cpp's converter would leave to llama.cpp's softmax default) is written as sigmoid."""
+    from edgekit.quantize.gguf import Recipe, convert
+
+    d = build_deepseek(tmp_path / "tiny-ds", tiny_tokenizer)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["scoring_func"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    ck = _checkpoint(d)
+    path = tmp_path / "no-scoring-F32.gguf"
+    convert(ck, path, Recipe(mix="F32"))
+    assert metadata(path)["deepseek2.expert_gating_func"] == 2
+    top1, _, _, exact = _agreement(ck, path)
+    assert top1 >= 0.99 and exact < 1e-3

@@ -49,6 +49,16 @@ class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
     # the gating function transformers' model class applies
     gating_default = _SOFTMAX
 
+    def normalize_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        out = super().normalize_config(cfg)
+        nope, rope = out.get("qk_nope_head_dim"), out.get("qk_rope_head_dim")
+        if out.get("kv_lora_rank") and isinstance(nope, int) and isinstance(rope, int):
+            # a query/key head is qk_nope + qk_rope wide (the catalogue's and llama.cpp's
+            # key_length_mla); transformers' configs say head_dim = qk_rope_head_dim, the hub's
+            # name none
+            out["head_dim"] = nope + rope
+        return out
+
     def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
         fields = super().from_gguf_metadata(m)
         kv_lora = m.uint("attention.kv_lora_rank", 0)
