@@ -43,6 +43,11 @@ SHARD_BYTES = 5 * 1024**3
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 _FLOAT_TYPES = ("F32", "F16", "BF16")
 _ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
+# transformers' GGUF tokenizer converters whose tokenizers edgekit has checked against
+# llama.cpp's on the same file (byte-level BPE). Not SentencePiece: transformers' "llama" and
+# Gemma converters rebuild merges from the scores and lose the special tokens' roles, so such
+# files stay with transformers' own loader until edgekit writes their tokenizer.model
+_REBUILDS = ("gpt2",)
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type)
 _CONTROL, _USER_DEFINED, _UNUSED = 3, 4, 5
 
@@ -90,8 +95,9 @@ def refusal(path: Path) -> str | None:
     if not family.gguf_importable:
         return f"edgekit's GGUF importer does not read {arch.family} files yet"
     model = header.metadata.get("tokenizer.ggml.model")
-    if not isinstance(model, str) or family.hf_tokenizer_converter(model) is None:
-        return f"edgekit cannot rebuild a tokenizer of kind {model!r} (tokenizer.ggml.model)"
+    key = family.hf_tokenizer_converter(model) if isinstance(model, str) else None
+    if key not in _REBUILDS:
+        return f"edgekit cannot rebuild a tokenizer of kind {model!r} (tokenizer.ggml.model) yet"
     try:
         _plan(path, arch, family, header.tensor_shapes(), _NoData())
     except EdgekitError as e:
@@ -407,7 +413,7 @@ def _write_tokenizer(out: Path, path: Path, family: ArchFamily, md: dict[str, An
 
     model = md.get("tokenizer.ggml.model")
     key = family.hf_tokenizer_converter(model) if isinstance(model, str) else None
-    if key is None or key not in GGUF_TO_FAST_CONVERTERS:
+    if key not in _REBUILDS or key not in GGUF_TO_FAST_CONVERTERS:
         raise EdgekitError(
             f"{path}: edgekit cannot rebuild a tokenizer of kind {model!r} (tokenizer.ggml.model)"
         )

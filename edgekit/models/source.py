@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, MissingDependency, UnknownName
+from edgekit.errors import EdgekitError, MissingDependency, UnknownName, first_line
 from edgekit.models.catalogue import ModelEntry, from_local, get, resolve
 from edgekit.paths import cache_dir
 
@@ -251,8 +251,13 @@ def _transformers_import(path: Path, out: Path, facts: dict) -> dict:
 
     quiet_transformers()
     d, f = str(path.parent), path.name
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
+    try:
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.bfloat16)
+    except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as e:
+        raise EdgekitError(
+            f"{path}: transformers' GGUF loader cannot read it ({type(e).__name__}: {first_line(e)})"
+        ) from None
     # the weights are now plain BF16: drop the GGUF quantizer so they can be saved
     # (torch's stub for Module.__setattr__ admits only tensors and modules, not None)
     model.hf_quantizer = None  # type: ignore[assignment]

@@ -367,6 +367,32 @@ def test_a_tensor_the_family_cannot_name_is_refused_before_anything_is_written(g
     assert refusal(gguf_of("qwen3")) is None
 
 
+def test_files_edgekit_does_not_read_go_through_transformers_loader(gguf_of, tmp_path):
+    """A tensor no family names: transformers' loader (which drops it) imports the file, and
+    edgekit-import.json says why edgekit's did not; a SentencePiece vocabulary is refused
+    by edgekit's importer (transformers' loader keeps it)."""
+    import numpy as np
+    from gguf import GGUFValueType
+
+    from edgekit.models.gguf_import import refusal
+    from edgekit.models.source import open_checkpoint
+
+    path = _rewrite(
+        gguf_of("qwen3"),
+        tmp_path / "tiny-mystery.gguf",
+        tensors={"blk.1.mystery.weight": np.ones(8, np.float32)},
+    )
+    meta = _meta(open_checkpoint(str(path)))
+    assert meta["importer"] == "transformers" and meta["dtype"] == "bfloat16"
+    assert "blk.1.mystery.weight has no checkpoint name" in meta["why_not_edgekit"]
+    spm = _rewrite(
+        gguf_of("qwen3"),
+        tmp_path / "tiny-spm.gguf",
+        add={"tokenizer.ggml.model": ("llama", GGUFValueType.STRING)},
+    )
+    assert "tokenizer of kind 'llama'" in (refusal(spm) or "")
+
+
 # ---- the CLI --------------------------------------------------------------------------------
 
 

@@ -159,10 +159,6 @@ class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
             "attn_logit_softcapping": None,
         }
 
-    def hf_tokenizer_converter(self, ggml_model: str) -> str | None:
-        # Gemma's SentencePiece vocabulary through transformers' Gemma 3 converter
-        return {"gpt2": "gpt2", "llama": "gemma3_text"}.get(ggml_model)
-
 
 def _plus_one(x: Any) -> Any:
     return x + 1.0
