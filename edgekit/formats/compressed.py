@@ -95,6 +95,7 @@ class CompressedTensors(FormatFamily):
         from edgekit.quantize import compressed
 
         self.check_architecture(fmt, entry)
+        compressed.check_family(entry.arch, self._module().METHOD)  # the family's own refusal
         self.check_shapes(fmt, entry)
         compressed.require_llmcompressor()
 

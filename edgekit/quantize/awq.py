@@ -7,6 +7,7 @@ these machines (MoE always), while symmetric ones load everywhere (docs/dependen
 
 from __future__ import annotations
 
+METHOD = "awq"  # what an architecture family may refuse (ArchFamily.llm_compressor_refusal)
 NEEDS_CALIBRATION = True
 # llm-compressor's AWQ pins cached activations for an accelerator (compressed.cpu_only_fixes)
 PINS_MEMORY = True
@@ -25,9 +26,14 @@ def scheme(fmt) -> dict:
     }
 
 
-def modifier(fmt, ignore: list[str]):
+def modifier(fmt, ignore: list[str], mappings: list | None = None):
+    """`mappings`: the smoothing pairs (llm-compressor AWQMapping list) the architecture
+    family names; None lets llm-compressor pick them by the model's class."""
     from llmcompressor.modifiers.awq import AWQModifier
 
     return AWQModifier(
-        targets=["Linear"], ignore=ignore, config_groups={"group_0": {"targets": ["Linear"], **scheme(fmt)}}
+        targets=["Linear"],
+        ignore=ignore,
+        mappings=mappings,
+        config_groups={"group_0": {"targets": ["Linear"], **scheme(fmt)}},
     )

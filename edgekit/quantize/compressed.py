@@ -7,8 +7,18 @@ format vLLM loads natively and transformers loads on a CPU. (GPTQModel writes th
 GPTQ/AWQ layouts but pins numpy 2.2.6 and, from 7.7, a CUDA torch; see the README.)
 
 The three family modules (gptq.py, awq.py, fp8.py) say which llm-compressor modifier and
-scheme a format means; this module does everything they share: calibration data, the MoE
-expert-coverage count, the run, an atomic save, and the manifest.
+scheme a format means; this module does everything they share: the architecture family's
+say (its refusal, asked before anything is loaded; the modules it keeps in BF16; its AWQ
+smoothing pairs), calibration data, the MoE expert-coverage count, the run, an atomic save
+(MoE experts under the checkpoint's own per-expert names), and the manifest.
+
+MoE experts: transformers 5 fuses each layer's experts into 3-D parameters (gate_up_proj,
+down_proj), which no Linear-targeting recipe sees. llm-compressor replaces them by one
+Linear per expert and projection (`linearize_moe`, 2-D weights copied exactly) and, with
+moe_calibrate_all_experts, sends every calibration token through every expert, so each
+expert is calibrated on all tokens whatever the router picks. On save, the names are those
+the checkpoint itself used per expert, read from transformers' own weight conversions for
+the model (Mixtral: `block_sparse_moe.experts.{e}.w1|w3|w2`, the layout vLLM loads).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -36,14 +47,17 @@ from edgekit.artifact import (
 )
 from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models.arch import Arch, ArchFamily, arch_family
 from edgekit.progress import Progress
 from edgekit.text import default_calibration_text, read_text_file
 
 # the HF model types the llm-compressor path is tested on (dense and MoE) are those whose
-# architecture family (edgekit/models/arch/) declares the "llm-compressor" producer
-# modules that stay unquantized whatever the scheme: the output head and MoE routers
-# (q_norm / k_norm and every other norm are not Linear layers, so no scheme touches them)
-ALWAYS_IGNORE = ["lm_head", "re:.*mlp\\.gate$", "re:.*shared_expert_gate$"]
+# architecture family (edgekit/models/arch/) declares the "llm-compressor" producer.
+# Modules that stay unquantized whatever the scheme: the output head, and what the family
+# keeps wide (ArchFamily.ct_keep_wide: MoE routers, shared-expert gates); q_norm / k_norm and
+# every other norm are not Linear layers, so no scheme touches them
+ALWAYS_IGNORE = ("lm_head",)
+METHODS = ("gptq", "awq", "fp8")  # the recipe modules' METHOD: what a family may refuse
 SEQ_LEN = 512
 MAX_SAMPLES = 64
 TOOLS = ("llmcompressor", "compressed-tensors", "transformers", "torch")
@@ -58,6 +72,55 @@ class Calibration:
     @property
     def tokens(self) -> int:
         return sum(len(s) for s in self.samples)
+
+
+def refusal(a: Arch, method: str) -> str:
+    """Why llm-compressor cannot make a `method` (one of METHODS) checkpoint of `a`, as one
+    line that names what works instead; "" when it can. Asks the architecture family only:
+    nothing is imported or loaded."""
+    fam = arch_family(a)
+    why = fam.llm_compressor_refusal(a, method)
+    if not why:
+        return ""
+    others = [m for m in METHODS if m != method and not fam.llm_compressor_refusal(a, m)]
+    works = [_EXAMPLE_FORMAT[m] for m in others] + (["gguf:Q4_K_M"] if fam.supports("gguf") else [])
+    hint = (
+        f"{' and '.join(works)} work{'s' if len(works) == 1 else ''}"
+        if works
+        else "no other format edgekit makes works either"
+    )
+    return f"{method}: {why}; {hint}"
+
+
+def check_family(a: Arch, method: str) -> None:
+    """Raise the family's one-line refusal of `method`, before anything is loaded."""
+    why = refusal(a, method)
+    if why:
+        raise EdgekitError(why)
+
+
+def ignore_list(fam: ArchFamily) -> list[str]:
+    """The modules llm-compressor leaves in BF16: lm_head and the family's wide modules."""
+    return [*ALWAYS_IGNORE, *fam.ct_keep_wide]
+
+
+def awq_mappings(fam: ArchFamily) -> list | None:
+    """The family's AWQ smoothing pairs from llm-compressor's registry (None: llm-compressor
+    picks by the model's class)."""
+    if not fam.ct_awq_mappings:
+        return None
+    from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
+
+    try:
+        return list(AWQ_MAPPING_REGISTRY[fam.ct_awq_mappings])
+    except KeyError:
+        raise EdgekitError(
+            f"{fam.name}: llm-compressor has no AWQ mapping set '{fam.ct_awq_mappings}'",
+            "gptq:w4g128 and fp8:dynamic need none",
+        ) from None
+
+
+_EXAMPLE_FORMAT = {"gptq": "gptq:w4g128", "awq": "awq:w4g128", "fp8": "fp8:dynamic"}
 
 
 def require_llmcompressor() -> None:
@@ -141,6 +204,55 @@ def expert_coverage(model, samples: list[list[int]]) -> dict | None:
     }
 
 
+_FUSED_EXPERTS = {
+    "gate_up_proj": ("gate_proj", "up_proj"),
+    "down_proj": ("down_proj",),
+    "up_proj": ("up_proj",),
+}
+_PER_EXPERT_SOURCE = re.compile(r"^(?P<base>.*experts)\.\*\.(?P<proj>\w+)\.weight$")
+
+
+def per_expert_layout(model) -> dict[str, str] | None:
+    """Give a MoE whose experts transformers fused (3-D gate_up_proj / down_proj) one Linear
+    per expert and projection, named `experts.{e}.gate_proj|up_proj|down_proj` while
+    llm-compressor runs, and make save_pretrained write each expert under the name the
+    checkpoint gave it: the model's own weight conversions (what transformers applied on
+    load) say which per-expert tensors it merged into each fused one, in order, and every
+    renaming beside them (Mixtral's block_sparse_moe -> mlp) is undone on save as well.
+    Returns {linear name: checkpoint name} per projection, None for a model without fused
+    experts."""
+    from llmcompressor.modeling.moe.conversion_mappings import set_save_conversion_mapping
+    from llmcompressor.modeling.moe.linearize import get_non_linearized_moes, linearize_moe
+    from transformers.core_model_loading import WeightConverter, WeightRenaming
+
+    if not get_non_linearized_moes(model):
+        return None
+    keep: list = []
+    names: dict[str, str] = {}
+    for conv in getattr(model, "_weight_conversions", None) or []:
+        targets = list(conv.target_patterns)
+        fused = targets[0].rsplit(".", 1)[-1] if len(targets) == 1 else ""
+        if (
+            isinstance(conv, WeightConverter)
+            and targets[0].endswith(f"experts.{fused}")
+            and fused in _FUSED_EXPERTS
+        ):
+            for src, proj in zip(conv.source_patterns, _FUSED_EXPERTS[fused], strict=False):
+                if m := _PER_EXPERT_SOURCE.match(src):
+                    names[proj] = m.group("proj")
+        elif isinstance(conv, WeightRenaming):
+            keep.append(conv)
+        # other converters act on weights the linearized model no longer holds fused
+    linearize_moe(model)
+    renames = [
+        WeightRenaming(source_patterns=rf"\.experts\.(\d+)\.{ck}\.", target_patterns=rf".experts.\1.{proj}.")
+        for proj, ck in names.items()
+        if ck != proj
+    ]
+    set_save_conversion_mapping(model, keep + renames)
+    return names or {p: p for p in ("gate_proj", "up_proj", "down_proj")}
+
+
 @contextlib.contextmanager
 def cpu_only_fixes() -> Iterator[bool]:
     """llm-compressor's AWQ pins cached activations in page-locked memory for faster copies
@@ -180,7 +292,11 @@ def build(
     mod = recipe_module
     if mod.NEEDS_CALIBRATION is False and calibration:
         raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
+    check_family(checkpoint.entry.arch, mod.METHOD)
+    fam = arch_family(checkpoint.entry.arch)
+    ignore = ignore_list(fam)
     require_llmcompressor()
+    recipe_extra = {"mappings": awq_mappings(fam)} if mod.METHOD == "awq" else {}
     out_dir = Path(out_dir)
     dest = out_dir / f"{safe_stem(checkpoint.entry.name)}-{fmt.id.replace(':', '-')}"
     wanted = {
@@ -211,8 +327,9 @@ def build(
     if coverage and coverage["unseen_experts"]:
         n = sum(len(v) for v in coverage["unseen_experts"].values())
         progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
+    expert_names = per_expert_layout(model)
     with _quiet_loguru():
-        modifier = mod.modifier(fmt, ignore=list(ALWAYS_IGNORE))
+        modifier = mod.modifier(fmt, ignore=ignore, **recipe_extra)
     modifier_name = "+".join(
         type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier])
     )
@@ -248,7 +365,9 @@ def build(
             "producer": "llm-compressor",
             "modifier": modifier_name,
             "scheme": mod.scheme(fmt),
-            "ignore": list(ALWAYS_IGNORE),
+            "ignore": ignore,
+            "awq_mappings": (fam.ct_awq_mappings or "by model class") if mod.METHOD == "awq" else None,
+            "expert_names_on_save": expert_names,
             "calibration": calib.name if calib else None,
             "calibration_sha256": calib.sha256 if calib else None,
             "calibration_samples": len(calib.samples) if calib else 0,

@@ -8,6 +8,7 @@ ranges, activations are quantized dynamically at run time).
 
 from __future__ import annotations
 
+METHOD = "fp8"  # what an architecture family may refuse (ArchFamily.llm_compressor_refusal)
 NEEDS_CALIBRATION = False
 
 _SCHEMES = {"dynamic": "FP8_DYNAMIC", "block128": "FP8_BLOCK"}

@@ -3,6 +3,7 @@ int4/int8 weights with one scale per group of inputs, symmetric, activations in 
 
 from __future__ import annotations
 
+METHOD = "gptq"  # what an architecture family may refuse (ArchFamily.llm_compressor_refusal)
 NEEDS_CALIBRATION = True
 
 

@@ -120,6 +120,8 @@ def verify_against_checkpoint(model, path: Path) -> dict:
         want = ref[f"{mod}.weight"]
         got = _model_weight(params, mod, want.shape)
         if got is None:
+            got = _converted_weight(model, params, mod, want.shape)
+        if got is None:
             raise EdgekitError(f"{path}: cannot find {mod} in the loaded model to check it")
         err = float((got.float().cpu() - want).norm() / want.norm().clamp_min(1e-12))
         worst = max(worst, err)
@@ -147,3 +149,32 @@ def _model_weight(params: dict, module: str, shape):
     rows = shape[0]  # gate rows first, then up rows (transformers 5's fused layout)
     w = fused.detach()[e]
     return w[:rows] if proj == "gate" else w[rows : 2 * rows]
+
+
+def _converted_weight(model, params: dict, module: str, shape):
+    """The loaded weight of a checkpoint module named as the checkpoint names it, found
+    through the model's own weight conversions (what transformers applied on load, with the
+    compressed-tensors suffixes when it decompressed them): its renamings, and the per-expert
+    tensors it merged into a fused one (Mixtral's block_sparse_moe.experts.{e}.w1 / w3 ->
+    mlp.experts.gate_up_proj[e], in that order)."""
+    from transformers.core_model_loading import WeightConverter
+
+    convs = getattr(model, "_weight_conversions", None) or []
+    for suffix in ("weight", "weight_packed"):
+        key = f"{module}.{suffix}"
+        for conv in convs:
+            renamed, source = conv.rename_source_key(key)
+            if source is None:
+                continue
+            if isinstance(conv, WeightConverter):
+                fused, expert = params.get(renamed), re.search(r"\.(\d+)\.[^.]+\.[^.]+$", key)
+                if fused is None or expert is None or fused.dim() != 3:
+                    return None
+                parts = [p for p in conv.source_patterns if p.rstrip("$").rsplit(".", 1)[-1] == suffix]
+                part = parts.index(source)
+                w = fused.detach()[int(expert.group(1))]
+                return w[part * shape[0] : (part + 1) * shape[0]]
+            key = renamed
+        if suffix == "weight" and key in params:
+            return params[key].detach()
+    return None

@@ -108,10 +108,26 @@ def load(
     if method:
         from edgekit.runtimes.ct_checkpoint import verify_against_checkpoint
 
+        _unquantized_to(model, torch_dtype)
+
         verify_against_checkpoint(model, path)
     model.eval()
     tok = AutoTokenizer.from_pretrained(str(path))
     return TransformersSession(model, tok, time.perf_counter() - t0, device, load_path)
+
+
+def _unquantized_to(model, dtype) -> None:
+    """transformers 5.17 leaves a compressed-tensors checkpoint's tensors that its weight
+    conversions renamed or merged (Mixtral's block_sparse_moe.gate -> mlp.gate, per-expert
+    w1/w3 -> fused gate_up_proj) in the file's BF16 whatever dtype was asked for, and the
+    router's matmul then fails on float32 activations: give every module that holds no
+    quantized weights the dtype asked for (exact from BF16 to float32)."""
+    for mod in model.modules():
+        if getattr(mod, "quantization_scheme", None) is not None:
+            continue
+        for p in mod.parameters(recurse=False):
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
 
 
 def _check_load_info(path: Path, info: dict) -> None:

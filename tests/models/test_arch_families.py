@@ -103,7 +103,19 @@ PRODUCERS_MATRIX = {
         "qwen3_moe",
     ],
     # the llm-compressor GPTQ / AWQ / FP8 path (quantize/compressed.py's SUPPORTED)
-    "llm-compressor": ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe"],
+    "llm-compressor": [
+        "deepseek_v2",
+        "deepseek_v3",
+        "gemma3",
+        "gemma3_text",
+        "llama",
+        "mistral",
+        "mixtral",
+        "phi3",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+    ],
     # architectures the ONNX export is tested on (onnx_export.TESTED)
     "onnx": ["llama", "qwen3", "qwen3_moe"],
     # random-weight checkpoints (models/synthetic.py)

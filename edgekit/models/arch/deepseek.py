@@ -200,6 +200,13 @@ class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
             return None
         return (a.n_heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank)
 
+    # ---- llm-compressor (GPTQ / AWQ / FP8): AWQ takes the pairs llm-compressor gives
+    # DeepSeek-V2 (and GLM-4.7-Flash), which leave the router out of the norm's balance
+    # layers; its DeepSeek-V3 pairs include the router, which the first_k_dense_replace dense
+    # layers lack, and AWQ fails there
+    producers = frozenset({*producers, "llm-compressor"})
+    ct_awq_mappings = "DeepseekV2ForCausalLM"
+
 
 # the config keys naming the scoring function, as llama.cpp's converter reads them
 _GATING_KEYS = (

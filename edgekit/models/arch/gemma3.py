@@ -41,12 +41,16 @@ _LLAMA_CPP_PATTERN = 6  # llama.cpp's GEMMA3 graph: layers 5, 11, ... attend glo
 
 class Gemma3(ArchFamily, model_types=("gemma3", "gemma3_text")):
     hf_class = "Gemma3ForCausalLM"
-    producers = frozenset({"gguf"})
+    producers = frozenset({"gguf", "llm-compressor"})
     gguf_arch = "GEMMA3"
     gguf_vocab = "gemma"  # tokenizer.model (Gemma's SentencePiece), no space prefix
     tied_default = True
     qk_norm = True
     gguf_names = ("gemma3",)
+    # llm-compressor: its Gemma 3 pairs leave the norm before q/k/v unsmoothed (q_norm and
+    # k_norm follow those projections); the 4B+ wrappers' vision tower and projector stay BF16
+    ct_awq_mappings = "Gemma3ForCausalLM"
+    ct_keep_wide = (*ArchFamily.ct_keep_wide, r"re:.*vision_tower.*", r"re:.*multi_modal_projector.*")
     gguf_importable = True
     # the norms around attention and the MLP under Gemma's names (tied: no output.weight)
     hf_tensor_names = MappingProxyType(

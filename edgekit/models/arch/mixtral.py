@@ -32,7 +32,11 @@ _MOE_NAMES = {
 
 class Mixtral(Llama, model_types=("mixtral",)):
     hf_class = "MixtralForCausalLM"
-    producers = frozenset({"gguf"})
+    producers = frozenset({"gguf", "llm-compressor"})
+    # llm-compressor lists no Mixtral pairs (it would fall back to dense Llama's, smoothing the
+    # norm before the experts without compensating the router); its MoE pairs balance the
+    # router with the experts' gate/up, the router's transformers 5 name being mlp.gate
+    ct_awq_mappings = "Qwen3MoeForCausalLM"
     hf_expert_pattern = (
         r"^model\.layers\.(?P<layer>\d+)\.block_sparse_moe\.experts\.(?P<expert>\d+)\.w[123]\.weight$"
     )

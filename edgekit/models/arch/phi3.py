@@ -26,11 +26,12 @@ _ROPE_FACTORS = ("rope_factors_long.weight", "rope_factors_short.weight")
 
 class Phi3(ArchFamily, model_types=("phi3",)):
     hf_class = "Phi3ForCausalLM"
-    producers = frozenset({"gguf"})
+    producers = frozenset({"gguf", "llm-compressor"})
     gguf_arch = "PHI3"
     gguf_names = ("phi3",)
     gguf_slides = False  # llama.cpp disables Phi-3's sliding window ("Phi SWA is currently disabled")
     gguf_rope_scaling = _LONG_ROPE
+    ct_awq_mappings = "Phi3ForCausalLM"  # llm-compressor's pairs for the fused qkv / gate_up
     gguf_vocab = "phi3"  # Phi-3/3.5: tokenizer.model; Phi-4: GPT2Tokenizer (BPE)
     gguf_importable = True
     # the fused projections keep their HF names
