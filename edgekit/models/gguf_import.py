@@ -396,6 +396,10 @@ def _write_config(out: Path, cfg: dict[str, Any], md: dict[str, Any], dtype: str
     config = AutoConfig.for_model(model_type, **cfg)
     config.dtype = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype]
     config.save_pretrained(out)
+    # the special-token ids generation starts and stops with, as transformers saves a model
+    from transformers import GenerationConfig
+
+    GenerationConfig.from_model_config(config).save_pretrained(out)
 
 
 def _write_tokenizer(out: Path, path: Path, family: ArchFamily, md: dict[str, Any]) -> None:
