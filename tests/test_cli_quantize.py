@@ -48,7 +48,7 @@ def test_quantize_overrides_reach_the_file(tiny_qwen3, tmp_path):
     "args, needle",
     [
         (["dbrx", "--format", "gguf:Q4_K_M"], "no GGUF converter for dbrx"),
-        (["phi-3.5-mini", "--format", "gptq:w4g128"], "not available for architecture 'phi3'"),
+        (["gemma-2-9b", "--format", "gptq:w4g128"], "not available for architecture 'gemma2'"),
         (["dbrx", "--target", "cpu"], "its reference"),
         (["qwen3-8b", "--format", "gguf:Q9_9"], "unknown format 'gguf:Q9_9'"),
     ],

@@ -13,10 +13,11 @@ scattering the pieces back. config.json comes from the file's `Arch` and metadat
 (`hf_config`), the tokenizer from the file's vocabulary through transformers' GGUF
 tokenizer converters. Quantized tensors are dequantized by gguf-py.
 
-The checkpoint keeps the file's float type where every matrix has the same one (an F32 file
-imports as F32, so converting it back gives the same bytes); a quantized or mixed file
-imports as BF16. Tensors are written one at a time (5 GB shards with an index, as
-transformers writes them); one GGUF tensor is in memory at a time.
+A float file (F32 / F16 / BF16 tensors only) keeps each tensor's type, so converting the
+import back to that type gives the same bytes (an F16 file's F32 norms stay F32; config.json's
+dtype is the type most matrix weights are in); a file with any quantized tensor imports as
+BF16. Tensors are written one at a time (5 GB shards with an index, as transformers writes
+them); one GGUF tensor is in memory at a time.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,11 +74,14 @@ class Imported:
 
 @dataclass(frozen=True)
 class _Out:
-    """One checkpoint tensor to write: its name, PyTorch shape and float32 values."""
+    """One checkpoint tensor to write: its name, PyTorch shape, float32 values, the GGUF
+    tensor it comes from (the first piece of a cut one) and the type it is written in."""
 
     name: str
     shape: tuple[int, ...]
     values: Callable[[], np.ndarray]
+    source: str
+    dtype: str = "BF16"
 
 
 def refusal(path: Path) -> str | None:
@@ -122,10 +127,22 @@ def import_checkpoint(path: Path, out: Path) -> Imported:
     vectors = {
         n: [float(x) for x in load(n).ravel()] for n in family.gguf_config_tensors if n in load.tensors
     }
-    outs = _plan(path, arch, family, header.tensor_shapes(), load)
-    mats = {t.type for t in header.tensors if len(t.dims) >= 2}
-    dtype = next(iter(mats)) if len(mats) == 1 and mats <= set(_FLOAT_TYPES) else "BF16"
-    files = _write_safetensors(out, outs, dtype)
+    types = {t.name: t.type for t in header.tensors}
+    if set(types.values()) <= set(_FLOAT_TYPES):
+        # a float file: each tensor in its own type (F32 norms and routers of an F16 file stay
+        # F32); config.json names the type most of the matrices' weights are in
+        share = Counter[str]()
+        for t in header.tensors:
+            if len(t.dims) >= 2:
+                share[t.type] += math.prod(t.dims)
+        dtype = share.most_common(1)[0][0] if share else "F32"
+        outs = [
+            replace(o, dtype=types[o.source]) for o in _plan(path, arch, family, header.tensor_shapes(), load)
+        ]
+    else:
+        dtype = "BF16"
+        outs = _plan(path, arch, family, header.tensor_shapes(), load)
+    files = _write_safetensors(out, outs)
     _write_config(out, family.hf_config(arch, m, vectors), header.metadata, dtype)
     _write_tokenizer(out, path, family, header.metadata)
     return Imported(arch, dtype, len(outs), files)
@@ -157,10 +174,12 @@ def _plan(
             if len(shape) != 3:
                 raise EdgekitError(f"{path}: {gname} has shape {list(shape)}, expected stacked experts")
             for e in range(shape[0]):
-                outs.append(_Out(template.format(i=layer, e=e), shape[1:], _expert(load, gname, e, undo)))
+                outs.append(
+                    _Out(template.format(i=layer, e=e), shape[1:], _expert(load, gname, e, undo), gname)
+                )
             continue
         heads = family.gguf_unpermute_heads(arch, gname)
-        outs.append(_Out(template.format(i=layer), shape, _whole(load, gname, heads, undo)))
+        outs.append(_Out(template.format(i=layer), shape, _whole(load, gname, heads, undo), gname))
     outs += _unpieced(arch, family, shapes, load, used)
     left = sorted(set(shapes) - used)
     if left:
@@ -187,7 +206,8 @@ def _unpieced(
             if not pieces or any(p.name not in shapes for p in pieces):
                 continue
             used.update(p.name for p in pieces)
-            outs.append(_Out(template.format(i=i), tuple(shape), _merge(load, gname, tuple(shape), pieces)))
+            merged = _merge(load, gname, tuple(shape), pieces)
+            outs.append(_Out(template.format(i=i), tuple(shape), merged, pieces[0].name))
     return outs
 
 
@@ -305,14 +325,13 @@ def _merge(load: _Loader, gname: str, shape: tuple[int, ...], pieces: list[Any])
 # ---- safetensors -----------------------------------------------------------------------------
 
 
-def _write_safetensors(out: Path, outs: list[_Out], dtype: str) -> list[str]:
+def _write_safetensors(out: Path, outs: list[_Out]) -> list[str]:
     """The tensors in shards of at most SHARD_BYTES (one file, model.safetensors, when they
     fit), each written as its header says; an index names the shards of a larger model."""
-    item = _ITEM_BYTES[dtype]
     shards: list[list[_Out]] = [[]]
     size = 0
     for o in outs:
-        n = item * math.prod(o.shape)
+        n = _ITEM_BYTES[o.dtype] * math.prod(o.shape)
         if shards[-1] and size + n > SHARD_BYTES:
             shards.append([])
             size = 0
@@ -325,24 +344,23 @@ def _write_safetensors(out: Path, outs: list[_Out], dtype: str) -> list[str]:
     )
     weight_map: dict[str, str] = {}
     for fname, shard in zip(files, shards, strict=True):
-        _write_shard(out / fname, shard, dtype)
+        _write_shard(out / fname, shard)
         weight_map |= {o.name: fname for o in shard}
     if len(files) > 1:
-        total = sum(item * math.prod(o.shape) for o in outs)
+        total = sum(_ITEM_BYTES[o.dtype] * math.prod(o.shape) for o in outs)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return files
 
 
-def _write_shard(path: Path, outs: list[_Out], dtype: str) -> None:
+def _write_shard(path: Path, outs: list[_Out]) -> None:
     import struct
 
-    item = _ITEM_BYTES[dtype]
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for o in outs:
-        n = item * math.prod(o.shape)
-        header[o.name] = {"dtype": dtype, "shape": list(o.shape), "data_offsets": [offset, offset + n]}
+        n = _ITEM_BYTES[o.dtype] * math.prod(o.shape)
+        header[o.name] = {"dtype": o.dtype, "shape": list(o.shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -353,7 +371,7 @@ def _write_shard(path: Path, outs: list[_Out], dtype: str) -> None:
             x = o.values()
             if tuple(x.shape) != o.shape:
                 raise EdgekitError(f"{o.name}: rebuilt as {list(x.shape)}, expected {list(o.shape)}")
-            for chunk in _encoded(x, dtype):
+            for chunk in _encoded(x, o.dtype):
                 fh.write(chunk)
 
 

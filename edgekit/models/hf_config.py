@@ -6,6 +6,7 @@ hidden_size / num_attention_heads, which is what transformers itself does in tha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
     max_ctx = r.int("max_position_embeddings", default=0) or 4096
     if sliding and sliding >= max_ctx:
         sliding = 0
-    return Arch(
+    arch = Arch(
         family=family,
         n_layers=r.int("num_hidden_layers"),
         hidden=hidden,
@@ -115,6 +116,8 @@ def arch_from_config(cfg: dict[str, Any], source: str | Path = "config.json") ->
         sliding_window=sliding,
         sliding_window_pattern=pattern,
     )
+    extra = impl.arch_fields(cfg)
+    return dataclasses.replace(arch, **extra) if extra else arch
 
 
 def _rope_theta(cfg: dict) -> float:

@@ -172,7 +172,7 @@ def test_sliding_window_pattern_as_per_layer_booleans(tmp_path):
 
 
 def test_phi3_fused_projections_and_a_window_past_the_context(tmp_path):
-    want = tiny("phi3", n_heads=4, n_kv_heads=4, max_context=131072)
+    want = tiny("phi3", n_heads=4, n_kv_heads=4, max_context=131072, rope_factors=8)
 
     def meta(w):
         w.add_feed_forward_length(want.ffn)
@@ -180,12 +180,13 @@ def test_phi3_fused_projections_and_a_window_past_the_context(tmp_path):
         w.add_rope_dimension_count(16)
         w.add_sliding_window(262144)  # Phi-3.5: longer than the context, so no window
 
-    # Phi-3.5's long-RoPE factors are small tensors outside the inventory
-    extra = [("rope_factors_long.weight", (8,)), ("rope_factors_short.weight", (8,))]
-    path = write_gguf(tmp_path / "phi3.gguf", "phi3", want, meta, extra)
+    # Phi-3.5's long-RoPE factors, two small F32 tensors (rope dims / 2 each), are in the
+    # inventory written
+    path = write_gguf(tmp_path / "phi3.gguf", "phi3", want, meta)
     a = arch_from_gguf(path)
     assert a == want and not a.sliding_window
     assert {t.name for t in a.tensors()} >= {"blk.0.attn_qkv.weight", "blk.1.ffn_up.weight"}
+    assert {t.name: t.shape for t in a.tensors()}["rope_factors_short.weight"] == (8,)
 
 
 def deepseek(**kw) -> Arch:

@@ -164,6 +164,25 @@ def test_f32_import_converts_back_to_the_same_file(name, gguf_of, tmp_path):
     assert not diffs, f"{name}: the round trip changed the file:\n" + "\n".join(diffs)
 
 
+@pytest.mark.parametrize(("name", "mix"), [("qwen3", "F16"), ("gemma3", "F16"), ("mixtral", "BF16")])
+def test_f16_and_bf16_imports_convert_back_to_the_same_file(name, mix, gguf_of, tmp_path):
+    """Each tensor keeps its type: F16 / BF16 matrices, the F32 norms (Gemma's minus one)."""
+    from safetensors import safe_open
+
+    from edgekit.models.source import import_gguf
+    from edgekit.quantize.gguf import Recipe, convert
+
+    src = gguf_of(name, mix)
+    ck = import_gguf(src)
+    assert _meta(ck)["dtype"] == {"F16": "float16", "BF16": "bfloat16"}[mix]
+    with safe_open(ck.path / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {mix, "F32"}
+    back = tmp_path / f"round-trip-{mix}.gguf"
+    convert(ck, back, Recipe(mix=mix))
+    diffs = _differences(src, back)
+    assert not diffs, f"{name} {mix}: the round trip changed the file:\n" + "\n".join(diffs)
+
+
 @pytest.mark.slow
 def test_smollm2_f32_import_converts_back_to_the_same_file(smollm2_checkpoint, tmp_path):
     """Llama: the q/k rows the converter reorders for llama.cpp's RoPE go back to HF's order

@@ -97,6 +97,9 @@ class Arch:
     # sliding-window attention: every `sliding_window_pattern`-th layer is global
     sliding_window: int = 0
     sliding_window_pattern: int = 0
+    # long-RoPE factor vectors (Phi-3's long context): their length, 0 when none (a GGUF holds
+    # them as two F32 tensors)
+    rope_factors: int = 0
     # parameters outside the language model (vision tower, multi-token-prediction head):
     # counted in the checkpoint, not in a text-only GGUF, not read per token
     extra_params: int = 0
@@ -359,6 +362,10 @@ class ArchFamily:
         """The config with this family's class defaults filled in (and its model_type
         renamed where two model types mean one architecture)."""
         return {**self.config_defaults, **cfg}
+
+    def arch_fields(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Arch fields the family reads from its (normalized) config beyond the common ones."""
+        return {}
 
     def reads_qkv_bias(self, cfg: Mapping[str, Any]) -> bool:
         if self.qkv_bias is not None:

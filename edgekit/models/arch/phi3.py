@@ -31,8 +31,8 @@ class Phi3(ArchFamily, model_types=("phi3",)):
     gguf_names = ("phi3",)
     gguf_slides = False  # llama.cpp disables Phi-3's sliding window ("Phi SWA is currently disabled")
     gguf_rope_scaling = _LONG_ROPE
-    ct_awq_mappings = "Phi3ForCausalLM"  # llm-compressor's pairs for the fused qkv / gate_up
     gguf_vocab = "phi3"  # Phi-3/3.5: tokenizer.model; Phi-4: GPT2Tokenizer (BPE)
+    ct_awq_mappings = "Phi3ForCausalLM"  # llm-compressor's pairs for the fused qkv / gate_up
     gguf_importable = True
     # the fused projections keep their HF names
     hf_tensor_names = MappingProxyType(
@@ -43,6 +43,19 @@ class Phi3(ArchFamily, model_types=("phi3",)):
         }
     )
     gguf_config_tensors = _ROPE_FACTORS
+
+    def arch_fields(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        long = _rope_params(cfg).get("long_factor")
+        return {"rope_factors": len(long)} if isinstance(long, list) and long else {}
+
+    def from_gguf_metadata(self, m: GGUFMetadata) -> dict[str, Any]:
+        fields = super().from_gguf_metadata(m)
+        shape = m.shape(_ROPE_FACTORS[0])
+        return fields | ({"rope_factors": shape[0]} if shape else {})
+
+    def tensors(self, a: Arch) -> list[Tensor]:
+        factors = [Tensor(name, (a.rope_factors,), "norm") for name in _ROPE_FACTORS]
+        return super().tensors(a) + (factors if a.rope_factors else [])
 
     def attention(self, a: Arch, i: int) -> list[Tensor]:
         h = a.hidden
