@@ -127,7 +127,7 @@ def read_header(path: Path) -> list[TensorEntry]:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("not an object")
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise EdgekitError(f"{path}: corrupt safetensors header ({type(e).__name__})") from None
     data_start = 8 + n
     out = []
@@ -135,7 +135,9 @@ def read_header(path: Path) -> list[TensorEntry]:
         if name == "__metadata__":
             continue
         try:
-            dtype, shape, (a, b) = spec["dtype"], tuple(int(x) for x in spec["shape"]), spec["data_offsets"]
+            dtype, shape, (a, b) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
+            if not all(_is_index(x) for x in (*shape, a, b)) or not isinstance(dtype, str):
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise EdgekitError(f"{path}: corrupt safetensors entry for {name}") from None
         if dtype not in _DTYPES:
@@ -143,7 +145,7 @@ def read_header(path: Path) -> list[TensorEntry]:
         count = 1
         for d in shape:
             count *= d
-        if b - a != count * _DTYPES[dtype][1] or a < 0:
+        if b - a != count * _DTYPES[dtype][1] or a > b:
             raise EdgekitError(
                 f"{path}: tensor {name}: {b - a} bytes do not hold shape {list(shape)} of {dtype}"
             )
@@ -152,4 +154,14 @@ def read_header(path: Path) -> list[TensorEntry]:
                 f"{path}: truncated safetensors file (tensor {name} ends past the end of the file)"
             )
         out.append(TensorEntry(name, path, dtype, shape, data_start + a, b - a))
+    # tensors share no bytes: each one's data is its own (a header may not alias two names)
+    spans = sorted((e.start, e.start + e.nbytes, e.name) for e in out if e.nbytes)
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise EdgekitError(f"{path}: corrupt safetensors header (tensors {first} and {second} overlap)")
     return out
+
+
+def _is_index(x: object) -> bool:
+    # a JSON integer >= 0 (bool is an int to Python, never to the format)
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
