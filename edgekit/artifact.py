@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -180,6 +185,45 @@ def write_manifest(artifact: Path, manifest: Manifest) -> Artifact:
     return Artifact(artifact, manifest)
 
 
+def staging_path(dest: Path) -> Path:
+    """Where a producer builds the artifact for `dest` before `publish` moves it into place:
+    a hidden name in the same directory (same file system, so the move is one rename)."""
+    return dest.with_name(f".{dest.name}.building")
+
+
+def publish(staging: Path, dest: Path, manifest: Manifest) -> Artifact:
+    """Put a finished artifact and its manifest at `dest` so that a reader never sees the
+    artifact without its manifest: the manifest is written first (atomically), the artifact
+    renamed into place last. An interruption in between leaves a manifest whose artifact is
+    missing (or is the older one, whose sha256 differs): readers (`current_artifact`) treat
+    that as no artifact, and the next build replaces both."""
+    manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic.write_json(manifest_path(dest), manifest.to_dict())
+    if staging.is_dir():
+        atomic.replace_dir(staging, dest)
+    else:
+        os.replace(staging, dest)
+        atomic._fsync_dir(dest.parent)
+    return Artifact(dest, manifest)
+
+
+@contextlib.contextmanager
+def build_lock(dest: Path) -> Iterator[None]:
+    """Hold the lock on `dest` while it is checked, built and published: a second edgekit
+    process building the same artifact waits here, then finds it current and reuses it. The
+    lock file (hidden, beside `dest`) stays; the lock goes with the process (flock), so a
+    killed build never blocks the next one. Leftover staging files of killed builds are
+    removed once the lock is held."""
+    with atomic.locked(dest):
+        for stale in dest.parent.glob(f".*{glob.escape(dest.name)}.*"):
+            if stale.name.endswith((".building", ".part")):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+        yield
+
+
 def read_manifest(path: Path) -> Manifest | None:
     """The manifest beside `path`, or None when there is none or it does not parse."""
     mp = manifest_path(path)
@@ -191,12 +235,15 @@ def read_manifest(path: Path) -> Manifest | None:
         return None
 
 
-def load_artifact(path: Path) -> Artifact | None:
-    """The artifact at `path` if it exists with a manifest whose size still matches."""
+def load_artifact(path: Path, verify: bool = False) -> Artifact | None:
+    """The artifact at `path` if it exists with a manifest whose size still matches (and, with
+    `verify`, whose sha256 matches the bytes: a damaged or half-replaced artifact is absent)."""
     if not (path.is_file() or path.is_dir()):
         return None
     m = read_manifest(path)
     if m is None or m.size_bytes != artifact_size(path):
+        return None
+    if verify and m.sha256 != artifact_sha256(path):
         return None
     return Artifact(path, m)
 
@@ -204,8 +251,9 @@ def load_artifact(path: Path) -> Artifact | None:
 def current_artifact(path: Path, fmt: str, revision: str | None, recipe: dict[str, Any]) -> Artifact | None:
     """The artifact at `path` when it is current: intact (size as recorded), of `fmt`, made of
     the same source revision, and with every recipe setting in `recipe` as recorded. Producers
-    call this before building and rebuild otherwise."""
-    art = load_artifact(path)
+    call this before building and rebuild otherwise. The sha256 is checked: a damaged artifact
+    is rebuilt, never reused."""
+    art = load_artifact(path, verify=True)
     if art is None or art.format != fmt or art.manifest.revision != revision:
         return None
     if any(art.manifest.recipe.get(k) != v for k, v in recipe.items()):

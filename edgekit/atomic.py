@@ -58,6 +58,79 @@ def write_json(dest: str | os.PathLike, obj) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+# Cache entries are sealed: once an entry (a file, or a directory renamed into place) is whole,
+# its sha256 is written beside it as `<entry>.sha256`. A reader uses the entry only when it is
+# `intact` (the seal exists and matches the bytes); anything else -- a damaged file, an entry
+# a killed process left unsealed -- is built again, never used.
+
+
+def seal_path(entry: str | os.PathLike) -> Path:
+    entry = Path(entry)
+    return entry.with_name(entry.name + ".sha256")
+
+
+def entry_sha256(entry: str | os.PathLike) -> str:
+    """sha256 of a file; of a directory, over its files' sorted `relative-path sha256` lines."""
+    import hashlib
+
+    entry = Path(entry)
+
+    def file_sha(p: Path) -> str:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    if not entry.is_dir():
+        return file_sha(entry)
+    h = hashlib.sha256()
+    for p in sorted(q for q in entry.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(entry).as_posix()} {file_sha(p)}\n".encode())
+    return h.hexdigest()
+
+
+def seal(entry: str | os.PathLike) -> None:
+    """Record the sha256 of the finished cache entry `entry` beside it."""
+    write_text(seal_path(entry), entry_sha256(entry) + "\n")
+
+
+def intact(entry: str | os.PathLike) -> bool:
+    """Whether the cache entry exists, is sealed, and its bytes match the seal."""
+    entry, mark = Path(entry), seal_path(entry)
+    if not (entry.exists() and mark.is_file()):
+        return False
+    try:
+        return mark.read_text().strip() == entry_sha256(entry)
+    except OSError:
+        return False
+
+
+def discard(entry: str | os.PathLike) -> None:
+    """Remove a cache entry that is not intact (and its seal), so it is built again."""
+    import shutil
+
+    entry = Path(entry)
+    seal_path(entry).unlink(missing_ok=True)
+    if entry.is_dir():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(entry: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `entry` (a hidden `.<name>.lock` beside it) while it is
+    checked and built: a second edgekit process on the same entry waits, then reuses what the
+    first one built. The lock is released when the process ends, even killed."""
+    import filelock
+
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(entry.with_name(f".{entry.name}.lock"))):
+        yield
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

@@ -194,11 +194,13 @@ def run_main_job(
         if runtime == score_runtime and not floor:
             measure_floor()
         cached = scores_dir / f"{m.sha256[:16]}-{store.key.slug()}{tag}.json"
-        if cached.is_file():
-            q = QualityResult(**json.loads(cached.read_text()))
-        else:
-            q = score_artifact(art, store, runtime=runtime, progress=progress.windows)
-            atomic.write_json(cached, q.to_dict())
+        with atomic.locked(cached):  # sealed: a damaged or unsealed score is measured again
+            if atomic.intact(cached):
+                q = QualityResult(**json.loads(cached.read_text()))
+            else:
+                q = score_artifact(art, store, runtime=runtime, progress=progress.windows)
+                atomic.write_json(cached, q.to_dict())
+                atomic.seal(cached)
         c.quality = q
         return q
 
@@ -209,13 +211,15 @@ def run_main_job(
         two runtimes disagree by with no quantization at all."""
         tag = "" if score_runtime == "transformers" else f"-{safe_stem(score_runtime)}"
         cached = scores_dir / f"floor-{ck.revision[:16]}-{store.key.slug()}{tag}.json"
-        if cached.is_file():
-            floor.update(json.loads(cached.read_text()))
-            return
-        progress.say(f"runtime floor: the unquantized checkpoint in {score_runtime} against the store")
-        q = score_path(ck.path, "bf16", store, runtime=score_runtime, progress=progress.windows)
-        floor.update(q.to_dict())
-        atomic.write_json(cached, floor)
+        with atomic.locked(cached):
+            if atomic.intact(cached):
+                floor.update(json.loads(cached.read_text()))
+                return
+            progress.say(f"runtime floor: the unquantized checkpoint in {score_runtime} against the store")
+            q = score_path(ck.path, "bf16", store, runtime=score_runtime, progress=progress.windows)
+            floor.update(q.to_dict())
+            atomic.write_json(cached, floor)
+            atomic.seal(cached)
 
     outcome = search(ladder, measure, bar)
     pick = ladder[outcome.pick] if outcome.pick is not None else None

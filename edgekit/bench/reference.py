@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit import atomic
 from edgekit.artifact import safe_stem
 from edgekit.bench.quality import (
     QualityResult,
@@ -45,8 +46,11 @@ def reference_gguf(checkpoint, progress: Callable[[str, int, int], None] | None 
     total, _ = checkpoint.entry.arch.param_counts()
     mix = "F32" if total * 4 <= F32_REFERENCE_MAX_BYTES else "BF16"
     path = cache_dir() / "reference" / f"{safe_stem(checkpoint.entry.name)}-{checkpoint.revision}-{mix}.gguf"
-    if not path.is_file():
-        convert(checkpoint, path, Recipe(mix=mix), progress)
+    # sealed cache entry, built by one process at a time: a damaged or unsealed one is rebuilt
+    with atomic.locked(path):
+        if not atomic.intact(path):
+            convert(checkpoint, path, Recipe(mix=mix), progress)
+            atomic.seal(path)
     return path
 
 
@@ -72,8 +76,17 @@ def reference_store(
 ) -> ReferenceStore:
     key = StoreKey(checkpoint.revision, text_sha(text), window, k)
     path = cache_dir() / "quality" / f"{safe_stem(checkpoint.entry.name)}-{key.slug()}.npz"
-    if path.is_file():
-        return ReferenceStore.load(path, key)
+    with atomic.locked(path):
+        if atomic.intact(path):
+            return ReferenceStore.load(path, key)
+        store = _build_store(checkpoint, text, key, progress)
+        store.save(path)
+        atomic.seal(path)
+        return store
+
+
+def _build_store(checkpoint, text: str, key: StoreKey, progress) -> ReferenceStore:
+    window = key.window
     gguf_path = reference_gguf(checkpoint)
     info = registry.get(REFERENCE_RUNTIME)
     rt: Any = info.module
@@ -90,7 +103,6 @@ def reference_store(
         store = build_reference(session, tokens, key, meta, progress)
     finally:
         session.close()
-    store.save(path)
     return store
 
 

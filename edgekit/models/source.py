@@ -183,8 +183,14 @@ def import_gguf(path: Path, entry: ModelEntry | None = None) -> Checkpoint:
     ident = f"{importer}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     key = hashlib.sha256(ident.encode()).hexdigest()[:16]
     dest = cache_dir() / "imports" / f"{path.stem}-{key}"
-    if not (dest / "edgekit-import.json").is_file():
-        _import_into(path, dest, edgekit=why_not is None, note=why_not)
+    from edgekit import atomic
+
+    # a sealed cache entry (edgekit.atomic.seal), imported by one process at a time: a damaged
+    # or unsealed import is imported again, never used
+    with atomic.locked(dest):
+        if not atomic.intact(dest) or not (dest / "edgekit-import.json").is_file():
+            _import_into(path, dest, edgekit=why_not is None, note=why_not)
+            atomic.seal(dest)
     meta = json.loads((dest / "edgekit-import.json").read_text())
     ck = _local(dest, origin=f"gguf:{path}", entry=entry)
     return Checkpoint(ck.path, ck.entry, meta["revision"], ck.origin, ck.note)

@@ -7,16 +7,20 @@ import shutil
 import time
 from pathlib import Path
 
+from edgekit import atomic
 from edgekit.artifact import (
     Artifact,
     Manifest,
+    build_lock,
     current_artifact,
     describe_source,
+    publish,
     safe_stem,
     sha256_file,
+    staging_path,
     tool_versions,
-    write_manifest,
 )
+from edgekit.atomic import atomic_path
 from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
 from edgekit.progress import Progress
@@ -41,14 +45,17 @@ def importance_matrix(
     text = read_text_file(calibration, "calibration text") if calibration else default_calibration_text()
     key = hashlib.sha256(f"{checkpoint.revision}|{IMATRIX_CTX}|".encode() + text.encode()).hexdigest()[:16]
     cached = cache_dir() / "imatrix" / f"{safe_stem(checkpoint.entry.name)}-{key}.imatrix.gguf"
-    if cached.is_file():
-        progress.say(f"importance matrix: cached {cached.name}")
-        return im.load(cached), cached
-    progress.say("importance matrix: running the reference model over the calibration text")
-    dataset = Path(calibration).name if calibration else "edgekit:calibration.txt"
-    result = im.collect(checkpoint, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk)
-    im.save(result, cached)
-    return result, cached
+    # a sealed cache entry (edgekit.atomic.seal): a damaged or unsealed one is computed again
+    with atomic.locked(cached):
+        if atomic.intact(cached):
+            progress.say(f"importance matrix: cached {cached.name}")
+            return im.load(cached), cached
+        progress.say("importance matrix: running the reference model over the calibration text")
+        dataset = Path(calibration).name if calibration else "edgekit:calibration.txt"
+        result = im.collect(checkpoint, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk)
+        im.save(result, cached)
+        atomic.seal(cached)
+        return result, cached
 
 
 def build_gguf(
@@ -82,49 +89,53 @@ def build_gguf(
     use_imatrix = imatrix if mix not in _IMATRIX_USELESS else "none"
     suffix = "" if use_imatrix == "none" else "-imat"
     dest = out_dir / f"{stem}-{mix}{suffix}.gguf"
-    existing = current_artifact(dest, f"gguf:{mix}", ck.revision, {"overrides": [f"{p}={t}" for p, t in tt]})
-    if existing and not force:
-        progress.say(f"up to date: {dest}")
-        return existing
-    im, im_path = importance_matrix(ck, use_imatrix, calibration, progress)
-    recipe = Recipe(
-        mix=mix,
-        overrides=tt,
-        imatrix=im.importances() if im else None,
-        imatrix_source=str(im_path) if im_path else None,
-        threads=threads,
-    )
-    progress.say(f"converting {ck.entry.name} to {mix} (one pass)")
-    t0 = time.perf_counter()
-    result = convert(ck, dest, recipe, progress.tensor)
-    seconds = time.perf_counter() - t0
-    imatrix_file = None
-    if im_path is not None:
-        imatrix_file = out_dir / f"{stem}.imatrix.gguf"
-        if im_path.resolve() != imatrix_file.resolve():
-            tmp = imatrix_file.with_name("." + imatrix_file.name + ".part")
-            shutil.copyfile(im_path, tmp)
-            tmp.replace(imatrix_file)
-    manifest = Manifest(
-        format=f"gguf:{mix}",
-        file=dest.name,
-        layout="gguf",
-        size_bytes=result.file_bytes,
-        sha256=sha256_file(dest),
-        bits_per_weight=round(result.bits_per_weight, 4),
-        source=describe_source(ck),
-        recipe={
-            **recipe.to_dict(),
-            "imatrix": imatrix_file.name if imatrix_file else None,
-            "imatrix_summary": im.summary() if im else None,
-            "calibration": calibration or ("edgekit:calibration.txt" if im else None),
-        },
-        tool_versions=tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
-        details={
-            "n_params": result.n_params,
-            "tensor_types": result.type_counts(),
-            "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
-            "convert_seconds": round(seconds, 2),
-        },
-    )
-    return write_manifest(dest, manifest)
+    # one process builds, a second one on the same --out waits here and then reuses it
+    with build_lock(dest):
+        existing = current_artifact(
+            dest, f"gguf:{mix}", ck.revision, {"overrides": [f"{p}={t}" for p, t in tt]}
+        )
+        if existing and not force:
+            progress.say(f"up to date: {dest}")
+            return existing
+        im, im_path = importance_matrix(ck, use_imatrix, calibration, progress)
+        recipe = Recipe(
+            mix=mix,
+            overrides=tt,
+            imatrix=im.importances() if im else None,
+            imatrix_source=str(im_path) if im_path else None,
+            threads=threads,
+        )
+        progress.say(f"converting {ck.entry.name} to {mix} (one pass)")
+        t0 = time.perf_counter()
+        staging = staging_path(dest)
+        result = convert(ck, staging, recipe, progress.tensor)
+        seconds = time.perf_counter() - t0
+        imatrix_file = None
+        if im_path is not None:
+            imatrix_file = out_dir / f"{stem}.imatrix.gguf"
+            if im_path.resolve() != imatrix_file.resolve():
+                with atomic_path(imatrix_file) as tmp:
+                    shutil.copyfile(im_path, tmp)
+        manifest = Manifest(
+            format=f"gguf:{mix}",
+            file=dest.name,
+            layout="gguf",
+            size_bytes=result.file_bytes,
+            sha256=sha256_file(staging),
+            bits_per_weight=round(result.bits_per_weight, 4),
+            source=describe_source(ck),
+            recipe={
+                **recipe.to_dict(),
+                "imatrix": imatrix_file.name if imatrix_file else None,
+                "imatrix_summary": im.summary() if im else None,
+                "calibration": calibration or ("edgekit:calibration.txt" if im else None),
+            },
+            tool_versions=tool_versions("llama-cpp-python", "gguf", "numpy", "transformers", "torch"),
+            details={
+                "n_params": result.n_params,
+                "tensor_types": result.type_counts(),
+                "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
+                "convert_seconds": round(seconds, 2),
+            },
+        )
+        return publish(staging, dest, manifest)
