@@ -149,6 +149,11 @@ def run_cmd(
 
     if dry_run:
         return _vllm_dry_run(subject, runtime, target, fmt, n_ctx, gpu_memory_utilization, dry_run, as_json)
+    if not no_save:  # before the benchmark, not after minutes of it
+        from edgekit.bench.results_store import store_dir
+        from edgekit.outputs import require_writable_dir
+
+        require_writable_dir(store_dir(store), "--store")
     given = ctx.get_parameter_source("gpu_memory_utilization") != click.core.ParameterSource.DEFAULT
     aliases = {  # older flags, kept as aliases of the runtime's options (those it has)
         "gpu_memory_utilization": gpu_memory_utilization if given else None,
@@ -362,8 +367,10 @@ def report_cmd(store, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
 def import_cmd(sources, store, as_json) -> None:
     """Merge results from other machines (their store directories or run files) into this store."""
-    from edgekit.bench.results_store import import_runs
+    from edgekit.bench.results_store import import_runs, store_dir
+    from edgekit.outputs import require_writable_dir
 
+    require_writable_dir(store_dir(store), "--store")
     out = import_runs(list(sources), store)
     if as_json:
         render.emit_json(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -55,14 +56,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:
+        from edgekit.outputs import from_os_error, is_user_os_error
+
+        if not is_user_os_error(e):
+            _internal(e)
+        # a full disk, a read-only file system, a path below a file: the machine's, not ours
+        click.echo(f"edgekit: error: {from_os_error(e).one_line()}", err=True)
+        sys.exit(2)
     except Exception as e:  # a bug of ours: one line, the traceback only on request
-        if os.environ.get("EDGEKIT_DEBUG"):
-            raise
-        click.echo(
-            f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for details)", err=True
-        )
-        sys.exit(1)
+        _internal(e)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _internal(e: Exception) -> NoReturn:
+    if os.environ.get("EDGEKIT_DEBUG"):
+        raise e
+    click.echo(
+        f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for details)", err=True
+    )
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -107,8 +107,10 @@ def quantize_cmd(
     """
     from edgekit.errors import EdgekitError
     from edgekit.formats import get_format
+    from edgekit.outputs import require_writable_dir
 
     if target and not fmt:
+        require_writable_dir(out_dir or "runs")
         return _main_job(
             model,
             target,
@@ -140,6 +142,7 @@ def quantize_cmd(
     entry = peek_entry(model)
     if entry is not None:  # refuse before any download, import or conversion
         f.impl.refuse_build(f, entry)
+    require_writable_dir(out_dir or "artifacts")
     with render.progress_bars(not as_json) as progress:
         progress.say(f"resolving {model}")
         ck = open_checkpoint(model)

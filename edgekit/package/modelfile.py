@@ -5,6 +5,8 @@ quotes — `\"\"\"...\"\"\"` (or `"..."`) — with everything else running to th
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 from edgekit.errors import EdgekitError
@@ -86,22 +88,41 @@ def typed_parameters(pairs: list[tuple[str, str]]) -> dict:
         if kind is list:
             out.setdefault(name, []).append(raw)
             continue
-        try:
-            value: bool | int | float
-            if kind is bool:
-                if raw.lower() not in ("true", "false", "1", "0", "t", "f"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1", "t")
-            elif kind is int:
-                value = int(raw)
-            else:
-                number = float(raw)
-                # Go writes a whole float without a fraction (1, not 1.0)
-                value = int(number) if number.is_integer() and abs(number) < 2**53 else number
-        except ValueError:
-            raise ModelfileError(f"parameter {name}: '{raw}' is not a valid {kind.__name__}") from None
-        out[name] = value
+        out[name] = _typed(name, raw, kind)
     return out
+
+
+# Ollama parses a PARAMETER with Go's strconv (ParseBool; ParseInt base 10, 64 bits; ParseFloat
+# 32 bits) and stores it as JSON, which holds no NaN or infinity: a value it would refuse, or
+# one JSON cannot carry, is refused here, before anything is written. Numbers are taken in
+# plain ASCII decimal notation (Python's int()/float() would also take "1_000", " 5", "١٢",
+# "inf" and "nan", which Go refuses or JSON cannot hold).
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True}
+_GO_BOOLS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64 = 2**63
+
+
+def _typed(name: str, raw: str, kind: type) -> bool | int | float:
+    what = {bool: "true or false", int: "a whole number", float: "a finite number"}[kind]
+    bad = ModelfileError(f"parameter {name}: {raw!r} is not {what}, as Ollama reads it")
+    if kind is bool:
+        if raw not in _GO_BOOLS:
+            raise bad
+        return _GO_BOOLS[raw]
+    if kind is int:
+        if not _INT.fullmatch(raw) or not -_INT64 <= int(raw) < _INT64:
+            raise bad
+        return int(raw)
+    if not _FLOAT.fullmatch(raw):
+        raise bad
+    number = float(raw)
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+        raise ModelfileError(f"parameter {name}: {raw!r} is out of range for Ollama (a 32-bit float)")
+    # Go writes a whole float without a fraction (1, not 1.0)
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
 
 
 def format_value(value) -> str:

@@ -94,7 +94,9 @@ def test_a_failure_half_way_removes_what_it_wrote(tiny_gguf, tmp_path, monkeypat
     "args, error",
     [
         (["--param", "temprature=1"], "unknown Ollama parameter 'temprature'"),
-        (["--param", "top_k=many"], "not a valid int"),
+        (["--param", "top_k=many"], "is not a whole number"),
+        (["--param", "temperature=inf"], "'inf' is not a finite number"),
+        (["--param", "temperature=nan"], "'nan' is not a finite number"),
         (["--param", "num_ctx"], "expected NAME=VALUE"),
         (["--param", "stop=<|eot_id|>"], "not in the tokenizer's vocabulary"),
         (["--system", 'say """hi"""'], 'contains """'),

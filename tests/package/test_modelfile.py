@@ -94,5 +94,45 @@ def test_parameters_are_typed_as_ollama_stores_them():
     ) == {"temperature": 0.6, "repeat_penalty": 1, "top_k": 20, "use_mmap": False, "stop": ["a", "b"]}
     with pytest.raises(ModelfileError, match="unknown Ollama parameter 'temprature'"):
         typed_parameters([("temprature", "1")])
-    with pytest.raises(ModelfileError, match="not a valid int"):
+    with pytest.raises(ModelfileError, match="is not a whole number"):
         typed_parameters([("top_k", "0.5")])
+
+
+@pytest.mark.parametrize(
+    "name, raw, why",
+    [
+        # JSON (Ollama's params blob) holds no NaN or infinity; Go's ParseFloat(32) overflows
+        ("temperature", "inf", "not a finite number"),
+        ("temperature", "-Infinity", "not a finite number"),
+        ("top_p", "nan", "not a finite number"),
+        ("temperature", "1e39", "out of range for Ollama"),
+        ("temperature", "1e400", "out of range for Ollama"),
+        # spellings Python reads and Go's strconv does not
+        ("top_k", "1_000", "not a whole number"),
+        ("top_k", " 5", "not a whole number"),
+        ("top_k", "\u0661\u0662", "not a whole number"),
+        ("seed", str(2**63), "not a whole number"),
+        ("temperature", "0.5 ", "not a finite number"),
+        ("temperature", "", "not a finite number"),
+        ("use_mmap", "TrUe", "not true or false"),
+        ("use_mmap", "yes", "not true or false"),
+    ],
+)
+def test_values_ollama_would_refuse_are_refused(name, raw, why):
+    with pytest.raises(ModelfileError, match=why) as e:
+        typed_parameters([(name, raw)])
+    assert e.value.one_line().startswith(f"parameter {name}: ")
+
+
+def test_the_values_go_reads_are_kept():
+    got = typed_parameters(
+        [
+            ("seed", str(-(2**63))),
+            ("top_k", "+5"),
+            ("temperature", ".5"),
+            ("top_p", "1e-3"),
+            ("use_mmap", "T"),
+        ]
+    )
+    assert got == {"seed": -(2**63), "top_k": 5, "temperature": 0.5, "top_p": 0.001, "use_mmap": True}
+    assert typed_parameters([("temperature", "3.4e38")]) == {"temperature": 3.4e38}
