@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -210,13 +209,14 @@ def publish(staging: Path, dest: Path, manifest: Manifest) -> Artifact:
 @contextlib.contextmanager
 def build_lock(dest: Path) -> Iterator[None]:
     """Hold the lock on `dest` while it is checked, built and published: a second edgekit
-    process building the same artifact waits here, then finds it current and reuses it. The
-    lock file (hidden, beside `dest`) stays; the lock goes with the process (flock), so a
-    killed build never blocks the next one. Leftover staging files of killed builds are
-    removed once the lock is held."""
+    process building the same artifact waits here, then finds it current and reuses it
+    (`atomic.locked`: a killed build never blocks the next one). Leftover staging files of
+    killed builds are removed once the lock is held."""
     with atomic.locked(dest):
-        for stale in dest.parent.glob(f".*{glob.escape(dest.name)}.*"):
-            if stale.name.endswith((".building", ".part")):
+        # ours: `.NAME.building`, `.NAME.*.part` and the converter's `..NAME.building.*.part`
+        mine = (f".{dest.name}.", f"..{dest.name}.")
+        for stale in dest.parent.iterdir():
+            if stale.name.startswith(mine) and stale.name.endswith((".building", ".part")):
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:

@@ -120,14 +120,16 @@ def discard(entry: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def locked(entry: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on `entry` (a hidden `.<name>.lock` beside it) while it is
-    checked and built: a second edgekit process on the same entry waits, then reuses what the
-    first one built. The lock is released when the process ends, even killed."""
+    """Hold an exclusive lock on `entry` (the file `.locks/<name>.lock` in its directory) while
+    it is checked and built: a second edgekit process on the same entry waits, then reuses what
+    the first one built. The lock is the kernel's (flock), released when the process ends, even
+    killed; the lock files stay."""
     import filelock
 
     entry = Path(entry)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(entry.with_name(f".{entry.name}.lock"))):
+    locks = entry.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(locks / f"{entry.name}.lock")):
         yield
 
 

@@ -39,14 +39,15 @@ from edgekit.artifact import (
     Manifest,
     artifact_sha256,
     artifact_size,
+    build_lock,
     current_artifact,
     describe_source,
+    publish,
     safe_stem,
     tool_versions,
-    write_manifest,
 )
-from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.models import validate
 from edgekit.models.arch import Arch, ArchFamily, arch_family
 from edgekit.progress import Progress
 from edgekit.text import default_calibration_text, read_text_file
@@ -293,6 +294,8 @@ def build(
     if mod.NEEDS_CALIBRATION is False and calibration:
         raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
     check_family(checkpoint.entry.arch, mod.METHOD)
+    # the checkpoint against its architecture (headers only), before anything is loaded or written
+    validate.check_checkpoint(checkpoint.path, checkpoint.entry.arch, checkpoint.safetensors_files())
     fam = arch_family(checkpoint.entry.arch)
     ignore = ignore_list(fam)
     require_llmcompressor()
@@ -303,87 +306,92 @@ def build(
         "calibration": calibration or ("edgekit:calibration.txt" if mod.NEEDS_CALIBRATION else None),
         "max_samples": samples or MAX_SAMPLES,
     }
-    existing = current_artifact(dest, fmt.id, checkpoint.revision, wanted)
-    if existing and not force:
-        progress.say(f"up to date: {dest}")
-        return existing
+    # one process builds, a second one on the same output waits here and then reuses it;
+    # the manifest is written first and the directory renamed into place last (publish)
+    with build_lock(dest):
+        existing = current_artifact(dest, fmt.id, checkpoint.revision, wanted)
+        if existing and not force:
+            progress.say(f"up to date: {dest}")
+            return existing
 
-    from edgekit._quiet import quiet_tqdm, quiet_transformers
+        from edgekit._quiet import quiet_tqdm, quiet_transformers
 
-    quiet_transformers()
-    quiet_tqdm()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        quiet_transformers()
+        quiet_tqdm()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    calib = (
-        calibration_windows(checkpoint, calibration, max_samples=samples or MAX_SAMPLES)
-        if mod.NEEDS_CALIBRATION
-        else None
-    )
-    progress.say(f"loading {checkpoint.entry.name} (BF16)")
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=torch.bfloat16)
-    tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
-    coverage = expert_coverage(model, calib.samples) if calib and checkpoint.entry.arch.is_moe else None
-    if coverage and coverage["unseen_experts"]:
-        n = sum(len(v) for v in coverage["unseen_experts"].values())
-        progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
-    expert_names = per_expert_layout(model)
-    with _quiet_loguru():
-        modifier = mod.modifier(fmt, ignore=ignore, **recipe_extra)
-    modifier_name = "+".join(
-        type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier])
-    )
-    progress.say(f"quantizing to {fmt.id} with llm-compressor ({modifier_name})")
-    t0 = time.perf_counter()
-    _oneshot(model, modifier, calib)
-    seconds = time.perf_counter() - t0
+        calib = (
+            calibration_windows(checkpoint, calibration, max_samples=samples or MAX_SAMPLES)
+            if mod.NEEDS_CALIBRATION
+            else None
+        )
+        progress.say(f"loading {checkpoint.entry.name} (BF16)")
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=torch.bfloat16)
+        validate.check_finite_model(model)
+        tok = AutoTokenizer.from_pretrained(str(checkpoint.path))
+        coverage = expert_coverage(model, calib.samples) if calib and checkpoint.entry.arch.is_moe else None
+        if coverage and coverage["unseen_experts"]:
+            n = sum(len(v) for v in coverage["unseen_experts"].values())
+            progress.say(f"{n} experts received no routed calibration tokens (listed in the manifest)")
+        expert_names = per_expert_layout(model)
+        with _quiet_loguru():
+            modifier = mod.modifier(fmt, ignore=ignore, **recipe_extra)
+        modifier_name = "+".join(
+            type(m).__name__ for m in (modifier if isinstance(modifier, list) else [modifier])
+        )
+        progress.say(f"quantizing to {fmt.id} with llm-compressor ({modifier_name})")
+        t0 = time.perf_counter()
+        _oneshot(model, modifier, calib)
+        seconds = time.perf_counter() - t0
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=out_dir))
-    try:
-        model.save_pretrained(tmp, save_compressed=True)
-        tok.save_pretrained(tmp)
-        _copy_license(checkpoint.path, tmp)
-        files = sorted(p for p in tmp.iterdir() if p.is_file())
-        if not any(p.suffix == ".safetensors" for p in files):
-            raise EdgekitError(f"llm-compressor wrote no safetensors for {fmt.id}")
-        qcfg = json.loads((tmp / "config.json").read_text()).get("quantization_config", {})
-        replace_dir(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    manifest = Manifest(
-        format=fmt.id,
-        file=dest.name,
-        layout="compressed-tensors",
-        size_bytes=artifact_size(dest),
-        sha256=artifact_sha256(dest),
-        files={p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()},
-        bits_per_weight=round(fmt.bits_per_weight(checkpoint.entry.arch), 4),
-        source=describe_source(checkpoint),
-        recipe={
-            "producer": "llm-compressor",
-            "modifier": modifier_name,
-            "scheme": mod.scheme(fmt),
-            "ignore": ignore,
-            "awq_mappings": (fam.ct_awq_mappings or "by model class") if mod.METHOD == "awq" else None,
-            "expert_names_on_save": expert_names,
-            "calibration": calib.name if calib else None,
-            "calibration_sha256": calib.sha256 if calib else None,
-            "calibration_samples": len(calib.samples) if calib else 0,
-            "max_samples": samples or MAX_SAMPLES,
-            "calibration_tokens": calib.tokens if calib else 0,
-            "moe_calibrate_all_experts": bool(checkpoint.entry.arch.is_moe),
-            "expert_coverage": coverage,
-            "quantization_config": qcfg,
-            "cpu_only_fixes": ["IntermediatesCache.pin_memory skipped (no accelerator)"]
-            if getattr(mod, "PINS_MEMORY", False) and not torch.cuda.is_available()
-            else [],
-        },
-        tool_versions=tool_versions(*TOOLS),
-        details={"quantize_seconds": round(seconds, 2)},
-    )
-    return write_manifest(dest, manifest)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=out_dir))
+        try:
+            model.save_pretrained(tmp, save_compressed=True)
+            tok.save_pretrained(tmp)
+            _copy_license(checkpoint.path, tmp)
+            files = sorted(p for p in tmp.iterdir() if p.is_file())
+            if not any(p.suffix == ".safetensors" for p in files):
+                raise EdgekitError(f"llm-compressor wrote no safetensors for {fmt.id}")
+            qcfg = json.loads((tmp / "config.json").read_text()).get("quantization_config", {})
+            manifest = Manifest(
+                format=fmt.id,
+                file=dest.name,
+                layout="compressed-tensors",
+                size_bytes=artifact_size(tmp),
+                sha256=artifact_sha256(tmp),
+                files={p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
+                bits_per_weight=round(fmt.bits_per_weight(checkpoint.entry.arch), 4),
+                source=describe_source(checkpoint),
+                recipe={
+                    "producer": "llm-compressor",
+                    "modifier": modifier_name,
+                    "scheme": mod.scheme(fmt),
+                    "ignore": ignore,
+                    "awq_mappings": (fam.ct_awq_mappings or "by model class")
+                    if mod.METHOD == "awq"
+                    else None,
+                    "expert_names_on_save": expert_names,
+                    "calibration": calib.name if calib else None,
+                    "calibration_sha256": calib.sha256 if calib else None,
+                    "calibration_samples": len(calib.samples) if calib else 0,
+                    "max_samples": samples or MAX_SAMPLES,
+                    "calibration_tokens": calib.tokens if calib else 0,
+                    "moe_calibrate_all_experts": bool(checkpoint.entry.arch.is_moe),
+                    "expert_coverage": coverage,
+                    "quantization_config": qcfg,
+                    "cpu_only_fixes": ["IntermediatesCache.pin_memory skipped (no accelerator)"]
+                    if getattr(mod, "PINS_MEMORY", False) and not torch.cuda.is_available()
+                    else [],
+                },
+                tool_versions=tool_versions(*TOOLS),
+                details={"quantize_seconds": round(seconds, 2)},
+            )
+            return publish(tmp, dest, manifest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _oneshot(model, modifier, calib: Calibration | None) -> None:

@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from edgekit.atomic import replace_dir
 from edgekit.errors import EdgekitError, MissingDependency, first_line
 
 PRECISIONS = ("fp32", "int8", "int4")
@@ -101,9 +100,10 @@ def export(
         Manifest,
         artifact_sha256,
         artifact_size,
+        build_lock,
         current_artifact,
+        publish,
         tool_versions,
-        write_manifest,
     )
 
     if precision not in PRECISIONS:
@@ -138,55 +138,57 @@ def export(
             "of the weights would stay unquantized",
             "use onnx:fp32, or a GGUF / GPTQ format",
         )
-    existing = current_artifact(out_dir, FORMAT_IDS[precision], source_info.get("revision"), {})
-    if existing and not force:
-        say(f"up to date: {out_dir}")
-        return existing
+    # one process builds, a second one on the same output waits here and then reuses it;
+    # the manifest is written first and the directory renamed into place last (publish)
+    with build_lock(out_dir):
+        existing = current_artifact(out_dir, FORMAT_IDS[precision], source_info.get("revision"), {})
+        if existing and not force:
+            say(f"up to date: {out_dir}")
+            return existing
 
-    require_export_tools(need_torch=not from_onnx)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
-    recipe: dict = {"precision": precision}
-    t0 = time.perf_counter()
-    try:
-        if from_onnx:
-            fp32_dir = src_path
-            recipe["exporter"] = read_info(src_path).get("exporter")
-        else:
-            fp32_dir = tmp if precision == "fp32" else tmp / ".fp32"
-            fp32_dir.mkdir(exist_ok=True)
-            say(f"exporting {src_path.name} to ONNX (torch.onnx, fp32)")
-            recipe.update(_export_fp32(src_path, fp32_dir))
-        info = read_info(fp32_dir)
-        if precision != "fp32":
-            say(f"quantizing the ONNX graph to {precision}")
-            recipe.update(_quantize(fp32_dir, tmp, precision))
-            _copy_side_files(fp32_dir, tmp)
-            if fp32_dir != src_path:
-                shutil.rmtree(fp32_dir)
-        recipe["seconds"] = round(time.perf_counter() - t0, 2)
-        info.update(precision=precision, format=FORMAT_IDS[precision])
-        _write_json(tmp / INFO_FILE, info)
-        for p in tmp.iterdir():
-            if p.is_file():
-                _fsync(p)
-        replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    manifest = Manifest(
-        format=FORMAT_IDS[precision],
-        file=out_dir.name,
-        layout="onnx",
-        size_bytes=artifact_size(out_dir),
-        sha256=artifact_sha256(out_dir),
-        files={p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()},
-        bits_per_weight=None if bits_per_weight is None else round(bits_per_weight, 4),
-        source=source_info,
-        recipe=recipe,
-        tool_versions=tool_versions(*TOOLS),
-    )
-    return write_manifest(out_dir, manifest)
+        require_export_tools(need_torch=not from_onnx)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+        recipe: dict = {"precision": precision}
+        t0 = time.perf_counter()
+        try:
+            if from_onnx:
+                fp32_dir = src_path
+                recipe["exporter"] = read_info(src_path).get("exporter")
+            else:
+                fp32_dir = tmp if precision == "fp32" else tmp / ".fp32"
+                fp32_dir.mkdir(exist_ok=True)
+                say(f"exporting {src_path.name} to ONNX (torch.onnx, fp32)")
+                recipe.update(_export_fp32(src_path, fp32_dir))
+            info = read_info(fp32_dir)
+            if precision != "fp32":
+                say(f"quantizing the ONNX graph to {precision}")
+                recipe.update(_quantize(fp32_dir, tmp, precision))
+                _copy_side_files(fp32_dir, tmp)
+                if fp32_dir != src_path:
+                    shutil.rmtree(fp32_dir)
+            recipe["seconds"] = round(time.perf_counter() - t0, 2)
+            info.update(precision=precision, format=FORMAT_IDS[precision])
+            _write_json(tmp / INFO_FILE, info)
+            for p in tmp.iterdir():
+                if p.is_file():
+                    _fsync(p)
+            manifest = Manifest(
+                format=FORMAT_IDS[precision],
+                file=out_dir.name,
+                layout="onnx",
+                size_bytes=artifact_size(tmp),
+                sha256=artifact_sha256(tmp),
+                files={p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
+                bits_per_weight=None if bits_per_weight is None else round(bits_per_weight, 4),
+                source=source_info,
+                recipe=recipe,
+                tool_versions=tool_versions(*TOOLS),
+            )
+            return publish(tmp, out_dir, manifest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- the fp32 export ------------------------------------------------------------------------
@@ -345,6 +347,18 @@ def _load_torch_model(ckpt: Path):
         )
     if not any(ckpt.glob("*.safetensors")):
         raise EdgekitError(f"{ckpt}: no *.safetensors weights")
+    from edgekit.models import validate
+    from edgekit.models.catalogue import from_local
+    from edgekit.models.source import safetensors_files
+
+    # the checkpoint against its architecture (headers only), before torch loads it; a config
+    # edgekit does not read as an architecture is left to transformers' own loading errors
+    try:
+        arch = from_local(ckpt).arch
+    except EdgekitError:
+        arch = None
+    if arch is not None:
+        validate.check_checkpoint(ckpt, arch, safetensors_files(ckpt))
     try:
         AutoConfig.from_pretrained(str(ckpt))  # a clear error for a config transformers cannot read
     except (ValueError, KeyError, OSError) as e:
@@ -367,6 +381,7 @@ def _load_torch_model(ckpt: Path):
     from edgekit.runtimes.transformers import _check_load_info
 
     _check_load_info(ckpt, info)
+    validate.check_finite_model(model)
     if _is_moe(model.config.get_text_config()):
         # the default expert loop picks experts with data-dependent shapes, which torch.export
         # refuses; "batched_mm" gathers the chosen experts' weights per token: same numbers
