@@ -103,6 +103,7 @@ class _Planned:
     role: str
     layer: int
     chunks: Callable[[], Iterator[tuple[int, np.ndarray]]]  # -> (expert, float32 rows) in file order
+    source: str = ""  # the checkpoint tensor it comes from (experts: their name without the index)
 
 
 # rows are read, converted and quantized in slices of at most this many elements (16 MiB
@@ -134,6 +135,7 @@ def convert(
     import gguf
     import numpy as np
 
+    from edgekit.models import validate
     from edgekit.models.gguf_vocab import gguf_vocab
     from edgekit.models.weights import SafetensorsCheckpoint
 
@@ -149,7 +151,10 @@ def convert(
     vocab = gguf_vocab(arch_family(arch).gguf_vocab, checkpoint.path, arch.vocab)
     weights = SafetensorsCheckpoint(checkpoint.safetensors_files())
     try:
-        planned = _plan_tensors(weights, arch) + _extra_tensors(arch, cfg)
+        # the checkpoint against its architecture, from the headers, before anything is written
+        validate.check_weights(arch, weights)
+        planned = plan_tensors(weights, arch, cfg)
+        validate.check_inventory(arch, [(p.name, p.gguf_shape, p.source) for p in planned])
         inventory = [Tensor(p.name, p.gguf_shape, p.role, p.layer) for p in planned]
         types = assign_types(inventory, mix, arch, recipe.overrides, has_imatrix=bool(recipe.imatrix))
         _check_imatrix(types, recipe)
@@ -230,6 +235,11 @@ def gguf_arch_name(arch: Arch) -> str:
 # ---- tensors -------------------------------------------------------------------------------
 
 
+def plan_tensors(weights, arch, cfg: dict) -> list[_Planned]:
+    """Every GGUF tensor the converter writes for `weights`, in write order; reads headers only."""
+    return _plan_tensors(weights, arch) + _extra_tensors(arch, cfg)
+
+
 def _plan_tensors(weights, arch) -> list[_Planned]:
     import gguf
 
@@ -239,6 +249,7 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
     experts: dict[tuple[int, str], dict[int, str]] = {}
     expert_re = re.compile(arch_family(arch).hf_expert_pattern)
     family = arch_family(arch)
+    unnamed: list[str] = []
     for name in weights.names():
         if name.endswith("rotary_emb.inv_freq") or family.gguf_skips(arch, name):
             continue  # experts too (DeepSeek-V3's multi-token-prediction layer has its own)
@@ -248,16 +259,20 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
             continue
         gname = tmap.get_name(_mappable(name), try_suffixes=(".weight", ".bias"))
         if gname is None:
-            raise EdgekitError(
-                f"tensor {name} has no GGUF name for {arch.family}; the checkpoint does not match its config"
-            )
+            unnamed.append(name)
+            continue
         shape = weights.shape(name)
         pieces = family.gguf_pieces(arch, gname, shape)
         if pieces is not None:
             planned += [_piece(weights, name, piece) for piece in pieces]
             continue
         chunks = _chunker(weights, name, gname, arch)
-        planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks))
+        planned.append(_Planned(gname, tuple(reversed(shape)), _role(gname), _layer(gname), chunks, name))
+    if unnamed:
+        shown = ", ".join(sorted(unnamed)[:4]) + (f" and {len(unnamed) - 4} more" if len(unnamed) > 4 else "")
+        raise EdgekitError(
+            f"unexpected tensors for {arch.family} as config.json describes it (no GGUF name): {shown}"
+        )
     for (layer, stacked), by_idx in sorted(experts.items()):
         if sorted(by_idx) != list(range(arch.n_experts)):
             raise EdgekitError(
@@ -271,7 +286,12 @@ def _plan_tensors(weights, arch) -> list[_Planned]:
         names = [by_idx[e] for e in range(arch.n_experts)]
         planned.append(
             _Planned(
-                gname, (first[1], first[0], arch.n_experts), "expert", layer, _expert_chunker(weights, names)
+                gname,
+                (first[1], first[0], arch.n_experts),
+                "expert",
+                layer,
+                _expert_chunker(weights, names),
+                stacked,
             )
         )
     if arch.tied_embeddings:
@@ -302,7 +322,7 @@ def _piece(weights, hf_name: str, piece) -> _Planned:
         mats = x.reshape(-1, *x.shape[-2:]) if x.ndim >= 2 else x.reshape(1, 1, -1)
         yield from enumerate(mats)
 
-    return _Planned(piece.name, tuple(piece.shape), _role(piece.name), _layer(piece.name), chunks)
+    return _Planned(piece.name, tuple(piece.shape), _role(piece.name), _layer(piece.name), chunks, hf_name)
 
 
 def _extra_tensors(arch, cfg: dict) -> list[_Planned]:
@@ -375,8 +395,12 @@ class _Streamed:
 
     def tofile(self, fout) -> None:
         imat = self.recipe.imatrix.get(self.planned.name) if self.recipe.imatrix else None
+        from edgekit.models.validate import check_finite
+
         written = 0
         for expert, rows in self.planned.chunks():
+            # NaN/Inf refused as each slice is read (the .part file is removed on the way out)
+            check_finite(self.planned.source or self.planned.name, rows)
             row_imat = None
             if imat is not None:
                 n = rows.shape[-1]
