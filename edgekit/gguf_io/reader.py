@@ -32,6 +32,7 @@ _FORMAT = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+_MAX_NESTING = 8  # arrays of arrays: llama.cpp writes none; a bound keeps a crafted file from recursing
 
 
 # general.file_type (llama.cpp's llama_ftype) by value; "-" for values llama.cpp retired
@@ -130,7 +131,7 @@ def read_header(path: Path, arrays: Collection[str] | Callable[[str], bool] = ()
                 pos += 8 + n
                 return out
 
-            def value(vtype: int, keep: bool) -> Any:
+            def value(vtype: int, keep: bool, depth: int = 0) -> Any:
                 nonlocal pos
                 if vtype in _FIXED:
                     need(_FIXED[vtype])
@@ -140,6 +141,8 @@ def read_header(path: Path, arrays: Collection[str] | Callable[[str], bool] = ()
                 if vtype == _STRING:
                     return string().decode("utf-8", "replace")
                 if vtype == _ARRAY:
+                    if depth >= _MAX_NESTING:
+                        raise EdgekitError(f"{path}: corrupt GGUF (arrays nested over {_MAX_NESTING} deep)")
                     need(12)
                     itype, count = struct.unpack_from("<IQ", mm, pos)
                     pos += 12
@@ -155,13 +158,13 @@ def read_header(path: Path, arrays: Collection[str] | Callable[[str], bool] = ()
                     if itype not in (_STRING, _ARRAY):
                         raise EdgekitError(f"{path}: corrupt GGUF (unknown value type {itype})")
                     if keep:
-                        return [value(itype, True) for _ in range(count)]
+                        return [value(itype, True, depth + 1) for _ in range(count)]
                     for _ in range(count):
-                        skip(itype)
+                        skip(itype, depth + 1)
                     return GGUFArray(itype, count)
                 raise EdgekitError(f"{path}: corrupt GGUF (unknown value type {vtype})")
 
-            def skip(vtype: int) -> None:
+            def skip(vtype: int, depth: int) -> None:
                 nonlocal pos
                 if vtype == _STRING:  # the common case (vocabularies, merges): no decoding
                     need(8)
@@ -169,7 +172,7 @@ def read_header(path: Path, arrays: Collection[str] | Callable[[str], bool] = ()
                     need(8 + n)
                     pos += 8 + n
                 else:
-                    value(vtype, False)
+                    value(vtype, False, depth)
 
             metadata: dict[str, Any] = {}
             for _ in range(n_kv):

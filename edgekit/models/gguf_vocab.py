@@ -63,10 +63,13 @@ def llama_pre_name(pre: dict[str, Any] | None, source: str = "tokenizer.json") -
     if not isinstance(pre, dict):
         raise EdgekitError(f"{source}: no pre_tokenizer; edgekit cannot tell how llama.cpp should split text")
     parts: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise EdgekitError(f"{source}: pre_tokenizer {json.dumps(pre)[:120]} is not a list of objects")
     kinds = [p.get("type") for p in parts]
     split = next((p for p in parts if p.get("type") == "Split"), None)
     if split is not None and kinds == ["Split", "ByteLevel"]:
-        pattern = (split.get("pattern") or {}).get("Regex")
+        pattern = split.get("pattern")
+        pattern = pattern.get("Regex") if isinstance(pattern, dict) else None
         if pattern == _QWEN2_SPLIT:
             return "qwen2"
         if pattern == _LLAMA3_SPLIT:
@@ -89,17 +92,27 @@ def bpe_vocab(tokenizer_dir: Path, vocab_size: int) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         model = data["model"]
-    except (ValueError, KeyError, TypeError) as e:
+        kind = model.get("type")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise EdgekitError(f"{path}: unreadable tokenizer ({type(e).__name__})") from None
-    if model.get("type") != "BPE":
+    if kind != "BPE":
         raise EdgekitError(
-            f"{path}: tokenizer model {model.get('type')!r} is not supported yet (byte-level BPE only)"
+            f"{path}: tokenizer model {str(kind)[:40]!r} is not supported yet (byte-level BPE only)"
         )
-    vocab: dict[str, int] = dict(model["vocab"])
-    added = {t["id"]: t for t in data.get("added_tokens", [])}
-    for tid, t in added.items():
-        vocab[t["content"]] = tid
-    by_id = {i: tok for tok, i in vocab.items()}
+    try:
+        vocab: dict[str, int] = dict(model["vocab"])
+        added = {t["id"]: t for t in data.get("added_tokens") or []}
+        for tid, t in added.items():
+            vocab[t["content"]] = tid
+        by_id = {i: tok for tok, i in vocab.items()}
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in by_id):
+            raise ValueError("token ids must be non-negative integers")
+        if not all(isinstance(t, str) for t in by_id.values()) or not all(
+            isinstance(t, dict) for t in added.values()
+        ):
+            raise TypeError("tokens must be strings")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EdgekitError(f"{path}: unreadable tokenizer vocabulary ({type(e).__name__})") from None
     if by_id and max(by_id) >= vocab_size:
         raise EdgekitError(f"{path}: token id {max(by_id)} does not fit the model's vocab_size {vocab_size}")
     tokens, types = [], []

@@ -14,6 +14,8 @@ from typing import Any
 from edgekit.errors import EdgekitError
 
 _SPACE = " \t\r\n"
+_PAREN = {("punct", "("): 1, ("punct", ")"): -1}
+_MAX_PARENS = 100  # a bound on the parser's recursion (no real template comes near it)
 
 
 class TemplateError(EdgekitError):
@@ -74,7 +76,10 @@ class Template:
 
     def render(self, data: dict) -> str:
         out: list[str] = []
-        _Renderer(data, out).run(self.nodes, data, [{"$": data}])
+        try:
+            _Renderer(data, out).run(self.nodes, data, [{"$": data}])
+        except RecursionError:
+            raise TemplateError("template nests too deeply to render") from None
         return "".join(out)
 
     def identifiers(self) -> set[str]:
@@ -109,8 +114,11 @@ class Template:
 
 
 def parse(source: str) -> Template:
-    items = _lex(source)
-    nodes, end = _Parser(items).parse_list(top=True)
+    try:
+        items = _lex(source)
+        nodes, end = _Parser(items).parse_list(top=True)
+    except RecursionError:
+        raise TemplateError("template nests too deeply") from None
     return Template(source, nodes)
 
 
@@ -361,7 +369,11 @@ class _Parser:
             elif kind == "punct" and value == "(":
                 depth, j = 1, k + 1
                 while j < len(toks) and depth:
-                    depth += {("punct", "("): 1, ("punct", ")"): -1}.get(toks[j], 0)
+                    depth += _PAREN.get(toks[j], 0)
+                    if depth > _MAX_PARENS:
+                        raise TemplateError(
+                            f"template line {line}: parentheses nested over {_MAX_PARENS} deep"
+                        )
                     j += 1
                 if depth:
                     raise TemplateError(f"template line {line}: unclosed '('")
@@ -599,6 +611,14 @@ class _Renderer:
         return value
 
     def call(self, name: str, args: list[Operand], dot, scopes: list[dict], piped: list):
+        # Go's template reports a function given the wrong arguments as an execution error
+        try:
+            return self._call(name, args, dot, scopes, piped)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:
+            msg = " ".join(str(e).split())[:120]
+            raise TemplateError(f"error calling {name}: {type(e).__name__}: {msg}") from None
+
+    def _call(self, name: str, args: list[Operand], dot, scopes: list[dict], piped: list):
         value: Any = None
         if name in ("and", "or"):
             for arg in args + [Operand("value", v) for v in piped]:

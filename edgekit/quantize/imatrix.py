@@ -204,18 +204,24 @@ def load(path: Path) -> Imatrix:
     r = open_reader(path)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for t in r.tensors:
-        if t.name.endswith(".in_sum2"):
-            sums[t.name[: -len(".in_sum2")]] = np.array(t.data, dtype=np.float32).reshape(-1, int(t.shape[0]))
-        elif t.name.endswith(".counts"):
-            counts[t.name[: -len(".counts")]] = np.array(t.data, dtype=np.float32).ravel()
-    if not sums or set(sums) != set(counts):
-        raise EdgekitError(f"{path}: not an importance matrix (needs matching .in_sum2 and .counts tensors)")
-    datasets = field_value(r, "imatrix.datasets") or []
-    return Imatrix(
-        sums,
-        counts,
-        list(datasets),
-        int(field_value(r, "imatrix.chunk_count") or 0),
-        int(field_value(r, "imatrix.chunk_size") or 0),
-    )
+    try:
+        for t in r.tensors:
+            if t.name.endswith((".in_sum2", ".counts")) and t.tensor_type.name != "F32":
+                raise ValueError(f"tensor {t.name} is {t.tensor_type.name}, not F32")
+            if t.name.endswith(".in_sum2"):
+                sums[t.name[: -len(".in_sum2")]] = np.array(t.data, dtype=np.float32).reshape(
+                    -1, int(t.shape[0])
+                )
+            elif t.name.endswith(".counts"):
+                counts[t.name[: -len(".counts")]] = np.array(t.data, dtype=np.float32).ravel()
+        if not sums or set(sums) != set(counts):
+            raise ValueError("needs matching .in_sum2 and .counts tensors")
+        datasets = field_value(r, "imatrix.datasets") or []
+        if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+            raise ValueError("imatrix.datasets is not a list of strings")
+        chunks = [field_value(r, f"imatrix.{k}") or 0 for k in ("chunk_count", "chunk_size")]
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in chunks):
+            raise ValueError("imatrix.chunk_count / chunk_size are not integers")
+    except ValueError as e:
+        raise EdgekitError(f"{path}: not an importance matrix ({e})") from None
+    return Imatrix(sums, counts, list(datasets), int(chunks[0]), int(chunks[1]))

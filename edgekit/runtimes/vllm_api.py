@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import TopK
 from edgekit.stats import quantile_summary
 
@@ -52,7 +53,7 @@ def _labels(body: str) -> tuple[tuple[str, str], ...]:
     while pos < len(inner):
         m = _LABEL.match(inner, pos)
         if not m:
-            raise ValueError(f"bad label set {body[:80]!r}")
+            raise MetricsFormatError(f"bad label set {body[:80]!r}")
         out.append((m.group(1), _unescape(m.group(2))))
         pos = m.end()
     return tuple(out)
@@ -64,7 +65,10 @@ def _value(text: str) -> float:
         return math.inf
     if low == "-inf":
         return -math.inf
-    return float(text)  # "NaN" parses
+    try:
+        return float(text)  # "NaN" parses
+    except ValueError:
+        raise MetricsFormatError(f"metrics value {text[:40]!r} is not a number") from None
 
 
 def parse_prometheus(text: str) -> list[Sample]:
@@ -76,7 +80,7 @@ def parse_prometheus(text: str) -> list[Sample]:
             continue
         m = _SAMPLE.match(line)
         if not m:
-            raise ValueError(f"metrics line {n} is not a Prometheus sample: {line[:80]!r}")
+            raise MetricsFormatError(f"metrics line {n} is not a Prometheus sample: {line[:80]!r}")
         out.append(Sample(m.group(1), _labels(m.group(2)) if m.group(2) else (), _value(m.group(3))))
     return out
 
@@ -217,12 +221,17 @@ def kv_cache_usage(m: Metrics) -> float | None:
 # ---- streamed completions ------------------------------------------------------------------
 
 
-class VllmError(Exception):
-    """An error body vLLM returned (HTTP status, one-line message)."""
+class VllmError(EdgekitError):
+    """An error body vLLM returned (HTTP status, one-line message), or an answer edgekit
+    cannot read."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class MetricsFormatError(VllmError, ValueError):
+    """A /metrics answer that is not the Prometheus text format."""
 
 
 def error_message(body: bytes | str, status: int | None = None) -> str:
@@ -276,27 +285,36 @@ class StreamChunk:
 def completion_chunks(events: Iterable[dict]) -> Iterator[StreamChunk]:
     done = 0  # completion tokens counted so far (usage delta)
     for ev in events:
-        usage = ev.get("usage") or None
-        choices = ev.get("choices") or []
-        if not choices:  # the closing usage-only chunk
-            if usage:
-                yield StreamChunk("", None, 0, None, usage)
-            continue
-        ch = choices[0]
-        ids = ch.get("token_ids")
-        if ids is not None:
-            n = len(ids)
-        elif usage and usage.get("completion_tokens") is not None:
-            n = int(usage["completion_tokens"]) - done
-        else:
-            n = 1 if ch.get("text") else 0
-        if usage and usage.get("completion_tokens") is not None:
-            done = int(usage["completion_tokens"])
-        else:
-            done += n
-        yield StreamChunk(
-            ch.get("text") or "", list(ids) if ids is not None else None, n, ch.get("finish_reason"), usage
-        )
+        try:
+            chunk, done = _chunk(ev, done)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            raise VllmError(f"unreadable stream event: {json.dumps(ev, default=str)[:120]!r}") from None
+        if chunk is not None:
+            yield chunk
+
+
+def _chunk(ev: dict, done: int) -> tuple[StreamChunk | None, int]:
+    usage = ev.get("usage") or None
+    choices = ev.get("choices") or []
+    if not choices:  # the closing usage-only chunk
+        return (StreamChunk("", None, 0, None, dict(usage)) if usage else None), done
+    ch = choices[0]
+    ids = ch.get("token_ids")
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        n = len(ids)
+    elif usage and usage.get("completion_tokens") is not None:
+        n = int(usage["completion_tokens"]) - done
+    else:
+        n = 1 if ch.get("text") else 0
+    if usage and usage.get("completion_tokens") is not None:
+        done = int(usage["completion_tokens"])
+    else:
+        done += n
+    text = ch.get("text") or ""
+    if not isinstance(text, str):
+        raise TypeError("text is not a string")
+    return StreamChunk(text, ids, n, ch.get("finish_reason"), dict(usage) if usage else None), done
 
 
 # ---- prompt log-probabilities ----------------------------------------------------------------
