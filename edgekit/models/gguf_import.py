@@ -9,7 +9,8 @@ kv_b into attn_k_b / attn_v_b). The importer undoes each step with the same fami
 `gguf_unpermute_heads` says which rows to move back, the inverse of `gguf_values` is
 derived from it (an affine change: its offset and scale, checked on probe values), and
 `gguf_pieces` is inverted by cutting an array of element indices the same way and
-scattering the pieces back. config.json comes from the file's `Arch` and metadata
+scattering the pieces back (DeepSeek's kv_b_proj from attn_k_b, transposed per head, and
+attn_v_b). config.json comes from the file's `Arch` and metadata
 (`hf_config`), the tokenizer from the file's vocabulary through transformers' GGUF
 tokenizer converters. Quantized tensors are dequantized by gguf-py.
 
@@ -87,8 +88,9 @@ class _Out:
 def refusal(path: Path) -> str | None:
     """Why edgekit's importer does not read the GGUF at `path`, in one line, or None when it
     does: its family imports (gguf_importable), its tokenizer kind is one the family rebuilds,
-    and every tensor has a checkpoint name (a dry run of the import over the tensor table).
-    Only the header is read; a broken file raises a one-line error."""
+    every tensor has a checkpoint name (a dry run of the import over the tensor table) and
+    the config can be written (where it needs no tensor data). Only the header is read; a
+    broken file raises a one-line error."""
     from edgekit.models.arch import find_gguf_family
 
     header = read_header(path)
@@ -105,6 +107,11 @@ def refusal(path: Path) -> str | None:
         return f"edgekit cannot rebuild a tokenizer of kind {model!r} (tokenizer.ggml.model) yet"
     try:
         _plan(path, arch, family, header.tensor_shapes(), _NoData())
+        if not family.gguf_config_tensors:
+            # the config too, where it needs no tensor data (a setting the checkpoint's
+            # transformers class cannot express is refused here, before anything is written)
+            m = GGUFMetadata(name, header.metadata, header.tensor_shapes(), str(path))
+            family.hf_config(arch, m, {})
     except EdgekitError as e:
         return e.one_line()
     return None

@@ -56,14 +56,18 @@ def build_qwen2(out: Path, tokenizer_dir: Path) -> Path:
     return save_checkpoint(Qwen2ForCausalLM(cfg).eval(), tokenizer_dir, out)
 
 
+# DeepSeek-V3 (a multi-token-prediction layer the file leaves out), V2, V3 with its YaRN
+DEEPSEEK = ("deepseek_v3", "deepseek_v2", "deepseek_v3_yarn")
+
 # name -> conftest fixture or builder; no directory says "phi3" (llama.cpp then expects
 # Phi-3's SentencePiece tokens in a file whose general.name names it)
-CASES = ("qwen3", "qwen3_moe", "qwen2", "mixtral", "p3", "p3_longrope", "gemma3")
+CASES = ("qwen3", "qwen3_moe", "qwen2", "mixtral", "p3", "p3_longrope", "gemma3", *DEEPSEEK)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(request, tmp_path_factory, tiny_tokenizer):
     """name -> a tiny checkpoint directory, built once per module."""
+    from tests.quantize.test_gguf_deepseek import YARN, build_deepseek
     from tests.quantize.test_gguf_gemma3 import build_gemma3
     from tests.quantize.test_gguf_mixtral import build_tiny_mixtral
     from tests.quantize.test_gguf_phi3 import _long_rope, build_phi3
@@ -78,6 +82,11 @@ def checkpoint(request, tmp_path_factory, tiny_tokenizer):
             tmp_path_factory.mktemp("tiny-p3-long"), tiny_tokenizer, rope_scaling=_long_rope()
         ),
         "gemma3": lambda: build_gemma3(tmp_path_factory.mktemp("tiny-g3"), tiny_tokenizer),
+        "deepseek_v3": lambda: build_deepseek(tmp_path_factory.mktemp("tiny-ds3"), tiny_tokenizer),
+        "deepseek_v2": lambda: build_deepseek(tmp_path_factory.mktemp("tiny-ds2"), tiny_tokenizer, version=2),
+        "deepseek_v3_yarn": lambda: build_deepseek(
+            tmp_path_factory.mktemp("tiny-ds3-yarn"), tiny_tokenizer, rope_parameters=YARN
+        ),
     }
     built: dict[str, Path] = {}
 
@@ -195,6 +204,58 @@ def test_smollm2_f32_import_converts_back_to_the_same_file(smollm2_checkpoint, t
     ck, diffs = _round_trip(src, tmp_path)
     assert _meta(ck)["family"] == "llama"
     assert not diffs, "smollm2: the round trip changed the file:\n" + "\n".join(diffs)
+
+
+@pytest.mark.parametrize("name", DEEPSEEK)
+def test_deepseek_import_has_the_original_logits(name, checkpoint, gguf_of):
+    """kv_b_proj merged back from attn_k_b (transposed per head) and attn_v_b, the shared
+    experts, V3's routing bias, groups, scaling and YaRN in config.json: transformers' logits
+    of the F32 import are the original checkpoint's; the MTP layer is not in the file."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.models.source import import_gguf
+
+    ck = import_gguf(gguf_of(name))
+    cfg = json.loads((ck.path / "config.json").read_text())
+    original = json.loads((checkpoint(name) / "config.json").read_text())
+    keys = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    keys += ("first_k_dense_replace", "n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+    keys += ("n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "scoring_func")
+    assert {k: cfg[k] for k in keys} == {k: original[k] for k in keys}
+    assert cfg["rope_parameters"] == original["rope_parameters"]
+    if name != "deepseek_v2":
+        assert original["num_nextn_predict_layers"] == 1 and cfg["num_nextn_predict_layers"] == 0
+    ids = torch.randint(0, 600, (1, 256), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(checkpoint(name), dtype=torch.float32)(ids).logits
+        model = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.float32)
+        assert type(model).__name__ == original["architectures"][0]
+        got = model(ids).logits
+    diff = (got - want).abs().max().item()
+    print(f"{name}: max |logit diff| {diff:.2e} (logit std {want.std().item():.2f})")
+    assert want.std().item() > 0.5 and diff <= 1e-5
+
+
+def test_a_deepseek_v3_file_transformers_cannot_gate_is_refused_in_one_line(gguf_of, tmp_path):
+    """transformers' DeepseekV3 always scores experts by sigmoid: a V3 file gating by softmax
+    is refused before anything is written."""
+    from gguf import GGUFValueType
+
+    from edgekit.models.gguf_import import import_checkpoint, refusal
+
+    path = _rewrite(
+        gguf_of("deepseek_v3"),
+        tmp_path / "tiny-ds3-softmax.gguf",
+        add={"deepseek2.expert_gating_func": (1, GGUFValueType.UINT32)},
+    )
+    why = refusal(path) or ""
+    assert "expert_gating_func" in why and "DeepseekV3ForCausalLM" in why and "\n" not in why
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EdgekitError, match="expert_gating_func"):
+        import_checkpoint(path, out)
+    assert list(out.iterdir()) == []
 
 
 def _llama_cpp_ids(path: Path, text: str) -> list[int]:

@@ -22,6 +22,12 @@ unless llama.cpp would take the model for a Lite one (26 or 27 layers), since it
 requires q_lora_rank otherwise. V2's group_limited_greedy picks groups by their best expert
 where llama.cpp's graph sums each group's best two (V3's rule); such configs convert as
 llama.cpp's converter writes them.
+
+Import (models/gguf_import.py): kv_b_proj is merged back from attn_k_b / attn_v_b through
+gguf_pieces; config.json gets the DEEPSEEK2 keys under transformers' names, with
+num_nextn_predict_layers 0 (the file has no MTP layers) and YaRN's mscale = mscale_all_dim
+from yarn_log_multiplier. A V3 file gating by softmax is refused (transformers' V3 class
+always scores by sigmoid).
 """
 
 from __future__ import annotations
@@ -29,16 +35,44 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.models.arch.base import Arch, ArchFamily, GGUFMetadata, GGUFPiece, Tensor, block_tensor
+from edgekit.models.arch.base import (
+    Arch,
+    ArchFamily,
+    GGUFMetadata,
+    GGUFPiece,
+    Tensor,
+    block_tensor,
+    f32_decimal,
+)
 
 # llama.cpp's gguf.ExpertGatingFuncType
 _SOFTMAX, _SIGMOID = 1, 2
 # layer counts llama.cpp's DEEPSEEK2 loader takes for a Lite model (no q_lora_rank read)
 _LITE_LAYERS = (26, 27)
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+# llama.cpp's expert_gating_func -> the config's scoring_func
+_SCORING = {_SOFTMAX: "softmax", _SIGMOID: "sigmoid"}
+# GGUF names -> checkpoint names of MLA, the shared experts and V3's routing bias (kv_b_proj
+# is merged back from attn_k_b / attn_v_b through gguf_pieces)
+_NAMES = {
+    f"blk.{{i}}.{g}": f"model.layers.{{i}}.{h}"
+    for g, h in (
+        ("attn_q_a.weight", "self_attn.q_a_proj.weight"),
+        ("attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight"),
+        ("attn_q_b.weight", "self_attn.q_b_proj.weight"),
+        ("attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"),
+        ("attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"),
+        ("attn_kv_b.weight", "self_attn.kv_b_proj.weight"),
+        ("exp_probs_b.bias", "mlp.gate.e_score_correction_bias"),
+        ("ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight"),
+        ("ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight"),
+        ("ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight"),
+    )
+}
 
 
 class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
@@ -48,6 +82,8 @@ class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
     gguf_names = ("deepseek2",)  # V2 and V3 alike
     # the gating function transformers' model class applies
     gating_default = _SOFTMAX
+    gguf_importable = True
+    hf_tensor_names = MappingProxyType({**ArchFamily.hf_tensor_names, **_NAMES})
 
     def normalize_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
         out = super().normalize_config(cfg)
@@ -200,6 +236,61 @@ class DeepseekV2(ArchFamily, model_types=("deepseek_v2",)):
             return None
         return (a.n_heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank)
 
+    # ---- GGUF import ---------------------------------------------------------------------
+
+    def hf_config(self, a: Arch, m: GGUFMetadata, vectors: Mapping[str, list[float]]) -> dict[str, Any]:
+        """transformers' DeepseekV2/V3 config from the DEEPSEEK2 keys. The file has no
+        multi-token-prediction layers (the converter leaves them out): num_nextn_predict_layers
+        is 0. YaRN's mscale and mscale_all_dim both come from yarn_log_multiplier (the file
+        keeps only 0.1 * mscale_all_dim; DeepSeek-V3's config has both 1)."""
+        cfg = super().hf_config(a, m, vectors)
+        for key in ("num_experts", "shared_expert_intermediate_size", "head_dim"):
+            cfg.pop(key, None)
+        gating = m.uint("expert_gating_func", self.gating_default) if a.is_moe else self.gating_default
+        if gating not in _SCORING or (self.gating_default == _SIGMOID and gating != _SIGMOID):
+            raise m.error(
+                "expert_gating_func",
+                f"{gating} ({_SCORING.get(gating, 'unknown')}) is a scoring function "
+                f"transformers' {self.hf_class} does not apply",
+            )
+        cfg |= {
+            "q_lora_rank": a.q_lora_rank or None,
+            "kv_lora_rank": a.kv_lora_rank,
+            "qk_nope_head_dim": a.qk_nope_head_dim,
+            "qk_rope_head_dim": a.qk_rope_head_dim,
+            "v_head_dim": a.v_head_dim,
+            "first_k_dense_replace": a.first_dense_layers if a.is_moe else a.n_layers,
+        }
+        if a.is_moe:
+            cfg |= {
+                "n_routed_experts": a.n_experts,
+                "n_shared_experts": m.uint("expert_shared_count", 0),
+                "moe_intermediate_size": m.uint("expert_feed_forward_length"),
+                "n_group": m.uint("expert_group_count", 1),
+                "topk_group": m.uint("expert_group_used_count", 1),
+                "routed_scaling_factor": f32_decimal(m.number("expert_weights_scale", 1.0)),
+                "norm_topk_prob": bool(m.get("expert_weights_norm")),
+                "scoring_func": _SCORING[gating],
+            }
+        rp = dict(cfg["rope_parameters"])
+        if rp["rope_type"] == "yarn":
+            for key, name in (
+                ("rope.scaling.yarn_beta_fast", "beta_fast"),
+                ("rope.scaling.yarn_beta_slow", "beta_slow"),
+                ("rope.scaling.yarn_attn_factor", "attention_factor"),
+            ):
+                if m.get(key) is not None:
+                    rp[name] = f32_decimal(m.number(key, 0.0))
+            if m.get("rope.scaling.yarn_log_multiplier") is not None:
+                mscale = f32_decimal(10 * m.number("rope.scaling.yarn_log_multiplier", 0.0))
+                rp |= {"mscale": mscale, "mscale_all_dim": mscale}
+        cfg["rope_parameters"] = rp
+        return cfg | self._hf_config_extra(cfg)
+
+    def _hf_config_extra(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        # V2's router: greedy top-k over all experts, or the best of the used groups
+        return {"topk_method": "greedy" if cfg.get("n_group", 1) <= 1 else "group_limited_greedy"}
+
     # ---- llm-compressor (GPTQ / AWQ / FP8): AWQ takes the pairs llm-compressor gives
     # DeepSeek-V2 (and GLM-4.7-Flash), which leave the router out of the norm's balance
     # layers; its DeepSeek-V3 pairs include the router, which the first_k_dense_replace dense
@@ -222,6 +313,10 @@ _GATING_KEYS = (
 class DeepseekV3(DeepseekV2, model_types=("deepseek_v3",)):
     hf_class = "DeepseekV3ForCausalLM"
     gating_default = _SIGMOID
+
+    def _hf_config_extra(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        # RoPE on interleaved pairs, as llama.cpp's graph rotates them; no MTP layers in the file
+        return {"rope_interleave": True, "num_nextn_predict_layers": 0}
 
     def router(self, a: Arch, i: int) -> list[Tensor]:
         bias = block_tensor(i, "exp_probs_b.bias", (a.n_experts,), "bias")
