@@ -1,4 +1,4 @@
-"""A damaged checkpoint never becomes an artifact (issue 15 item 1).
+"""A damaged checkpoint never becomes an artifact (issue 15 item 1): GGUF, llm-compressor, ONNX.
 
 Each case damages a copy of the real default checkpoint (SmolLM2-135M, imported once per
 session) the way checkpoints break in practice, by editing its safetensors header or a few
@@ -133,8 +133,8 @@ def _checkpoint(source: Path, dst: Path) -> Path:
     return dst
 
 
-def _refused(ckpt: Path, out: Path, needle: str) -> None:
-    r = _edgekit("quantize", str(ckpt), "--format", "gguf:Q8_0", "--out", str(out))
+def _refused(ckpt: Path, out: Path, needle: str, fmt: str = "gguf:Q8_0") -> None:
+    r = _edgekit("quantize", str(ckpt), "--format", fmt, "--out", str(out))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), r.stderr[-2000:]
@@ -238,3 +238,12 @@ def test_the_undamaged_checkpoint_converts_and_loads_in_llamacpp(source, tmp_pat
         assert llm.n_tokens == len(ids)
     finally:
         llm.close()
+
+
+@pytest.mark.parametrize("fmt", ["fp8:dynamic", "onnx:fp32"])
+def test_the_llm_compressor_and_onnx_paths_check_before_loading(fmt, source, tmp_path):
+    ckpt = _checkpoint(source, tmp_path / "ckpt")
+    header, data_start = _read(source / "model.safetensors")
+    header.pop(K1)
+    _copy_with_header(source / "model.safetensors", ckpt / "model.safetensors", header, data_start)
+    _refused(ckpt, tmp_path / "out", f"no tensor {K1}", fmt)
