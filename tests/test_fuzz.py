@@ -109,6 +109,7 @@ def test_crafted_gguf_headers(name, case):
         ("tokenizer_json", '{"model": [], "added_tokens": 3}'),
         ("vllm_metrics", 'm{le="x"} 1\nm_bucket{le="nope"} 2\n'),
         ("vllm_stream", 'data: {"choices": [{"token_ids": 5}]}\ndata: [1, 2]\n'),
+        ("vllm_stream", "Model loading took .0.25 GiB memory and 1.2.3 seconds\nGPU KV cache size: , tokens"),
         ("config_json", '{"model_type": "qwen3", "hidden_size": 1e400, "num_hidden_layers": -1}'),
         ("safetensors_header", '{"a": {"dtype": "F32", "shape": [Infinity], "data_offsets": [0, 4]}}'),
     ],

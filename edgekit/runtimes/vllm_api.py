@@ -414,13 +414,17 @@ def parse_log(lines: Iterable[str]) -> LogFacts:
             m = rx.search(line)
             if not m:
                 continue
-            if act is not None:
-                act(f, m)
-            elif "KV cache size" in rx.pattern:
-                f.kv_cache_pool, f.kv_cache_tokens = m.group(1), int(m.group(2).replace(",", ""))
-                f.max_model_len, f.max_concurrency = int(m.group(3).replace(",", "")), float(m.group(4))
-            else:
-                f.model_memory_gib, f.model_load_s = float(m.group(1)), float(m.group(2))
+            try:  # a number the pattern admits but float/int do not ("1.2.3", ",") is no fact
+                if act is not None:
+                    act(f, m)
+                elif "KV cache size" in rx.pattern:
+                    kv = m.group(1), int(m.group(2).replace(",", ""))
+                    mml = int(m.group(3).replace(",", "")), float(m.group(4))
+                    (f.kv_cache_pool, f.kv_cache_tokens), (f.max_model_len, f.max_concurrency) = kv, mml
+                else:
+                    f.model_memory_gib, f.model_load_s = float(m.group(1)), float(m.group(2))
+            except ValueError:
+                continue
         if _is_error_line(line):
             f.errors.append(_strip_prefix(line))
     return f
