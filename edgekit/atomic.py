@@ -23,6 +23,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Path
             os.fsync(fh.fileno())
         os.replace(tmp_path, dest)
         _fsync_dir(dest.parent)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        # a write's error names no file (a full disk in write()): name the one being written
+        raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -120,16 +125,23 @@ def discard(entry: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def locked(entry: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on `entry` (the file `.locks/<name>.lock` in its directory) while
-    it is checked and built: a second edgekit process on the same entry waits, then reuses what
-    the first one built. The lock is the kernel's (flock), released when the process ends, even
-    killed; the lock files stay."""
+    """Hold an exclusive lock on `entry` while it is checked and built: a second edgekit
+    process on the same entry waits, then reuses what the first one built. The lock is the
+    kernel's (flock), released when the process ends, even killed. Lock files live in the
+    cache (`locks/`, named by the entry's absolute path), never beside what the user asked
+    for: a failed run leaves nothing in an output directory."""
+    import hashlib
+
     import filelock
 
-    entry = Path(entry)
-    locks = entry.parent / ".locks"
+    from edgekit.paths import cache_dir
+
+    entry = Path(entry).absolute()
+    locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(locks / f"{entry.name}.lock")):
+    key = hashlib.sha256(os.fsencode(entry)).hexdigest()[:24]
+    with filelock.FileLock(str(locks / f"{entry.name[:80]}-{key}.lock")):
+        entry.parent.mkdir(parents=True, exist_ok=True)
         yield
 
 

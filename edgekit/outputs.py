@@ -8,6 +8,7 @@ will not create (/proc) is the user's situation, not edgekit's bug: it is report
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -44,6 +45,19 @@ def from_os_error(e: OSError, what: str = "cannot write") -> OutputError:
     path = e.filename if e.filename is not None else "(unnamed file)"
     cause = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
     return OutputError(path, cause[:1].lower() + cause[1:], what)
+
+
+def write_cause(e: OSError, path: str | os.PathLike) -> str:
+    """Why a write to `path` failed, as the system says it. numpy's tofile reports a full disk
+    as "N requested and M written" with no errno: the file system's free space tells."""
+    if e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(Path(path).parent).free < 1 << 20:
+            return "no space left on device"
+    return str(e)
 
 
 def is_user_os_error(e: BaseException) -> bool:

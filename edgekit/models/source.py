@@ -223,6 +223,12 @@ def _import_into(path: Path, dest: Path, edgekit: bool, note: str | None) -> Non
             meta["why_not_edgekit"] = note
         (tmp / "edgekit-import.json").write_text(json.dumps(meta, indent=2))
         replace_dir(tmp, dest)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is not None:
+            raise
+        # a write's error names no file (a full disk in write()): name the cache entry
+        raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

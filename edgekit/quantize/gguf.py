@@ -197,7 +197,9 @@ def convert(
                 os.fsync(fh.fileno())
             os.replace(tmp, out_path)
         except OSError as e:
-            raise EdgekitError(f"cannot write {out_path}: {e.strerror or e}") from None
+            from edgekit.outputs import write_cause
+
+            raise EdgekitError(f"cannot write {out_path}: {write_cause(e, out_path)}") from None
         finally:
             if tmp.exists():
                 tmp.unlink()
