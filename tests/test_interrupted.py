@@ -183,3 +183,24 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_qwen3, tmp_path):
         assert kind == "artifact" or atomic.intact(entry), f"{kind}: not rebuilt"
         assert figures(json.loads(again)) == figures(want), kind
         _check_whole(out)
+
+
+def test_a_damaged_gguf_import_is_imported_again(tiny_qwen3, tmp_path):
+    """The import cache (a GGUF input as a checkpoint): damaged weights are never converted;
+    the entry is imported again and the artifact made from it has the undamaged run's bytes."""
+    cache = tmp_path / "cache"
+    rc, made, err = _finish(_start(cache, *_quantize(tiny_qwen3, tmp_path / "src")))
+    assert rc == 0, err
+    gguf = tmp_path / "src" / json.loads(made)["file"]
+    args = ("quantize", str(gguf), "--format", "gguf:Q8_0", "--out", str(tmp_path / "out"), "--json")
+    rc, first, err = _finish(_start(cache, *args))
+    assert rc == 0, err
+    want = json.loads(first)["sha256"]
+    (entry,) = [p for p in (cache / "imports").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    _flip(entry / "model.safetensors")
+    assert not atomic.intact(entry)
+    rc, again, err = _finish(_start(cache, *args, "--force"))
+    assert rc == 0, err
+    assert atomic.intact(entry), "the damaged import was not imported again"
+    assert json.loads(again)["sha256"] == want
+    _check_whole(tmp_path / "out")
