@@ -47,9 +47,10 @@ from edgekit.artifact import (
     tool_versions,
 )
 from edgekit.errors import EdgekitError, MissingDependency
-from edgekit.models import validate
 from edgekit.models.arch import Arch, ArchFamily, arch_family
 from edgekit.progress import Progress
+from edgekit.quantize import validate
+from edgekit.quantize.gguf import check_checkpoint as gguf_check_checkpoint
 from edgekit.text import default_calibration_text, read_text_file
 
 # the HF model types the llm-compressor path is tested on (dense and MoE) are those whose
@@ -295,7 +296,7 @@ def build(
         raise EdgekitError(f"{fmt.id} is data-free: it takes no calibration text")
     check_family(checkpoint.entry.arch, mod.METHOD)
     # the checkpoint against its architecture (headers only), before anything is loaded or written
-    validate.check_checkpoint(checkpoint.path, checkpoint.entry.arch, checkpoint.safetensors_files())
+    gguf_check_checkpoint(checkpoint.path, checkpoint.entry.arch, checkpoint.safetensors_files())
     fam = arch_family(checkpoint.entry.arch)
     ignore = ignore_list(fam)
     require_llmcompressor()

@@ -135,9 +135,9 @@ def convert(
     import gguf
     import numpy as np
 
-    from edgekit.models import validate
     from edgekit.models.gguf_vocab import gguf_vocab
     from edgekit.models.weights import SafetensorsCheckpoint
+    from edgekit.quantize import validate
 
     mix = recipe.mix.upper()
     if mix not in MIX_DEFAULT:
@@ -397,7 +397,7 @@ class _Streamed:
 
     def tofile(self, fout) -> None:
         imat = self.recipe.imatrix.get(self.planned.name) if self.recipe.imatrix else None
-        from edgekit.models.validate import check_finite
+        from edgekit.quantize.validate import check_finite
 
         written = 0
         for expert, rows in self.planned.chunks():
@@ -647,3 +647,22 @@ def _size_label(n: int) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.1f}B".replace(".0B", "B")
     return f"{round(n / 1e6)}M"
+
+
+def check_checkpoint(path: Path, arch: Arch, files: list[Path]) -> None:
+    """The whole header check of the checkpoint at `path` (its safetensors `files`) for a
+    producer that loads it elsewhere (llm-compressor, ONNX export): layers, dtypes and, where
+    the family has a GGUF mapping, the inventory through the converter's own plan."""
+    from edgekit.models.weights import SafetensorsCheckpoint
+    from edgekit.quantize import validate
+
+    weights = SafetensorsCheckpoint(files)
+    try:
+        validate.check_weights(arch, weights)
+        family = arch_family(arch)
+        if family.supports("gguf") and family.gguf_arch:
+            cfg = json.loads((path / "config.json").read_text())
+            planned = plan_tensors(weights, arch, cfg)
+            validate.check_inventory(arch, [(p.name, p.gguf_shape, p.source) for p in planned])
+    finally:
+        weights.close()

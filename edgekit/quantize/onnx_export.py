@@ -347,9 +347,10 @@ def _load_torch_model(ckpt: Path):
         )
     if not any(ckpt.glob("*.safetensors")):
         raise EdgekitError(f"{ckpt}: no *.safetensors weights")
-    from edgekit.models import validate
     from edgekit.models.catalogue import from_local
     from edgekit.models.source import safetensors_files
+    from edgekit.quantize import validate
+    from edgekit.quantize.gguf import check_checkpoint as gguf_check_checkpoint
 
     # the checkpoint against its architecture (headers only), before torch loads it; a config
     # edgekit does not read as an architecture is left to transformers' own loading errors
@@ -358,7 +359,7 @@ def _load_torch_model(ckpt: Path):
     except EdgekitError:
         arch = None
     if arch is not None:
-        validate.check_checkpoint(ckpt, arch, safetensors_files(ckpt))
+        gguf_check_checkpoint(ckpt, arch, safetensors_files(ckpt))
     try:
         AutoConfig.from_pretrained(str(ckpt))  # a clear error for a config transformers cannot read
     except (ValueError, KeyError, OSError) as e:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
@@ -125,25 +124,3 @@ def check_finite_model(model) -> None:
             raise CheckpointMismatch(
                 f"tensor {name} holds {kind} values; edgekit does not convert non-finite weights"
             )
-
-
-def check_checkpoint(path: Path, arch: Arch, files: list[Path]) -> None:
-    """The whole header check of the checkpoint at `path` (its safetensors `files`) for a
-    producer that loads it elsewhere (llm-compressor, ONNX export): layers, dtypes and, where
-    the family has a GGUF mapping, the inventory through the converter's own plan."""
-    from edgekit.models.weights import SafetensorsCheckpoint
-
-    weights = SafetensorsCheckpoint(files)
-    try:
-        check_weights(arch, weights)
-        family = arch_family(arch)
-        if family.supports("gguf") and family.gguf_arch:
-            import json
-
-            from edgekit.quantize import gguf
-
-            cfg = json.loads((path / "config.json").read_text())
-            planned = gguf.plan_tensors(weights, arch, cfg)
-            check_inventory(arch, [(p.name, p.gguf_shape, p.source) for p in planned])
-    finally:
-        weights.close()
