@@ -78,25 +78,41 @@ def require_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     if first.exists() and not first.is_dir():
         where = "" if first == probe_root else f" ({first} is a file)"
         raise OutputError(p, f"not a directory{where}", f"{flag}")
+    # another edgekit process probing the same new directory may remove it under this one:
+    # a vanished directory is probed again
+    for attempt in range(3):
+        try:
+            _probe(probe_root)
+            break
+        except FileNotFoundError:
+            if attempt < 2 and probe_root.parent.is_dir():
+                continue
+            raise OutputError(p, "cannot create a directory there", flag) from None
+        except OSError as e:
+            cause = e.strerror or type(e).__name__
+            raise OutputError(p, cause[:1].lower() + cause[1:], flag) from None
+    return p
+
+
+def _probe(root: Path) -> None:
+    """Create the missing directories down to `root` and a file in it, then remove all of
+    that again; an OSError says why `root` cannot be written."""
     created: list[Path] = []
     try:
-        for d in reversed([probe_root, *probe_root.parents]):
+        for d in reversed([root, *root.parents]):
             if d.exists():
                 continue
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:  # another edgekit process made it a moment ago
+                if d.is_dir():
+                    continue
+                raise
             created.append(d)
-        fd, tmp = tempfile.mkstemp(prefix=".edgekit-probe-", dir=probe_root)
+        fd, tmp = tempfile.mkstemp(prefix=".edgekit-probe-", dir=root)
         os.close(fd)
         os.unlink(tmp)
-    except OSError as e:
-        cause = e.strerror or type(e).__name__
-        if e.errno == errno.ENOENT:  # a parent exists but the kernel creates nothing there (/proc)
-            cause = "cannot create a directory there"
-        raise OutputError(p, cause[:1].lower() + cause[1:], f"{flag}") from None
     finally:
         for d in reversed(created):
-            try:
+            with contextlib.suppress(OSError):
                 d.rmdir()
-            except OSError:
-                pass
-    return p
