@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__, atomic
+from edgekit.atomic import sha256_file
 from edgekit.errors import EdgekitError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -31,14 +32,6 @@ def safe_stem(name: str) -> str:
 
 def manifest_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".manifest.json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_size(path: Path) -> int:

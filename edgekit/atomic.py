@@ -79,19 +79,21 @@ def entry_sha256(entry: str | os.PathLike) -> str:
     import hashlib
 
     entry = Path(entry)
-
-    def file_sha(p: Path) -> str:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
-        return h.hexdigest()
-
     if not entry.is_dir():
-        return file_sha(entry)
+        return sha256_file(entry)
     h = hashlib.sha256()
     for p in sorted(q for q in entry.rglob("*") if q.is_file()):
-        h.update(f"{p.relative_to(entry).as_posix()} {file_sha(p)}\n".encode())
+        h.update(f"{p.relative_to(entry).as_posix()} {sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
     return h.hexdigest()
 
 
