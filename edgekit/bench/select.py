@@ -1,8 +1,18 @@
 """Selection: the smallest candidate that meets the quality bar.
 
-Quality falls almost monotonically with size, so the ladder (candidates sorted by size) is
-searched by bisection: check the largest, then halve the interval that must contain the
-smallest passing candidate. That measures at most ceil(log2 n) + 1 candidates instead of n.
+Quality falls with size only within a chain: one format family at one setting (GGUF with an
+importance matrix, GGUF without, GPTQ, AWQ, FP8, ...). Across families, or across imatrix
+settings, size says little (without an importance matrix SmolLM2's Q5_K_S measures worse than
+its Q4_K_M; a GPTQ checkpoint of one size can beat a larger GGUF). So the search bisects each
+chain on its own and never lets a failure in one chain rule out a candidate of another:
+
+- chains are visited in order of their smallest candidate; only the members smaller than the
+  smallest passing candidate found so far are searched;
+- within a chain: measure its largest remaining member; if it misses the bar the chain has
+  nothing smaller that passes (the assumption, stated in the report for each candidate it
+  leaves unbuilt); if it passes, bisect down to the smallest passing member.
+
+That measures at most sum over chains of ceil(log2 n) + 1 candidates instead of n.
 """
 
 from __future__ import annotations
@@ -79,9 +89,17 @@ class Outcome:
     order: list[int]  # the order candidates were measured in
 
 
-def search(ladder: Sequence, measure: Callable[[int], object], bar: Bar) -> Outcome:
-    """Smallest passing index of `ladder` (sorted by size), measuring as few as possible."""
-    measured: dict[int, object] = {}
+def search(
+    ladder: Sequence,
+    measure: Callable[[int], object],
+    bar: Bar,
+    chain_of: Callable[[int], str] | None = None,
+    measured: dict[int, object] | None = None,
+) -> Outcome:
+    """Smallest passing index of `ladder` (sorted by size, smallest first), measuring as few
+    as possible; `chain_of(i)` names candidate i's monotone chain (one chain when omitted).
+    `measured` holds results already known (they are not measured again)."""
+    measured = dict(measured or {})
     order: list[int] = []
 
     def passes(i: int) -> bool:
@@ -90,20 +108,26 @@ def search(ladder: Sequence, measure: Callable[[int], object], bar: Bar) -> Outc
             order.append(i)
         return bar.passes(measured[i])
 
-    n = len(ladder)
-    if n == 0:
-        return Outcome(None, measured, order)
-    if not passes(n - 1):
-        return Outcome(None, measured, order)
-    lo, hi = 0, n - 1  # hi passes; the answer is in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if passes(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return Outcome(hi, measured, order)
+    chains: dict[str, list[int]] = {}
+    for i in range(len(ladder)):
+        chains.setdefault(chain_of(i) if chain_of else "", []).append(i)
+    best: int | None = None
+    for members in chains.values():  # in order of each chain's smallest candidate
+        todo = [i for i in members if best is None or i < best]
+        if not todo or not passes(todo[-1]):
+            continue
+        lo, hi = 0, len(todo) - 1  # todo[hi] passes; the chain's answer is in todo[lo..hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if passes(todo[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        best = todo[hi]
+    return Outcome(best, measured, order)
 
 
-def max_measurements(n: int) -> int:
-    return math.ceil(math.log2(n)) + 1 if n > 1 else n
+def max_measurements(n: int | Sequence[int]) -> int:
+    """The most candidates the search measures: n in one chain, or chains of these sizes."""
+    sizes = [n] if isinstance(n, int) else list(n)
+    return sum(math.ceil(math.log2(k)) + 1 if k > 1 else k for k in sizes)
