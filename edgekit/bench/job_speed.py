@@ -461,40 +461,57 @@ def candidate_speed(
             fmt_id, t.name, plan_row, settings, notes=[elsewhere_note(t.name, artifact_path)]
         )
     path = Path(artifact_path).expanduser()
+    notes = []
     try:
         host = host or devmod.detect(label, nvml=False)
-        sha = _artifact_sha256(path)
-        info = choose_runtime(Subject(path, "artifact", fmt_id, None, 0), None, device, host)
-        key = {
-            "artifact_sha256": sha,
-            "settings": settings.key(),
-            "host": host.fingerprint,
-            "device": device,
-            "runtime": info.name,
-            "runtime_version": info.version,
-            "edgekit": __version__,
-        }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        entry = speed_cache_dir(cache) / f"{sha[:16]}-{digest}.json"
+        entry, key, runtime = cache_entry(path, fmt_id, device, settings, host, cache)
         with atomic.locked(entry):
             if atomic.intact(entry):
                 run = json.loads(entry.read_text())["run"]
                 state = "hit"
             else:
-                result = bench(
-                    str(path), runtime=info.name, settings=bench_settings, label=label, store=store
-                )
+                result = bench(str(path), runtime=runtime, settings=bench_settings, label=label, store=store)
                 run = result.to_dict()
-                atomic.write_json(entry, {"schema": SCHEMA, "key": key, "run": run})
-                atomic.seal(entry)
                 state = "miss"
+                try:
+                    atomic.write_json(entry, {"schema": SCHEMA, "key": key, "run": run})
+                    atomic.seal(entry)
+                except OSError as e:  # the figures stand; the next run measures again
+                    notes.append(f"not cached: {e.strerror or e} ({e.filename})")
     except EdgekitError as e:
         return planned_figures(
             fmt_id, t.name, plan_row, settings, here=True, notes=[f"not measured: {e.one_line()}"]
         )
     figs = figures_from_run(run, fmt_id, t.name, plan_row, settings, here=True, cache=state)
     figs.measured_on = {**(figs.measured_on or {}), "cache_entry": str(entry)}
+    figs.notes.extend(notes)
     return figs
+
+
+def cache_entry(
+    path: Path,
+    fmt_id: str,
+    device: str,
+    settings: SpeedSettings,
+    host: devmod.HostInfo,
+    cache: Path | str | None = None,
+) -> tuple[Path, dict, str]:
+    """(the sealed JSON holding the measurement, its key, the runtime that measures it): keyed
+    by the artifact's sha256 (its manifest's; a bare file is hashed), the settings, the host's
+    fingerprint, the device and the runtime with its version."""
+    sha = _artifact_sha256(path)
+    info = choose_runtime(Subject(path, "artifact", fmt_id, None, 0), None, device, host)
+    key = {
+        "artifact_sha256": sha,
+        "settings": settings.key(),
+        "host": host.fingerprint,
+        "device": device,
+        "runtime": info.name,
+        "runtime_version": info.version,
+        "edgekit": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return speed_cache_dir(cache) / f"{sha[:16]}-{digest}.json", key, info.name
 
 
 # ---- the speed bar ------------------------------------------------------------------------
@@ -625,6 +642,20 @@ def run_matches_target(run: dict, target: dict) -> bool:
     return host.get("label") == name
 
 
+def _same_artifact(run: dict, artifact: dict) -> str:
+    """How a bench run's subject is the candidate's artifact ("sha256"; "file name and size" when
+    the run had no manifest to give a sha256), or "" when it is not."""
+    subj = run.get("subject") or {}
+    if subj.get("sha256"):
+        return "sha256" if subj["sha256"] == artifact.get("sha256") else ""
+    same = (
+        artifact.get("path")
+        and Path(str(subj.get("path") or "")).name == Path(str(artifact["path"])).name
+        and subj.get("size_bytes") == artifact.get("size_bytes")
+    )
+    return "file name and size (the run had no manifest)" if same else ""
+
+
 def fill_report(run_dir: Path | str, store: Path | str | None = None, write: bool = True) -> dict[str, Any]:
     """Put measured figures from the bench results store (`edgekit bench import` merges other
     machines' runs into it) into an existing run's report.json: for every candidate whose
@@ -651,19 +682,19 @@ def fill_report(run_dir: Path | str, store: Path | str | None = None, write: boo
         bar = parse_speed_bar(bar_text)
     filled, unmeasured = [], []
     for c in candidates:
-        sha = (c.get("artifact") or {}).get("sha256")
-        if not sha:
+        art = c.get("artifact") or {}
+        if not art.get("sha256"):
             continue
-        mine = [
-            r for r in runs if (r.get("subject") or {}).get("sha256") == sha and run_matches_target(r, target)
-        ]
+        mine = [(r, how) for r in runs if (how := _same_artifact(r, art)) and run_matches_target(r, target)]
         if not mine:
             unmeasured.append(c.get("format"))
             continue
-        figs = figures_from_run(mine[-1], c.get("format") or "?", target.get("name") or "?", c.get("plan"))
+        run, how = mine[-1]
+        figs = figures_from_run(run, c.get("format") or "?", target.get("name") or "?", c.get("plan"))
         figs.here = False
         figs.notes.append(
-            f"measured on {figs.measured_on and figs.measured_on['device_name']}, filled in later"
+            f"measured on {figs.measured_on and figs.measured_on['device_name']}, filled in later; "
+            f"the run's artifact matched by {how}"
         )
         c[SPEED_KEY] = figs.to_dict()
         if bar is not None:

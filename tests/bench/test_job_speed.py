@@ -128,7 +128,8 @@ def test_fill_report_from_another_devices_store(tmp_path):
     theirs["subject"]["sha256"] = sha
     other = fake_run("r-other", "laptop", "aaaa", 50.0)  # the same artifact on a CPU: not the target
     other["subject"]["sha256"] = sha
-    for r in (theirs, other):
+    bare = fake_run("r-bare", "box4090", "bbbb", 300.0, device="cuda")  # a GGUF benched without manifest
+    for r in (theirs, other, bare):
         results_store._write(r, store)
     from edgekit.profiles.target import get_target
 
@@ -141,13 +142,20 @@ def test_fill_report_from_another_devices_store(tmp_path):
         "candidates": [
             {"format": "gguf:Q4_K_M", "artifact": {"sha256": sha}, "plan": row, "speed": planned.to_dict()},
             {"format": "gguf:Q8_0", "artifact": None, "plan": row, "speed": None},
+            {
+                "format": "gguf:Q4_K_S",
+                "artifact": {"sha256": "cd" * 32, "path": "/here/smollm2-135m-Q4_K_M.gguf", "size_bytes": 1},
+                "plan": row,
+            },
+            {"format": "gguf:Q6_K", "artifact": {"sha256": "ef" * 32}, "plan": row},
         ],
     }
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "report.json").write_text(json.dumps(report))
     out = js.fill_report(run_dir, store)
-    assert out["filled"] == ["gguf:Q4_K_M"] and out["problems"] == []
+    assert out["filled"] == ["gguf:Q4_K_M", "gguf:Q4_K_S"] and out["problems"] == []
+    assert out["not_measured_there"] == ["gguf:Q6_K"]
     d = json.loads((run_dir / "report.json").read_text())
     sp = d["candidates"][0]["speed"]
     assert (
@@ -158,6 +166,39 @@ def test_fill_report_from_another_devices_store(tmp_path):
     verdict = d["candidates"][0]["speed_bar"]
     assert not verdict["passes"] and "400.0 tok/s (measured) misses decode>=500" in verdict["reason"]
     assert any("misses the speed bar" in n for n in d["notes"])
+    by_name = d["candidates"][2]["speed"]
+    assert by_name["decode_tok_s"]["value"] == 300.0 and "file name and size" in by_name["notes"][-1]
+    assert "speed" not in d["candidates"][3]
+    with pytest.raises(EdgekitError, match="not a readable run report"):
+        js.fill_report(tmp_path / "nowhere", store)
+
+
+@pytest.mark.llamacpp
+def test_a_damaged_cache_entry_is_never_used(tmp_path):
+    import importlib.util
+
+    from edgekit.bench import device as devmod
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs llama-cpp-python (the runtime that measures a GGUF)")
+
+    art = tmp_path / "not-really.gguf"
+    art.write_bytes(b"GGUF but not a real file")
+    host = devmod.detect(nvml=False)
+    entry, key, runtime = js.cache_entry(art, "gguf:Q4_K_M", "cpu", SETTINGS, host, tmp_path / "c")
+    assert runtime == "llama.cpp" and key["host"] == host.fingerprint and key["settings"] == SETTINGS.key()
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps({"run": fake_run("r-cached", "here", host.fingerprint, 42.0)}))
+    from edgekit import atomic
+
+    atomic.seal(entry)
+    args = (art, "gguf:Q4_K_M", "cpu", plan_row("cpu"), SETTINGS)
+    hit = js.candidate_speed(*args, cache=tmp_path / "c")
+    assert hit.cache == "hit" and hit.decode_tok_s.measured == 42.0 and hit.decode_tok_s.source == "measured"
+    entry.write_text(entry.read_text().replace("42.0", "43.0"))  # damaged: measured again, here refused
+    again = js.candidate_speed(*args, cache=tmp_path / "c")
+    assert not again.measured and again.here and again.notes[0].startswith("not measured: ")
+    assert "\n" not in again.notes[0]
 
 
 # ---- measured on this machine ---------------------------------------------------------------
