@@ -625,7 +625,7 @@ def _gpu_profile(g: dict) -> str | None:
     return g.get("profile") or devmod.match_profile(str(g.get("name") or ""))
 
 
-def run_matches_target(run: dict, target: dict) -> bool:
+def run_matches_target(run: dict, target: dict, here_fingerprint: str | None = None) -> bool:
     """Whether a stored bench run was measured on the report's target (Target.to_dict()): a GPU
     target on a host with that many GPUs of its profile, on CUDA; a CPU target on the CPU of a
     host labelled with the target's name (`edgekit bench --label NAME`), or here for `cpu`."""
@@ -637,8 +637,8 @@ def run_matches_target(run: dict, target: dict) -> bool:
         return run.get("device") == "cuda" and len(gpus) >= count
     if run.get("device") != "cpu":
         return False
-    if name == "cpu":
-        return host.get("fingerprint") == devmod.detect(nvml=False).fingerprint
+    if name == "cpu":  # this machine, as edgekit bench fingerprints it (GPUs included)
+        return host.get("fingerprint") == (here_fingerprint or devmod.detect().fingerprint)
     return host.get("label") == name
 
 
@@ -681,11 +681,14 @@ def fill_report(run_dir: Path | str, store: Path | str | None = None, write: boo
     if bar_text:
         bar = parse_speed_bar(bar_text)
     filled, unmeasured = [], []
+    here = devmod.detect().fingerprint if target.get("name") == "cpu" else None
     for c in candidates:
         art = c.get("artifact") or {}
         if not art.get("sha256"):
             continue
-        mine = [(r, how) for r in runs if (how := _same_artifact(r, art)) and run_matches_target(r, target)]
+        mine = [
+            (r, how) for r in runs if (how := _same_artifact(r, art)) and run_matches_target(r, target, here)
+        ]
         if not mine:
             unmeasured.append(c.get("format"))
             continue

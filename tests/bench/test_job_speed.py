@@ -239,6 +239,19 @@ def test_measured_figures_of_the_default_q4km_and_the_cache(q4km, tmp_path):
     assert again.cache == "hit" and hit_s < min(0.5, first_s / 4), (hit_s, first_s)
     d2 = exact_json(again.to_dict())
     assert {**d2, "cache": "miss"} == d and len(results_store.load_runs(store)[0]) == 1
+    # the same run, read back from the store into a report of the cpu target
+    from edgekit.artifact import load_artifact
+    from edgekit.profiles.target import get_target
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sha = load_artifact(q4km).manifest.sha256
+    cand = {"format": "gguf:Q4_K_M", "artifact": {"sha256": sha, "path": str(q4km)}, "plan": row}
+    report = {"target": get_target("cpu").to_dict(), "pick": None, "candidates": [cand]}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    assert js.fill_report(run_dir, store)["filled"] == ["gguf:Q4_K_M"]
+    back = json.loads((run_dir / "report.json").read_text())["candidates"][0]["speed"]
+    assert all(back[n]["measured"] == d[n]["measured"] for n in js.FIGURES)
     # a bar that cannot be met fails, with the observed value in the reason
     bar = js.parse_speed_bar("decode>=100000,ttft<=10")
     assert not bar.passes(figs)
