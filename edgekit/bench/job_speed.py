@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__, atomic
+from edgekit.artifact import artifact_sha256, artifact_size, load_artifact
 from edgekit.bench import device as devmod
 from edgekit.bench import results_store
 from edgekit.bench.results import METHOD as BENCH_METHOD
@@ -178,7 +179,7 @@ class SpeedFigures:
     roofline_share: Figure
     settings: dict
     measured_on: dict | None = None  # host, device, runtime, bench run id of the measurement
-    cache: str = "none"  # hit | miss | none (not measured)
+    cache: str = "none"  # hit | miss (measured here) | store (a run imported from the device) | none
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -410,14 +411,13 @@ def elsewhere_note(target_name: str, artifact: str | Path | None = None) -> str:
 
 
 def _artifact_sha256(path: Path) -> str:
-    from edgekit.artifact import load_artifact
-
+    """The manifest's sha256 (no re-hashing), or the bytes' for a bare file."""
     art = load_artifact(path)
     if art is not None and art.manifest.sha256:
         return art.manifest.sha256
     if not path.exists():
         raise EdgekitError(f"{path}: no such file or directory")
-    return atomic.entry_sha256(path)
+    return artifact_sha256(path)
 
 
 def speed_cache_dir(cache: Path | str | None = None) -> Path:
@@ -457,6 +457,11 @@ def candidate_speed(
     if device == "cuda":
         host = host or devmod.detect(label)
     if not target_is_here(t, host):
+        found = stored_run(artifact_path, t, store)
+        if found is not None:  # measured there and brought here by `edgekit bench import`
+            figs = figures_from_run(found[0], fmt_id, t.name, plan_row, here=False, cache="store")
+            figs.notes.append(f"measured on {results_store.device_label(found[0])} (bench results store)")
+            return figs
         return planned_figures(
             fmt_id, t.name, plan_row, settings, notes=[elsewhere_note(t.name, artifact_path)]
         )
@@ -486,6 +491,25 @@ def candidate_speed(
     figs.measured_on = {**(figs.measured_on or {}), "cache_entry": str(entry)}
     figs.notes.extend(notes)
     return figs
+
+
+def stored_run(
+    artifact_path: Path | str, target: Target | str, store: Path | str | None = None
+) -> tuple[dict, str] | None:
+    """(the latest run in the bench results store that measured this artifact on `target`, how
+    it matched), or None: how a candidate planned for another device gets that device's figures
+    once `edgekit bench` ran there and `edgekit bench import` brought its store here."""
+    t = _target(target)
+    path = Path(artifact_path).expanduser()
+    if not path.exists():
+        return None
+    art = {"sha256": _artifact_sha256(path), "path": str(path), "size_bytes": artifact_size(path)}
+    runs, _ = results_store.load_runs(store)
+    here = devmod.detect().fingerprint if t.name == "cpu" else None
+    found = [
+        (r, how) for r in runs if (how := _same_artifact(r, art)) and run_matches_target(r, t.to_dict(), here)
+    ]
+    return found[-1] if found else None
 
 
 def cache_entry(

@@ -121,6 +121,8 @@ def test_another_device_is_planned_only(tmp_path):
 
 
 def test_fill_report_from_another_devices_store(tmp_path):
+    if js.target_is_here("rtx4090"):
+        pytest.skip("this machine has an RTX 4090")
     row = plan_row("rtx4090")
     sha = "ab" * 32
     store = tmp_path / "store"
@@ -153,6 +155,18 @@ def test_fill_report_from_another_devices_store(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "report.json").write_text(json.dumps(report))
+    # a re-run of the job finds the device's run in the store too (a bare file: its bytes' sha256)
+    from edgekit.artifact import artifact_sha256
+
+    art = tmp_path / "m.gguf"
+    art.write_bytes(b"any bytes")
+    mine = fake_run("r-4090-m", "box4090", "bbbb", 410.0, device="cuda")
+    mine["subject"]["sha256"] = artifact_sha256(art)
+    results_store._write(mine, store)
+    got = js.candidate_speed(art, "gguf:Q4_K_M", "rtx4090", row, SETTINGS, store=store)
+    assert got.cache == "store" and got.decode_tok_s.measured == 410.0 and not got.here
+    assert got.settings["prompt_tokens"] == 512  # the run's own settings
+    assert exact_json(got.to_dict())["decode_tok_s"]["source"] == "measured"
     out = js.fill_report(run_dir, store)
     assert out["filled"] == ["gguf:Q4_K_M", "gguf:Q4_K_S"] and out["problems"] == []
     assert out["not_measured_there"] == ["gguf:Q6_K"]
