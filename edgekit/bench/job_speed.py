@@ -9,8 +9,9 @@ JSON, so a re-run costs nothing. Every figure carries its source ("measured" or 
 the planner's counterpart beside it (the candidate's plan row, edgekit.plan.PlanRow.to_dict()).
 
 A candidate planned for another device is measured there later: `edgekit bench ARTIFACT` on
-that device, `edgekit bench import` of its store here, then `fill_report(RUN_DIR)` puts the
-measured figures into the run's report.json.
+that device, `edgekit bench import` of its store here; then a re-run of the job finds that run
+in the store (stored_run), and `fill_report(RUN_DIR)` puts the figures into an existing run's
+report.json without re-running it.
 """
 
 from __future__ import annotations
@@ -401,9 +402,9 @@ def elsewhere_note(target_name: str, artifact: str | Path | None = None) -> str:
     what = str(artifact) if artifact else "ARTIFACT"
     return (
         f"speed and memory are planned (roofline) for {target_name}, which is not this machine: run "
-        f"`edgekit bench {what}` on the {target_name}, bring its results store here with "
-        "`edgekit bench import DIR`, and the run's report gets the measured figures "
-        "(edgekit.bench.job_speed.fill_report)"
+        f"`edgekit bench {what}` (with its manifest beside it) on the {target_name}, bring its results "
+        "store here with `edgekit bench import DIR`, and re-run this job: everything else comes from "
+        "the cache, and the figures measured there replace the planned ones"
     )
 
 
