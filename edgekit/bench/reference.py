@@ -1,6 +1,6 @@
 """The reference side of quality measurement: the unquantized model, its store, and scoring
 of any artifact against it through the runtime registry. Stores are cached by model revision,
-text, window and K.
+text, window, K, coverage and the store's version (what positions it scores).
 
 A runtime is reached only through the registry and the protocol (edgekit.runtimes.base): the
 one that serves the format (the format's choice for the CPU first, or the one named), loaded
@@ -19,6 +19,7 @@ from edgekit.artifact import safe_stem
 from edgekit.bench.quality import (
     QualityResult,
     ReferenceStore,
+    Stop,
     StoreKey,
     build_reference,
     score,
@@ -92,7 +93,10 @@ def _build_store(checkpoint, text: str, key: StoreKey, progress) -> ReferenceSto
     rt: Any = info.module
     session = rt.load(gguf_path, n_ctx=window, scoring=True)
     try:
-        tokens = session.tokenize(text)
+        # as llama-perplexity: the whole text with the vocabulary's special tokens (BOS when it
+        # adds one), special-token text not parsed; BOS again in front of every window
+        tokens = session.tokenize(text, add_bos=True, special=False)
+        bos = session.bos_added
         meta = {
             "reference": gguf_path.name,
             "runtime": info.version,
@@ -100,7 +104,7 @@ def _build_store(checkpoint, text: str, key: StoreKey, progress) -> ReferenceSto
             "revision": checkpoint.revision,
             "text_tokens": len(tokens),
         }
-        store = build_reference(session, tokens, key, meta, progress)
+        store = build_reference(session, tokens, key, meta, progress, bos=bos)
     finally:
         session.close()
     return store
@@ -140,13 +144,15 @@ def score_path(
     progress: Callable[[int, int], None] | None = None,
     options: object = None,
     option_pairs: tuple[str, ...] | list[str] = (),
+    stop: Stop | None = None,
 ) -> QualityResult:
     """Score the artifact at `path` (format `fmt_id`) against the store through `runtime` (or
     the one that serves the format). `options` is that runtime's Options (or a mapping of its
     values), `option_pairs` `-o key=value` strings on top. Tokens are the store's, so every
-    format is compared on exactly the same positions."""
+    format is compared on exactly the same positions. `stop` may end the scoring after any
+    window (quality.score)."""
     info = scoring_runtime(fmt_id, runtime)
-    return score_with(info, path, store, threads, progress, options, option_pairs)
+    return score_with(info, path, store, threads, progress, options, option_pairs, stop)
 
 
 def score_with(
@@ -157,6 +163,7 @@ def score_with(
     progress: Callable[[int, int], None] | None = None,
     options: object = None,
     option_pairs: tuple[str, ...] | list[str] = (),
+    stop: Stop | None = None,
 ) -> QualityResult:
     """Score `path` through the runtime `info` (see score_path)."""
     rt: Any = info.module
@@ -178,8 +185,8 @@ def score_with(
         topk = getattr(session, "prompt_logprobs", None)
         if callable(topk):  # top-K prompt log-probabilities, not logits (a server)
             k = int(getattr(session, "max_logprobs", 0) or 0) or None
-            return score_sparse(lambda toks: topk(toks, k), store, progress)
-        return score(session, store, progress)
+            return score_sparse(lambda toks: topk(toks, k), store, progress, stop)
+        return score(session, store, progress, stop)
     finally:
         session.close()
 
@@ -191,9 +198,10 @@ def score_artifact(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     options: object = None,
+    stop: Stop | None = None,
 ) -> QualityResult:
     """Score an Artifact against the store (score_path on its path and format)."""
-    return score_path(artifact.path, artifact.format, store, runtime, threads, progress, options)
+    return score_path(artifact.path, artifact.format, store, runtime, threads, progress, options, stop=stop)
 
 
 # ---- the older entry points, each one call of score_path ----------------------------------

@@ -253,9 +253,18 @@ class LlamaCppSession:
         self.n_vocab = llm.n_vocab()
         self.device = device
         self.kv_caches: tuple[KVCacheLog, ...] = ()  # as llama.cpp reported them at load
+        self._score_batch = None  # scored_logits' llama_batch, made at its first call
 
-    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        """llama_tokenize: `add_bos` adds the vocabulary's special tokens (BOS when it adds
+        one; llama.cpp's add_special), `special` parses special-token text as those tokens."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    @property
+    def bos_added(self) -> int | None:
+        """The BOS token id when the vocabulary adds one in front of a text, else None."""
+        model = self.llm._model
+        return model.token_bos() if model.add_bos_token() else None
 
     def logits(self, tokens: list[int]):
         import numpy as np
@@ -265,6 +274,65 @@ class LlamaCppSession:
         self.llm.reset()
         self.llm.eval(tokens)
         return np.array(self.llm.scores[: len(tokens)], dtype=np.float32, copy=True)
+
+    def scored_logits(self, tokens, first: int):
+        """The logits of rows first .. len(tokens)-2 only (float32, (len-1-first, n_vocab)), from
+        an empty cache: the other rows are not computed (llama.cpp computes the output layer
+        only for the tokens a batch flags). A read-only view of llama.cpp's output buffer,
+        valid until the next call on this session (copied when the tokens take more than one
+        batch)."""
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        toks = np.asarray(tokens, dtype=np.int32)
+        n = len(toks)
+        if n > self.llm.n_ctx():
+            raise EdgekitError(f"{n} tokens do not fit the context of {self.llm.n_ctx()}")
+        if not 0 <= first < n - 1:
+            raise EdgekitError(f"no rows to score: first row {first} of {n} tokens")
+        n_batch = self.llm.n_batch
+        batch = self._scoring_batch(n_batch)
+        ctx = self.llm._ctx.ctx
+        self.llm.reset()
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        parts = []
+        for b0 in range(0, n, n_batch):
+            b1 = min(b0 + n_batch, n)
+            size = b1 - b0
+            pos = np.arange(b0, b1, dtype=np.int32)
+            outputs = int(((pos >= first) & (pos <= n - 2)).sum())
+            np.ctypeslib.as_array(batch.token, (size,))[:] = toks[b0:b1]
+            np.ctypeslib.as_array(batch.pos, (size,))[:] = pos
+            np.ctypeslib.as_array(batch.logits, (size,))[:] = (pos >= first) & (pos <= n - 2)
+            batch.n_tokens = size
+            rc = llama_cpp.llama_decode(ctx, batch)
+            if rc != 0:
+                raise EdgekitError(f"llama.cpp could not evaluate the tokens (llama_decode returned {rc})")
+            if outputs:
+                ptr = ctypes.cast(llama_cpp.llama_get_logits(ctx), ctypes.POINTER(ctypes.c_float))
+                rows = np.ctypeslib.as_array(ptr, (outputs, self.n_vocab))
+                parts.append(rows if b1 == n else rows.copy())  # the next decode overwrites it
+        self.llm.reset()  # the high-level object's cache bookkeeping: nothing is cached for it
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out.flags.writeable = False
+        return out
+
+    def _scoring_batch(self, n_batch: int):
+        """One llama_batch of n_batch tokens for scored_logits, kept for the session: every
+        token in sequence 0."""
+        batch = self._score_batch
+        if batch is None:
+            import llama_cpp
+            import numpy as np
+
+            batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+            np.ctypeslib.as_array(batch.n_seq_id, (n_batch,))[:] = 1
+            for i in range(n_batch):  # once per session: each token's own sequence-id array
+                batch.seq_id[i][0] = 0
+            self._score_batch = batch
+        return batch
 
     def generate(self, prompt: str, max_tokens: int = 64) -> Generation:
         toks = self.tokenize(
@@ -324,4 +392,10 @@ class LlamaCppSession:
         )
 
     def close(self) -> None:
+        batch = self._score_batch
+        if batch is not None:
+            import llama_cpp
+
+            llama_cpp.llama_batch_free(batch)
+            self._score_batch = None
         self.llm.close()

@@ -30,14 +30,14 @@ def full_metrics(ref_path, cand_path, store):
 
     ref = llamacpp.load(ref_path, n_ctx=512)
     cand = llamacpp.load(cand_path, n_ctx=512)
-    half = store.key.window // 2
+    first = store.first  # rows first .. window-2 predict tokens first+1 .. window-1
     kl, nll = [], []
     for w in range(store.n_windows):
         toks = store.tokens[w].tolist()
-        p = log_softmax(ref.logits(toks)[half - 1 : -1].astype(np.float64))
-        qq = log_softmax(cand.logits(toks)[half - 1 : -1].astype(np.float64))
+        p = log_softmax(ref.logits(toks)[first:-1].astype(np.float64))
+        qq = log_softmax(cand.logits(toks)[first:-1].astype(np.float64))
         kl.append((np.exp(p) * (p - qq)).sum(-1))
-        nll.append(-qq[np.arange(len(qq)), toks[half:]])
+        nll.append(-qq[np.arange(len(qq)), toks[first + 1 :]])
     return np.concatenate(kl), np.concatenate(nll)
 
 

@@ -67,3 +67,61 @@ def test_the_unperturbed_reference_scores_zero(setup):
     store, session = setup
     q = score_sparse(_Noisy(session, 0.0).topk(64), store)
     assert q.kld_mean < 1e-6 and q.same_top == 1.0 and q.ppl_ratio == pytest.approx(1.0, abs=1e-5)
+
+
+def test_scored_logits_are_the_scored_rows_of_the_full_logits(setup, tiny_qwen3):
+    from edgekit.bench.reference import reference_gguf
+    from edgekit.models.source import open_checkpoint
+    from edgekit.runtimes import llamacpp
+
+    store, session = setup
+    toks = store.tokens[1]
+    full = session.logits(toks.tolist())
+    rows = session.scored_logits(toks, store.first)
+    assert rows.shape == (store.per_window, full.shape[1]) and not rows.flags.writeable
+    np.testing.assert_allclose(rows, full[store.first : -1], rtol=0, atol=1e-4)
+    # two batches of 512: the first batch's rows are kept before the second decode
+    long = llamacpp.load(reference_gguf(open_checkpoint(str(tiny_qwen3))), n_ctx=1024)
+    try:
+        toks = store.tokens[:2].reshape(-1)
+        full = long.logits(toks.tolist())
+        np.testing.assert_allclose(long.scored_logits(toks, 300), full[300:-1], rtol=0, atol=1e-4)
+    finally:
+        long.close()
+
+
+def test_stop_ends_scoring_after_a_window_with_the_positions_so_far(setup):
+    store, session = setup
+    cand = _Noisy(session, 0.5)
+    full = score(cand, store)
+    seen = []
+
+    def stop(kl, same, nll_diff):
+        seen.append((kl.copy(), same.copy(), nll_diff.copy()))
+        return len(seen) == 2
+
+    part = score(cand, store, stop=stop)
+    per = store.per_window
+    assert [len(s[0]) for s in seen] == [per, 2 * per]
+    assert part.windows == 2 and not part.complete and part.positions == 2 * per
+    assert full.windows == store.n_windows and full.complete and full.positions == store.positions
+    kl, same, diff = seen[-1]
+    assert part.kld_mean == pytest.approx(kl.mean(), rel=1e-12)
+    assert part.same_top == pytest.approx(same.mean(), rel=1e-12)
+    assert part.ppl_ratio == pytest.approx(np.exp(diff.mean()), rel=1e-12)
+    assert part.ppl / part.ppl_ref == pytest.approx(part.ppl_ratio, rel=1e-9)
+    # the first windows of the whole scoring are the stopped one's
+    never = score(cand, store, stop=lambda *a: False)
+    assert never.complete and never.kld_mean == pytest.approx(full.kld_mean, rel=1e-12)
+    sparse = score_sparse(cand.topk(640), store, stop=lambda kl, same, d: len(kl) >= per)
+    assert sparse.windows == 1 and not sparse.complete and sparse.positions == per
+    assert sparse.kld_mean == pytest.approx(seen[0][0].mean(), rel=1e-4)
+
+
+def test_windows_take_bos_in_front_when_the_vocabulary_adds_one():
+    from edgekit.bench.quality import first_scored, scored_per_window, windows_of
+
+    w = windows_of(list(range(10, 31)), 8, bos=1)
+    assert w.tolist() == [[1, *range(11, 18)], [1, *range(19, 26)]]  # the tail of 5 dropped
+    assert windows_of(list(range(16)), 8).tolist()[1][0] == 8
+    assert (first_scored(512), scored_per_window(512)) == (256, 255)
