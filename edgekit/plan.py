@@ -32,8 +32,16 @@ METHOD = {
     "head_dim (MLA: one K row of kv_lora_rank + rope dims, no V) in the type's ggml block sizes. "
     "Others: 2 x layers x kv_heads x head_dim x bytes per element x context x sequences "
     "(MLA: (kv_lora_rank + rope dim) per layer; sliding-window layers keep only their window)",
-    "overhead": "estimate: CUDA context 0.5 GiB per GPU + compute buffer 512 x 4 B x (vocab + 6 x hidden + "
-    "2 x MLP width); vLLM also leaves 10 % of memory unused (gpu_memory_utilization 0.90)",
+    "overhead": "GPU, estimate: CUDA context 0.5 GiB per GPU + compute buffer 512 x 4 B x "
+    "(vocab + 6 x hidden + 2 x MLP width); vLLM also leaves 10 % of memory unused "
+    "(gpu_memory_utilization 0.90). CPU (llama.cpp, transformers, onnxruntime), measured: "
+    "the peak RSS of one process that loads the model and prefills --prompt-tokens (at most "
+    "the context) = weights + KV + a fixed process cost (interpreter + runtime libraries, "
+    "measured on a tiny Qwen3) + tokenizer bytes x vocab + the prefill's buffers (llama.cpp: "
+    "1.5 x 4 B x heads x cells x ubatch scores + activations; transformers: the logits of "
+    "every prompt position and one layer's scores in bfloat16; onnxruntime: a second fp32 "
+    "KV cache + 4.87 x one layer's fp32 activations); within 10 % of edgekit bench's peak RSS "
+    "for SmolLM2-135M and a tiny Qwen3 (edgekit.runtimes.cpu_memory, docs/plan.md)",
     "decode_roofline": "tok/s <= batch x bandwidth / bytes read per step; bytes = weights touched "
     "(routed experts pro rata, input embedding excluded) + KV cache at the context, per device, "
     "in parallel under tensor parallelism, one device after another under llama.cpp's layer split",
@@ -204,13 +212,13 @@ def _row(
     n_elems = sum(math.prod(t.shape) for t in plan_t)
 
     w_dev, host = _weights_per_device(arch, plan_t, layout, caps.host_embedding and dev.kind == "gpu")
-    over = caps.overhead(arch, dev, batch)
 
     def kv(c: int) -> int:
         return caps.kv_bytes(arch, c, kv_type, batch)
 
     def budget(c: int) -> tuple[DeviceBudget, int]:
         kv_dev = int(kv(c) * _kv_share(arch, layout))
+        over = caps.overhead(arch, dev, batch, ctx=c, prompt=min(prompt, c))
         return DeviceBudget(w_dev, kv_dev, over, dev.memory_bytes), host
 
     b, host = budget(ctx)

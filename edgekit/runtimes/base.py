@@ -67,12 +67,15 @@ Optional module attributes: capabilities (``Capabilities`` collects them; defaul
     cache (context padding, sliding-window caches, latent attention), from the ``Arch``'s
     facts. The default is ``Arch.kv_bytes``: every token of every layer, sliding-window
     layers their window. Pure arithmetic: ``edgekit plan`` calls it.
-``memory_overhead(arch, device, batch, options) -> int``  [``default_overhead``]
+``memory_overhead(arch, device, batch, options[, ctx, prompt]) -> int``  [``default_overhead``]
     Bytes per device beyond weights and KV cache that the planner adds: CUDA context and
     compute buffers (``default_overhead``), and whatever the engine reserves (vLLM leaves
     ``1 - gpu_memory_utilization`` of each GPU unused). ``device`` is an
     ``edgekit.profiles`` Device (``kind`` "cpu" | "gpu", ``memory_bytes``); ``options`` an
-    instance of ``Options``. Pure arithmetic: ``edgekit plan`` calls it.
+    instance of ``Options``; a model that declares the keywords ``ctx`` and ``prompt`` also
+    gets the context and the prompt prefilled at once (llama.cpp, transformers and
+    onnxruntime size their CPU prefill buffers from them: edgekit.runtimes.cpu_memory).
+    Pure arithmetic: ``edgekit plan`` calls it.
 ``layer_split: str | None``  [None: tensor parallel across devices]
     A runtime that splits a model across devices by layers says how it is spelled
     ("llama.cpp --split-mode layer"); the planner then plans a layer split.
@@ -97,6 +100,7 @@ optional attribute ``device`` ("cpu" | "cuda", where the model actually runs; de
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -133,7 +137,9 @@ class NoOptions:
 def default_overhead(arch: Arch, device: Device, batch: int = 1, options: object = None) -> int:
     """The memory a runtime needs per device beyond weights and KV cache (an estimate):
     compute buffers of UBATCH tokens x 4 B x (vocab + 6 x hidden + 2 x MLP width), plus the
-    CUDA context on a GPU, or the interpreter and libraries on the CPU."""
+    CUDA context on a GPU, or the interpreter and libraries on the CPU. llama.cpp,
+    transformers and onnxruntime use it on a GPU only; on the CPU they have a measured model
+    (edgekit.runtimes.cpu_memory)."""
     width = max(arch.ffn, arch.expert_ffn * arch.experts_per_token + arch.shared_expert_ffn)
     compute = UBATCH * 4 * (arch.vocab + 6 * arch.hidden + 2 * width)
     if device.kind == "cpu":
@@ -141,7 +147,17 @@ def default_overhead(arch: Arch, device: Device, batch: int = 1, options: object
     return CUDA_CONTEXT + compute
 
 
-OverheadModel = Callable[["Arch", "Device", int, Any], int]
+OverheadModel = Callable[..., int]
+
+
+def _takes(fn: Callable[..., Any], keyword: str) -> bool:
+    """Whether `fn` accepts `keyword` (an overhead model written before ctx/prompt existed
+    takes only arch, device, batch, options)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def default_kv_bytes(
@@ -219,11 +235,20 @@ class Capabilities:
         kv = self.kv_fallback.get(requested, "f16")
         return kv if kv in self.kv_cache_types else self.kv_cache_types[0]
 
-    def overhead(self, arch: Arch, device: Device, batch: int = 1, options: object = None) -> int:
-        """Bytes per device beyond weights and KV cache (the runtime's memory model)."""
-        return int(
-            self.overhead_model(arch, device, batch, options if options is not None else self.options())
-        )
+    def overhead(
+        self,
+        arch: Arch,
+        device: Device,
+        batch: int = 1,
+        options: object = None,
+        ctx: int | None = None,
+        prompt: int | None = None,
+    ) -> int:
+        """Bytes per device beyond weights and KV cache (the runtime's memory model); `ctx` and
+        `prompt` (the context and the prompt prefilled at once) reach a model that takes them."""
+        opts = options if options is not None else self.options()
+        extra = {k: v for k, v in (("ctx", ctx), ("prompt", prompt)) if _takes(self.overhead_model, k)}
+        return int(self.overhead_model(arch, device, batch, opts, **extra))
 
     def kv_bytes(self, arch: Arch, ctx: int, kv_type: str, seqs: int = 1, options: object = None) -> int:
         """Bytes of KV cache for `seqs` sequences of `ctx` tokens (the runtime's KV rule)."""

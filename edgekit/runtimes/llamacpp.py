@@ -399,3 +399,7 @@ class LlamaCppSession:
             llama_cpp.llama_batch_free(batch)
             self._score_batch = None
         self.llm.close()
+
+
+# the planner's memory model (edgekit.runtimes.base): measured CPU buffers, the default estimate on a GPU
+from edgekit.runtimes.cpu_memory import llamacpp_overhead as memory_overhead  # noqa: E402, F401

@@ -22,9 +22,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
-from edgekit.runtimes.base import Generation
+from edgekit.runtimes.base import Generation, default_kv_bytes, default_overhead
+
+if TYPE_CHECKING:
+    from edgekit.models.arch import Arch
+    from edgekit.profiles.device import Device
 
 name = "onnxruntime"
 # "bf16": an unquantized checkpoint directory, exported to onnx:fp32 on first use
@@ -47,6 +52,25 @@ class Options:
 
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def memory_overhead(
+    arch: Arch,
+    device: Device,
+    batch: int = 1,
+    options: Options | None = None,
+    ctx: int | None = None,
+    prompt: int | None = None,
+) -> int:
+    """The planner's overhead (edgekit.runtimes.base): on the CPU the measured model of
+    edgekit.runtimes.cpu_memory (process, tokenizer, the second float32 KV cache a decode
+    step holds, the arena the prefill touches); on a GPU the default estimate."""
+    if device.kind != "cpu":
+        return default_overhead(arch, device, batch, options)
+    from edgekit.runtimes.cpu_memory import onnxruntime_cpu
+
+    kv = default_kv_bytes(arch, ctx or prompt or 1, kv_cache_types[0], batch)
+    return onnxruntime_cpu(arch, batch, ctx, prompt, kv)
 
 
 def _installed(dist: str) -> str | None:

@@ -12,10 +12,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError, MissingDependency, first_line
-from edgekit.runtimes.base import Generation
+from edgekit.runtimes.base import Generation, default_overhead
+
+if TYPE_CHECKING:
+    from edgekit.models.arch import Arch
+    from edgekit.profiles.device import Device
 
 name = "transformers"
 formats = ("bf16", "gptq", "awq", "fp8")
@@ -35,6 +39,25 @@ class Options:
     scoring, bfloat16 for speed)."""
 
     dtype: str | None = None
+
+
+def memory_overhead(
+    arch: Arch,
+    device: Device,
+    batch: int = 1,
+    options: Options | None = None,
+    ctx: int | None = None,
+    prompt: int | None = None,
+) -> int:
+    """The planner's overhead (edgekit.runtimes.base): on the CPU the measured model of
+    edgekit.runtimes.cpu_memory (process, tokenizer, prefill logits and scores in the
+    dtype `-o dtype` asks for, bfloat16 by default as edgekit runs it for speed); on a GPU
+    the default estimate."""
+    if device.kind != "cpu":
+        return default_overhead(arch, device, batch, options)
+    from edgekit.runtimes.cpu_memory import transformers_cpu
+
+    return transformers_cpu(arch, batch, ctx, prompt, getattr(options, "dtype", None))
 
 
 def available() -> tuple[bool, str]:
