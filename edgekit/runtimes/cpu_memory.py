@@ -15,8 +15,8 @@ this overhead, which is
               scores heads x prompt x keys, the layer's activations, the logits the runtime
               computes (each term below)
 
-Every constant was measured on one machine (x86-64, glibc, Python 3.12; llama-cpp-python
-0.3.36, torch 2 CPU / transformers 5.17, onnxruntime 1.2x), so it is an estimate elsewhere;
+Every constant was measured on one machine (x86-64, glibc, Python 3.11; llama-cpp-python
+0.3.36, torch 2.13 CPU / transformers 5.17, onnxruntime 1.32), so it is an estimate elsewhere;
 the figures and the check are in docs/plan.md and tests/test_plan_vs_measured.py.
 Pure arithmetic: the planner imports this module.
 """
