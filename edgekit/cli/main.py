@@ -19,7 +19,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from edgekit.cli import bench, formats, models, package, plan, quantize, runtimes, targets
+    from edgekit.cli import bench, cache, formats, models, package, plan, quantize, runtimes, targets
     from edgekit.cli import eval as eval_
 
     cli.add_command(bench.bench_cmd)
@@ -31,6 +31,7 @@ def _register() -> None:
     cli.add_command(targets.targets)
     cli.add_command(plan.plan_cmd)
     cli.add_command(package.package)
+    cli.add_command(cache.cache_cmd)
 
 
 _register()

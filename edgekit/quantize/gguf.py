@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import EdgekitError
 from edgekit.gguf_io import ggml_types
 from edgekit.models.arch import Arch, Tensor, arch_family, model_types_supported_by
+from edgekit.quantize import tensor_cache
 from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
+from edgekit.quantize.tensor_cache import UNCACHED, CacheStats, TensorCache
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +86,7 @@ class ConvertResult:
     tensors: list[TensorRecord]
     n_params: int
     file_bytes: int
+    tensor_cache: CacheStats | None = None  # None: the cache was off
 
     @property
     def bits_per_weight(self) -> float:
@@ -165,6 +168,7 @@ def convert(
         os.close(fd)
         tmp = Path(tmp_name)
         records: list[TensorRecord] = []
+        cache = tensor_cache.open_cache()
         try:
             w = gguf.GGUFWriter(tmp, gguf_arch)
             _write_metadata(w, checkpoint, cfg, arch, mix, vocab, gguf)
@@ -189,7 +193,8 @@ def convert(
                 if progress:
                     progress(p.name, i, len(planned))
                 # the writer only asks the array for nbytes and tofile
-                w.write_tensor_data(_Streamed(p, types[p.name], recipe, records[i].nbytes))  # type: ignore[arg-type]
+                streamed = _Streamed(p, types[p.name], recipe, records[i].nbytes, cache)
+                w.write_tensor_data(streamed)  # type: ignore[arg-type]
             if progress:
                 progress("", len(planned), len(planned))
             w.close()
@@ -206,7 +211,8 @@ def convert(
     finally:
         weights.close()
     n_params = sum(math.prod(p.gguf_shape) for p in planned)
-    return ConvertResult(out_path, mix, records, n_params, out_path.stat().st_size)
+    stats = cache.stats if cache else None
+    return ConvertResult(out_path, mix, records, n_params, out_path.stat().st_size, stats)
 
 
 def __getattr__(name: str) -> Any:
@@ -390,25 +396,43 @@ def _row_slices(weights, name: str):
 
 class _Streamed:
     """Stands in for a numpy array in GGUFWriter.write_tensor_data: the writer asks for
-    `nbytes` and calls `tofile`, which converts and writes the tensor slice by slice."""
+    `nbytes` and calls `tofile`, which converts and writes the tensor slice by slice. A
+    quantized type's bytes come from the tensor cache when it holds them (edgekit.quantize.
+    tensor_cache: keyed by the rows as fed to the quantizer), else are quantized and stored."""
 
-    def __init__(self, planned: _Planned, ty: str, recipe: Recipe, nbytes: int):
-        self.planned, self.ty, self.recipe, self.nbytes = planned, ty, recipe, nbytes
+    def __init__(self, planned: _Planned, ty: str, recipe: Recipe, nbytes: int, cache: TensorCache | None):
+        self.planned, self.ty, self.recipe, self.nbytes, self.cache = planned, ty, recipe, nbytes, cache
 
     def tofile(self, fout) -> None:
         imat = self.recipe.imatrix.get(self.planned.name) if self.recipe.imatrix else None
+        if self.cache is None or self.ty in UNCACHED:
+            self._encode(fout, self._checked(), imat, None)
+            return
+        key, chunks = self.cache.key(self.ty, imat, self._checked(), self.planned.chunks)
+        if self.cache.copy_to(key, self.nbytes, fout):
+            return
+        with self.cache.store(key) as sink:
+            self._encode(fout, chunks, imat, sink)
+
+    def _checked(self) -> Iterator[tuple[int, np.ndarray]]:
         from edgekit.quantize.validate import check_finite
 
-        written = 0
         for expert, rows in self.planned.chunks():
             # NaN/Inf refused as each slice is read (the .part file is removed on the way out)
             check_finite(self.planned.source or self.planned.name, rows)
+            yield expert, rows
+
+    def _encode(self, fout, chunks, imat, sink: Callable[[np.ndarray], None] | None) -> None:
+        written = 0
+        for expert, rows in chunks:
             row_imat = None
             if imat is not None:
                 n = rows.shape[-1]
                 row_imat = imat.reshape(-1, n)[expert] if imat.size > n else imat
             data = _encode_rows(rows, self.ty, row_imat, self.recipe.threads)
             data.tofile(fout)
+            if sink is not None:
+                sink(data)
             written += data.nbytes
         if written != self.nbytes:
             raise RuntimeError(f"{self.planned.name}: wrote {written} bytes, planned {self.nbytes}")

@@ -110,6 +110,10 @@ def build_gguf(
         staging = staging_path(dest)
         result = convert(ck, staging, recipe, progress.tensor)
         seconds = time.perf_counter() - t0
+        if (cached := result.tensor_cache) is not None and cached.hits + cached.misses:
+            progress.say(
+                f"tensor cache: {cached.hits} of {cached.hits + cached.misses} quantized tensors reused"
+            )
         imatrix_file = None
         if im_path is not None:
             imatrix_file = out_dir / f"{stem}.imatrix.gguf"
@@ -136,6 +140,7 @@ def build_gguf(
                 "tensor_types": result.type_counts(),
                 "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
                 "convert_seconds": round(seconds, 2),
+                "tensor_cache": result.tensor_cache.to_dict() if result.tensor_cache else None,
             },
         )
         return publish(staging, dest, manifest)
