@@ -34,7 +34,13 @@ IMATRIX_CTX = 512
 def importance_matrix(
     checkpoint, mode: str, calibration: str | None = None, progress: Progress | None = None
 ):
-    """(Imatrix or None, path of its file or None) for mode 'auto', 'none' or a file path."""
+    """(Imatrix or None, path of its file or None) for mode 'auto', 'none' or a file path.
+
+    'auto' collects it with llama.cpp on the model's unquantized reference GGUF (edgekit's
+    cached F32/BF16 conversion, which quality measurement uses too), as llama-imatrix would;
+    with transformers' forward hooks on the checkpoint only where llama.cpp cannot (no
+    llama-cpp-python, or no reference GGUF for this model). The collector is part of the cache
+    key and is recorded in the file (imatrix.collector in the manifest's imatrix_summary)."""
     from edgekit.quantize import imatrix as im
 
     progress = progress or Progress()
@@ -43,19 +49,55 @@ def importance_matrix(
     if mode != "auto":
         return im.load(Path(mode)), Path(mode)
     text = read_text_file(calibration, "calibration text") if calibration else default_calibration_text()
-    key = hashlib.sha256(f"{checkpoint.revision}|{IMATRIX_CTX}|".encode() + text.encode()).hexdigest()[:16]
+    collector = _imatrix_collector(checkpoint)
+    key = hashlib.sha256(
+        f"{checkpoint.revision}|{IMATRIX_CTX}|{collector}|".encode() + text.encode()
+    ).hexdigest()[:16]
     cached = cache_dir() / "imatrix" / f"{safe_stem(checkpoint.entry.name)}-{key}.imatrix.gguf"
     # a sealed cache entry (edgekit.atomic.seal): a damaged or unsealed one is computed again
     with atomic.locked(cached):
         if atomic.intact(cached):
             progress.say(f"importance matrix: cached {cached.name}")
             return im.load(cached), cached
-        progress.say("importance matrix: running the reference model over the calibration text")
         dataset = Path(calibration).name if calibration else "edgekit:calibration.txt"
-        result = im.collect(checkpoint, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk)
+        if collector.startswith("llama.cpp"):
+            from edgekit.quantize import imatrix_llamacpp
+            from edgekit.quantize.unquantized import reference_gguf
+
+            progress.say("importance matrix: the reference GGUF (unquantized) for llama.cpp")
+            ref = reference_gguf(checkpoint, progress.tensor)
+            progress.say("importance matrix: running llama.cpp over the calibration text")
+            result = imatrix_llamacpp.collect(
+                ref, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk
+            )
+        else:
+            progress.say("importance matrix: running the reference model over the calibration text")
+            result = im.collect(checkpoint, text, ctx=IMATRIX_CTX, dataset=dataset, progress=progress.chunk)
         im.save(result, cached)
         atomic.seal(cached)
         return result, cached
+
+
+def _imatrix_collector(checkpoint) -> str:
+    """Who computes the 'auto' importance matrix: llama.cpp when it can run the model's
+    reference GGUF, else transformers."""
+    try:
+        from edgekit.quantize import imatrix_llamacpp
+
+        name = imatrix_llamacpp.collector_name()
+    except ImportError:
+        name = ""
+    if name:
+        from edgekit.quantize.unquantized import buildable
+
+        if buildable(checkpoint.entry):
+            return name
+    from edgekit.quantize.imatrix import torch_collector_name
+
+    try:
+        return torch_collector_name()
+    except ImportError:
+        return "transformers"
 
 
 def build_gguf(

@@ -30,6 +30,7 @@ class Imatrix:
     datasets: list[str] = field(default_factory=list)
     chunk_count: int = 0
     chunk_size: int = 0
+    collector: str = ""  # what computed it: "transformers ..." or "llama.cpp ..." ("" when not recorded)
 
     def importances(self) -> dict[str, np.ndarray]:
         """name -> flat float32 (nmat * ne0): the per-column mean of squared activations."""
@@ -61,6 +62,7 @@ class Imatrix:
             "chunks": self.chunk_count,
             "chunk_size": self.chunk_size,
             "datasets": self.datasets,
+            "collector": self.collector or None,
             "unseen_experts": {k: v for k, v in sorted(unseen.items())},
         }
 
@@ -135,7 +137,13 @@ def collect(
     finally:
         for h in handles:
             h.remove()
-    return Imatrix(sums, counts, [dataset], n_chunks, ctx)
+    return Imatrix(sums, counts, [dataset], n_chunks, ctx, collector=torch_collector_name())
+
+
+def torch_collector_name() -> str:
+    import transformers
+
+    return f"transformers {transformers.__version__}"
 
 
 def _linear_hook(gname, add):
@@ -172,6 +180,9 @@ def _experts_hook(mod, layer: int, add):
 
 # ---- file format (llama.cpp's GGUF imatrix) ---------------------------------------------------
 
+# edgekit's own key (llama.cpp ignores keys it does not know): which collector computed the file
+COLLECTOR_KEY = "edgekit.imatrix.collector"
+
 
 def save(im: Imatrix, path: Path) -> None:
     import gguf
@@ -185,6 +196,8 @@ def save(im: Imatrix, path: Path) -> None:
         w.add_array("imatrix.datasets", im.datasets or ["unknown"])
         w.add_uint32("imatrix.chunk_count", im.chunk_count)
         w.add_uint32("imatrix.chunk_size", im.chunk_size)
+        if im.collector:
+            w.add_string(COLLECTOR_KEY, im.collector)
         for name in sorted(im.sums):
             w.add_tensor(f"{name}.in_sum2", np.ascontiguousarray(im.sums[name], dtype=np.float32))
             w.add_tensor(
@@ -222,6 +235,9 @@ def load(path: Path) -> Imatrix:
         chunks = [field_value(r, f"imatrix.{k}") or 0 for k in ("chunk_count", "chunk_size")]
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in chunks):
             raise ValueError("imatrix.chunk_count / chunk_size are not integers")
+        collector = field_value(r, COLLECTOR_KEY) or ""
+        if not isinstance(collector, str):
+            raise ValueError(f"{COLLECTOR_KEY} is not a string")
     except ValueError as e:
         raise EdgekitError(f"{path}: not an importance matrix ({e})") from None
-    return Imatrix(sums, counts, list(datasets), int(chunks[0]), int(chunks[1]))
+    return Imatrix(sums, counts, list(datasets), int(chunks[0]), int(chunks[1]), collector)
