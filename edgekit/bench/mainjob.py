@@ -4,13 +4,18 @@ format that meets the bar, and report the whole frontier with a reason for every
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from edgekit import atomic
 from edgekit.artifact import safe_stem, tool_versions
 from edgekit.bench.quality import QualityResult, fmt_kld
 from edgekit.bench.select import Bar, max_measurements, parse_bar, search
+from edgekit.bench.sequential import METHOD as SEQUENTIAL_METHOD
+from edgekit.bench.sequential import SequentialTest
 from edgekit.errors import EdgekitError
 from edgekit.progress import Progress
 
@@ -41,6 +46,9 @@ class Candidate:
     status: str = ""
     reason: str = ""
     blocked: str = ""  # why this format cannot be built for this model, if it cannot
+    chain: str = ""  # the monotone chain the search bisects it in (family and imatrix setting)
+    sequential: dict | None = None  # how the sequential test decided it (None: every window scored)
+    speed: Any = None  # job_speed.SpeedFigures: measured on the device, or planned
 
     def to_dict(self) -> dict:
         return {
@@ -49,8 +57,11 @@ class Candidate:
             "fits": self.fits,
             "status": self.status,
             "reason": self.reason,
+            "chain": self.chain,
             "artifact": self.artifact,
             "quality": self.quality.to_dict() if self.quality else None,
+            "sequential": self.sequential,
+            "speed": self.speed.to_dict() if self.speed is not None else None,
             "plan": self.plan_row,
         }
 
@@ -67,6 +78,10 @@ class RunReport:
     measured_order: list[str]
     run_dir: Path
     notes: list[str] = field(default_factory=list)
+    phases: dict = field(default_factory=dict)
+    full: bool = False
+    speed_bar: Any = None  # job_speed.SpeedBar
+    speed_here: bool = False  # the target is this machine: speed measured, not planned
 
     def to_dict(self) -> dict:
         return {
@@ -76,9 +91,13 @@ class RunReport:
             "ctx": self.ctx,
             "pick": self.pick.format if self.pick else None,
             "pick_artifact": self.pick.artifact if self.pick else None,
+            "pick_speed": self.pick.speed.to_dict() if self.pick and self.pick.speed is not None else None,
+            "speed_bar": self.speed_bar.to_dict() if self.speed_bar else None,
+            "speed_source": "measured" if self.speed_here else "planned",
             "candidates": [c.to_dict() for c in self.candidates],
             "measured_order": self.measured_order,
             "reference": self.reference,
+            "phases": self.phases,
             "method": {
                 "quality": "reference = the unquantized checkpoint (F32 GGUF in llama.cpp); windows of "
                 f"{self.reference.get('window')} tokens of the evaluation text, the second half of each "
@@ -92,8 +111,22 @@ class RunReport:
                 "unquantized checkpoint in --score-runtime against the same store (what two runtimes "
                 "disagree by with no quantization at all); PPL ratio paired per position; standard errors "
                 "over positions",
-                "search": "candidates sorted by planned size; bisection for the smallest passing one, "
-                "assuming quality falls with size: at most ceil(log2 n) + 1 are built and measured",
+                "search": "candidates sorted by planned size and grouped in chains (one format family at "
+                "one importance-matrix setting), in which quality is assumed to fall with size; each chain "
+                "is bisected on its own below the smallest pass found so far, so a failure in one chain "
+                "never rules out a candidate of another: at most the sum over chains of ceil(log2 n) + 1 "
+                "are built and measured",
+                "scoring": "--full: every fitting candidate measured on every window (the whole frontier)"
+                if self.full
+                else SEQUENTIAL_METHOD,
+                "speed": "measured on this machine with edgekit bench's machinery (settings in each "
+                "candidate's speed.settings) when the target is this machine, else the planner's roofline; "
+                "every figure says which ('source'); with --speed-bar the pick is the smallest candidate "
+                "meeting both bars: candidates that pass the quality bar are benchmarked in order of size "
+                "until one meets it",
+                "phases": "wall seconds and the peak RSS of edgekit's process tree (sampled every 0.2 s) "
+                "per phase: resolve (import or download), reference (reference GGUF and store), imatrix, "
+                "builds, scoring, speed",
                 "fit": "the planner's weights + KV cache at ctx + runtime overhead against the target's "
                 "memory",
             },
@@ -114,7 +147,11 @@ def run_main_job(
     evaluation: str | None = None,
     progress: Progress | None = None,
     score_runtime: str = "transformers",
+    full: bool = False,
+    speed: str = "pick",
+    speed_bar: str | None = None,
 ) -> RunReport:
+    from edgekit.bench import job_speed
     from edgekit.bench.reference import reference_store, score_artifact, score_path
     from edgekit.formats import BuildOptions, build, get_format
     from edgekit.models.source import open_checkpoint, peek_entry
@@ -124,6 +161,11 @@ def run_main_job(
 
     progress = progress or Progress()
     bar = parse_bar(bar_text)  # a malformed bar fails before any work
+    sbar = job_speed.parse_speed_bar(speed_bar) if speed_bar else None
+    if speed not in ("pick", "all", "none"):
+        raise EdgekitError(f"--speed {speed!r}: choose pick, all or none")
+    if sbar and speed == "none":
+        raise EdgekitError("--speed-bar needs speed figures: drop --speed none")
     target = get_target(target_name)
     fmts = [get_format(f) for f in (formats or default_ladder(target.device))]
     if formats:
@@ -141,17 +183,27 @@ def run_main_job(
     entry = peek_entry(model)
     if entry is not None:  # refuse what cannot work before any download, import or conversion
         _refuse_early(entry, fmts)
+    phases = Phases()
     progress.say(f"resolving {model}")
-    ck = open_checkpoint(model)
+    with phases("resolve"):
+        ck = open_checkpoint(model)
     p = plan(ck.entry, target, ctx=ctx, formats=fmts)
     run_dir = Path(out_dir) / f"{safe_stem(ck.entry.name)}-{safe_stem(target.name)}"
     art_dir = run_dir / "artifacts"
     progress.say("reference: scoring the unquantized model on the evaluation text")
-    store = reference_store(ck, eval_text, progress=progress.windows)
+    with phases("reference"):
+        store = reference_store(ck, eval_text, progress=progress.windows)
     candidates = [Candidate(r.format, r.weights_bytes, r.fits, r.to_dict()) for r in p.rows]
     for c in candidates:
-        c.blocked = _unbuildable(ck, get_format(c.format))
+        f = get_format(c.format)
+        c.blocked = _unbuildable(ck, f)
+        c.chain = _chain(f, imatrix)
     ladder = [c for c in candidates if c.fits and not c.blocked]
+    if imatrix == "auto" and any("imatrix" in get_format(c.format).impl.options for c in ladder):
+        from edgekit.quantize.gguf_build import importance_matrix
+
+        with phases("imatrix"):  # once, before the builds that share it (and timed apart from them)
+            importance_matrix(ck, "auto", calibration, progress)
     scores_dir = run_dir / "scores"
 
     def scorer(fmt) -> str:
@@ -176,7 +228,8 @@ def run_main_job(
         opts = BuildOptions(calibration=calibration if fmt.impl.takes_calibration(fmt) else None)
         if "imatrix" in fmt.impl.options:
             opts = replace(opts, imatrix=imatrix)
-        art = build(ck, fmt, art_dir, opts, progress=sub)
+        with phases("builds"):
+            art = build(ck, fmt, art_dir, opts, progress=sub)
         m = art.manifest
         runtime = scorer(fmt)
         c.artifact = {
@@ -192,17 +245,41 @@ def run_main_job(
             c.artifact["scored_by"] = runtime
             tag = f"-{safe_stem(runtime)}"
         if runtime == score_runtime and not floor:
-            measure_floor()
-        cached = scores_dir / f"{m.sha256[:16]}-{store.key.slug()}{tag}.json"
-        with atomic.locked(cached):  # sealed: a damaged or unsealed score is measured again
-            if atomic.intact(cached):
-                q = QualityResult(**json.loads(cached.read_text()))
-            else:
-                q = score_artifact(art, store, runtime=runtime, progress=progress.windows)
-                atomic.write_json(cached, q.to_dict())
-                atomic.seal(cached)
+            with phases("scoring"):
+                measure_floor()
+        with phases("scoring"):
+            q, c.sequential = _score(art, m.sha256, runtime, tag, complete or full)
         c.quality = q
         return q
+
+    def _score(art, sha: str, runtime: str, tag: str, complete: bool):
+        """The candidate's quality: every window (`complete`), or until the sequential test
+        settles the bar. Scores are sealed cache entries (a damaged one is measured again);
+        a complete one serves any bar, a partial one only the bar that stopped it."""
+        base = f"{sha[:16]}-{store.key.slug()}{tag}"
+        whole = scores_dir / f"{base}.json"
+        part = scores_dir / f"{base}-{_bar_slug(bar)}.partial.json"
+        with atomic.locked(whole):
+            if atomic.intact(whole):
+                return QualityResult(**json.loads(whole.read_text())), None
+            if not complete and atomic.intact(part):
+                d = json.loads(part.read_text())
+                return QualityResult(**d["quality"]), d["sequential"]
+            test = None if complete else SequentialTest(bar, store.n_windows)
+            q = score_artifact(
+                art, store, runtime=runtime, progress=progress.windows, stop=test.stop if test else None
+            )
+            if q.complete:
+                atomic.write_json(whole, q.to_dict())
+                atomic.seal(whole)
+                return q, None
+            assert test is not None
+            seq = test.to_dict()
+            atomic.write_json(part, {"quality": q.to_dict(), "sequential": seq})
+            atomic.seal(part)
+            return q, seq
+
+    complete = False  # set once the search is over: the pick is scored on every window
 
     floor: dict = {}
 
@@ -221,9 +298,59 @@ def run_main_job(
             atomic.write_json(cached, floor)
             atomic.seal(cached)
 
-    outcome = search(ladder, measure, bar)
+    chain_of = ladder_chains(ladder)
+    # --full: the whole measured frontier, every candidate on every window
+    frontier: dict[int, object] = {i: measure(i) for i in range(len(ladder))} if full else {}
+    outcome = search(ladder, measure, bar, chain_of=chain_of, measured=frontier)
+    if full:
+        outcome.order = list(frontier)
+    order = list(outcome.order)
+    # the pick is evaluated on every window; should that reverse the sequential decision (at
+    # most alpha of the time), the search goes on with the full result in hand
+    complete = True
+    while outcome.pick is not None and not _is_complete(ladder[outcome.pick].quality):
+        i = outcome.pick
+        outcome.measured[i] = measure(i)
+        outcome = search(ladder, measure, bar, chain_of=chain_of, measured=outcome.measured)
+        order += [j for j in outcome.order if j not in order]
+    here = job_speed.target_is_here(target)
+    settings = job_speed.SpeedSettings(ctx=p.ctx)
+
+    def speed_of(c: Candidate) -> None:
+        if c.speed is None and c.artifact is not None:
+            if here:
+                progress.say(f"speed: {c.format} on this machine")
+            with phases("speed"):
+                c.speed = job_speed.candidate_speed(
+                    c.artifact["path"], c.format, target, c.plan_row, settings, measure=here
+                )
+
+    if outcome.pick is not None and speed != "none":
+        speed_of(ladder[outcome.pick])
+    if sbar is not None and outcome.pick is not None and not sbar.passes(ladder[outcome.pick].speed):
+        # the smallest candidate meeting both bars: the larger ones that meet the quality bar, in size
+        # order, each scored on every window, until one is fast enough
+        chosen = None
+        for i in range(outcome.pick + 1, len(ladder)):
+            q = outcome.measured.get(i)
+            if not _is_complete(q):
+                q = outcome.measured[i] = measure(i)
+                if i not in order:
+                    order.append(i)
+            if not bar.passes(q):
+                continue
+            speed_of(ladder[i])
+            if sbar.passes(ladder[i].speed):
+                chosen = i
+                break
+        outcome.pick = chosen
+    if speed == "all":
+        for c in ladder:
+            if c.quality is not None:
+                speed_of(c)
+    outcome.order = order
     pick = ladder[outcome.pick] if outcome.pick is not None else None
-    _explain(candidates, ladder, pick, bar, target.name)
+    _explain(candidates, ladder, pick, bar, target.name, sbar)
     report = RunReport(
         model={"name": ck.entry.name, "hub_id": ck.entry.hub_id, **ck.to_dict()},
         target=target.to_dict(),
@@ -245,10 +372,20 @@ def run_main_job(
         run_dir=run_dir,
         notes=[
             f"measured {len(outcome.order)} of {len(ladder)} fitting candidates "
-            f"(bisection bound: {max_measurements(len(ladder))})"
+            f"(bound of the search over {len(set(map(chain_of, range(len(ladder)))))} chain(s): "
+            f"{max_measurements(_chain_sizes(ladder))})"
         ]
+        + _sequential_note(ladder, full)
         + ([ck.note] if ck.note else []),
+        phases=phases.to_dict(),
+        full=full,
+        speed_bar=sbar,
+        speed_here=here,
     )
+    if not here and speed != "none":
+        report.notes.append(
+            job_speed.elsewhere_note(target.name, pick.artifact["path"] if pick and pick.artifact else None)
+        )
     from edgekit.bench.report import write_reports
 
     write_reports(report)
@@ -256,13 +393,17 @@ def run_main_job(
 
 
 def _explain(
-    candidates: list[Candidate], ladder: list[Candidate], pick: Candidate | None, bar: Bar, target: str
+    candidates: list[Candidate],
+    ladder: list[Candidate],
+    pick: Candidate | None,
+    bar: Bar,
+    target: str,
+    sbar=None,
 ):
     def gib(n: float) -> str:
         return f"{n / 1024**3:.2f} GiB"
 
-    failed_sizes = [c.planned_bytes for c in ladder if c.quality and not bar.passes(c.quality)]
-    largest_fail = max(failed_sizes, default=None)
+    failed = [c for c in ladder if c.quality and not bar.passes(c.quality)]
     for c in candidates:
         if c.blocked:
             c.status, c.reason = "not buildable", c.blocked
@@ -275,8 +416,17 @@ def _explain(
         elif c is pick:
             assert c.quality is not None  # the pick was measured
             c.status, c.reason = "pick", f"smallest that meets {bar.text} ({_observed(bar, c.quality)})"
+            if sbar is not None:
+                c.reason += f" and {sbar.text} ({sbar.observed(c.speed)})"
         elif c.quality is not None:
-            if bar.passes(c.quality):
+            if (
+                bar.passes(c.quality)
+                and sbar is not None
+                and c.speed is not None
+                and not sbar.passes(c.speed)
+            ):
+                c.status, c.reason = "too slow", sbar.reason(c.speed)
+            elif bar.passes(c.quality):
                 c.status, c.reason = (
                     "passes",
                     f"meets {bar.text} ({_observed(bar, c.quality)}) but is larger than the pick",
@@ -285,10 +435,11 @@ def _explain(
                 c.status, c.reason = "below the bar", f"{_observed(bar, c.quality)} misses {bar.text}"
         elif pick is not None and c.planned_bytes > pick.planned_bytes:
             c.status, c.reason = "not built", "larger than the pick"
-        elif largest_fail is not None and c.planned_bytes <= largest_fail:
+        elif above := [f for f in failed if f.chain == c.chain and f.planned_bytes >= c.planned_bytes]:
             c.status, c.reason = (
                 "not built",
-                "smaller than a candidate that missed the bar (quality falls with size)",
+                f"smaller than {min(above, key=lambda f: f.planned_bytes).format}, which missed the bar: "
+                f"assumes quality falls with size within {c.chain}",
             )
         else:
             c.status, c.reason = "not built", "not needed by the search"
@@ -327,3 +478,78 @@ def _observed(bar: Bar, q: QualityResult) -> str:
     if bar.metric == "ppl":
         return f"PPL {100 * (q.ppl_ratio - 1):+.2f}% ± {100 * q.ppl_ratio_stderr:.2f}%"
     return f"same-top {100 * q.same_top:.1f}% ± {100 * q.same_top_stderr:.1f}%"
+
+
+def _chain(fmt, imatrix: str) -> str:
+    """The chain a candidate is bisected in: its format family, and for a family that takes an
+    importance matrix, the setting (quality is monotone in size at best within one)."""
+    if "imatrix" not in fmt.impl.options:
+        return fmt.family
+    return f"{fmt.family} ({'no importance matrix' if imatrix == 'none' else 'importance matrix'})"
+
+
+def ladder_chains(ladder: list[Candidate]):
+    chains = [c.chain for c in ladder]
+    return lambda i: chains[i]
+
+
+def _chain_sizes(ladder: list[Candidate]) -> list[int]:
+    sizes: dict[str, int] = {}
+    for c in ladder:
+        sizes[c.chain] = sizes.get(c.chain, 0) + 1
+    return list(sizes.values())
+
+
+def _is_complete(q: object) -> bool:
+    return q is not None and getattr(q, "complete", True)
+
+
+def _bar_slug(bar: Bar) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(bar.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _sequential_note(ladder: list[Candidate], full: bool) -> list[str]:
+    if full:
+        return ["--full: every fitting candidate measured on every window"]
+    early = [(c.format, c.sequential) for c in ladder if c.sequential]
+    if not early:
+        return []
+    parts = ", ".join(f"{f} after {s['after_windows']} of {s['of_windows']}" for f, s in early)
+    return [f"decided early by the sequential test: {parts} windows"]
+
+
+class Phases:
+    """Wall seconds and peak RSS (edgekit's process tree) per phase of the job; a phase entered
+    several times (builds, scoring) adds up its seconds and keeps its largest peak."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak: dict[str, int] = {}
+        self._depth = 0
+
+    @contextmanager
+    def __call__(self, name: str):
+        from edgekit.bench.memory import MemorySampler
+
+        if self._depth:  # nested (the floor inside scoring): the outer phase counts it
+            yield
+            return
+        self._depth += 1
+        sampler = MemorySampler(tree=True).start()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            sampler.stop()
+            self._depth -= 1
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            self.peak[name] = max(self.peak.get(name, 0), sampler.peak_rss)
+
+    def to_dict(self) -> dict:
+        return {
+            k: {"seconds": round(v, 2), "peak_rss_bytes": self.peak.get(k, 0)}
+            for k, v in self.seconds.items()
+        }

@@ -56,8 +56,14 @@ def markdown(report, data: dict) -> str:
                 if q
                 else "- | - | - | - | "
             )
-            + f"{c.status} | {c.reason} |"
+            + f"{c.status} | {c.reason}{_decided(c)} |"
         )
+    phases = data.get("phases") or {}
+    if phases:
+        lines += ["", "Where the time went:", "", "| phase | seconds | peak RSS |", "|---|---|---|"]
+        lines += [
+            f"| {k} | {v['seconds']:.1f} | {v['peak_rss_bytes'] / 2**20:.0f} MiB |" for k, v in phases.items()
+        ]
     lines += ["", "Method:", ""]
     lines += [f"- {k}: {v}" for k, v in data["method"].items()]
     lines += ["", "Notes:", ""] + [f"- {n}" for n in data["notes"]]
@@ -67,6 +73,13 @@ def markdown(report, data: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _decided(c) -> str:
+    seq = c.sequential
+    if not seq or not seq.get("decided"):
+        return ""
+    return f" (decided after {seq['after_windows']} of {seq['of_windows']} windows)"
 
 
 def write_plot(report, path) -> bool:

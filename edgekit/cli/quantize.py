@@ -78,6 +78,27 @@ from edgekit.cli import render
     help="--target: the runtime that scores every candidate it serves (GPTQ/AWQ/FP8: transformers, or "
     "vllm, the engine that serves them); the others are scored in their format's own runtime.",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="--target: measure every fitting candidate on the whole evaluation text, the full frontier "
+    "(default: search, stopping each candidate once the bar is settled; the pick is always scored on "
+    "all of it).",
+)
+@click.option(
+    "--speed",
+    type=click.Choice(["pick", "all", "none"]),
+    default="pick",
+    show_default=True,
+    help="--target: benchmark the pick (or every measured candidate) on this machine when it is the "
+    "target; planned (roofline) figures otherwise.",
+)
+@click.option(
+    "--speed-bar",
+    default=None,
+    help="--target: also require speed, e.g. 'decode>=40', 'prefill>=200', 'ttft<=0.5' (comma-joined): "
+    "the pick is the smallest candidate meeting both bars.",
+)
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
@@ -95,6 +116,9 @@ def quantize_cmd(
     tensor_types,
     out_dir,
     score_runtime,
+    full,
+    speed,
+    speed_bar,
     threads,
     force,
     as_json,
@@ -123,6 +147,9 @@ def quantize_cmd(
             out_dir,
             as_json,
             score_runtime,
+            full,
+            speed,
+            speed_bar,
         )
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
@@ -176,6 +203,9 @@ def _main_job(
     out_dir,
     as_json,
     score_runtime="transformers",
+    full=False,
+    speed="pick",
+    speed_bar=None,
 ) -> None:
     from edgekit.bench.mainjob import run_main_job
 
@@ -193,6 +223,9 @@ def _main_job(
             evaluation,
             progress,
             score_runtime=score_runtime,
+            full=full,
+            speed=speed,
+            speed_bar=speed_bar,
         )
     if as_json:
         render.emit_json(json.loads((report.run_dir / "report.json").read_text()))
@@ -209,7 +242,9 @@ def _main_job(
         )
     for cand in report.candidates:
         q, a = cand.quality, cand.artifact
-        colour = {"pick": "green", "below the bar": "red", "too big": "red"}.get(cand.status, "white")
+        colour = {"pick": "green", "below the bar": "red", "too big": "red", "too slow": "red"}.get(
+            cand.status, "white"
+        )
         t.add_row(
             cand.format,
             render.size(a["size_bytes"] if a else cand.planned_bytes) + ("" if a else " (plan)"),
@@ -224,7 +259,17 @@ def _main_job(
     if report.pick and report.pick.artifact:
         c.print(f"[bold green]pick:[/bold green] {report.pick.format} -> {report.pick.artifact['path']}")
     else:
-        c.print("[bold red]no candidate that fits meets the bar[/bold red]")
+        bars = report.bar.text + (f" and {report.speed_bar.text}" if report.speed_bar else "")
+        c.print(f"[bold red]no candidate that fits meets {bars}[/bold red]")
+    if report.pick and report.pick.speed is not None:
+        from edgekit.bench.job_speed import render_rows
+
+        st = Table(title=f"speed and memory of the pick on {report.target['name']}")
+        for col in ("figure", "value", "source", "planned"):
+            st.add_column(col, justify="left" if col in ("figure", "source") else "right")
+        for row in render_rows(report.pick.speed):
+            st.add_row(*row)
+        c.print(st)
     for n in report.notes:
         c.print(f"  note: {n}")
     c.print(f"reports: {report.run_dir}/report.json, report.md, pareto.png")

@@ -105,11 +105,12 @@ def test_onnx_and_gguf_candidates_in_one_run(tiny_qwen3, tmp_path):
     died at the end with a KeyError)."""
     pytest.importorskip("onnxruntime")
     args = ["quantize", str(tiny_qwen3), "--target", "cpu", "--formats", "onnx:int8,gguf:Q4_K_M"]
-    args += ["--bar", "kld<=1", "--out", str(tmp_path)]
+    args += ["--bar", "kld<=1", "--out", str(tmp_path), "--full", "--speed", "none"]
     d = json.loads(run_cli(*args, "--json").output)
     by = {c["format"]: c for c in d["candidates"]}
     assert set(by) == {"onnx:int8", "gguf:Q4_K_M"}
-    for f, c in by.items():  # a loose bar: the larger passes, so the smaller is measured too
+    assert {c["chain"] for c in by.values()} == {"onnx", "gguf (importance matrix)"}
+    for f, c in by.items():  # --full: every candidate of both chains measured on every window
         assert c["quality"] and 0 < c["quality"]["kld_mean"] < 0.05, (f, c)
         assert c["artifact"]["bits_per_weight"] > 0 and c["reason"]
     assert by["onnx:int8"]["artifact"]["runtime"] == "onnxruntime"
@@ -117,3 +118,38 @@ def test_onnx_and_gguf_candidates_in_one_run(tiny_qwen3, tmp_path):
     assert d["pick"] in by
     table = run_cli(*args).output  # the people's table renders every candidate, from the cache
     assert "onnx:int8" in table and "gguf:Q4_K_M" in table and "pick:" in table
+
+
+@pytest.mark.slow
+def test_speed_of_the_pick_is_measured_and_a_speed_bar_can_refuse_it(tiny_qwen3, tmp_path):
+    """On this machine the pick's speed and memory are measured beside the planned figures, every
+    figure marked; a speed bar no candidate meets leaves no pick, each candidate 'too slow' with
+    its measured figure; a bar every candidate meets keeps the quality pick."""
+    base = ["quantize", str(tiny_qwen3), "--target", "cpu", "--formats", "gguf:Q8_0,gguf:Q4_K_M"]
+    base += ["--bar", "kld<=1", "--out", str(tmp_path), "--json"]
+    d = json.loads(run_cli(*base).output)
+    assert d["pick"] == "gguf:Q4_K_M" and d["speed_source"] == "measured"
+    sp = d["pick_speed"]
+    for name in ("prefill_tok_s", "decode_tok_s", "ttft_s", "peak_memory_bytes"):
+        assert sp[name]["source"] == "measured" and sp[name]["value"] > 0 and sp[name]["planned"] > 0
+    assert "speed" in d["phases"]
+    slow = json.loads(run_cli(*base, "--speed-bar", "decode>=1000000").output)
+    assert slow["pick"] is None
+    by = {c["format"]: c for c in slow["candidates"]}
+    assert all(c["status"] == "too slow" and "misses decode>=1000000" in c["reason"] for c in by.values())
+    assert all(c["speed"]["decode_tok_s"]["source"] == "measured" for c in by.values())
+    easy = json.loads(run_cli(*base, "--speed-bar", "decode>=0.01,ttft<=600").output)
+    assert easy["pick"] == d["pick"] and easy["speed_bar"]["text"]
+
+
+def test_speed_for_another_device_is_planned(tiny_qwen3, tmp_path):
+    args = ["quantize", str(tiny_qwen3), "--target", "rtx4090", "--formats", "gguf:Q4_K_M"]
+    d = json.loads(run_cli(*args, "--bar", "kld<=1", "--out", str(tmp_path), "--json").output)
+    assert d["speed_source"] == "planned" and d["pick"] == "gguf:Q4_K_M"
+    assert d["pick_speed"]["decode_tok_s"]["source"] == "planned"
+    assert any("edgekit bench" in n for n in d["notes"])
+
+
+def test_malformed_speed_bar_is_one_line_before_any_work(tiny_qwen3, tmp_path):
+    r = _edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--speed-bar", "decode>=fast")
+    _one_line(r, "decode>=fast")
