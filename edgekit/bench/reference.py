@@ -27,6 +27,9 @@ from edgekit.bench.quality import (
 )
 from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
+
+# the unquantized GGUF lives under quantize/ (llama.cpp collects the importance matrix on it too)
+from edgekit.quantize.unquantized import F32_REFERENCE_MAX_BYTES, reference_gguf  # noqa: F401
 from edgekit.runtimes import options as runtime_options
 from edgekit.runtimes import registry
 
@@ -35,24 +38,6 @@ REFERENCE_RUNTIME = "llama.cpp"
 
 DEFAULT_WINDOW = 512
 DEFAULT_K = 8192
-# references up to this size are run in F32 (exactly the checkpoint's values, F32 compute);
-# larger ones as BF16 GGUF, which holds BF16 weights exactly but computes in lower precision
-F32_REFERENCE_MAX_BYTES = 4 * 1024**3
-
-
-def reference_gguf(checkpoint, progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """An unquantized GGUF of the checkpoint, built once and cached."""
-    from edgekit.quantize.gguf import Recipe, convert
-
-    total, _ = checkpoint.entry.arch.param_counts()
-    mix = "F32" if total * 4 <= F32_REFERENCE_MAX_BYTES else "BF16"
-    path = cache_dir() / "reference" / f"{safe_stem(checkpoint.entry.name)}-{checkpoint.revision}-{mix}.gguf"
-    # sealed cache entry, built by one process at a time: a damaged or unsealed one is rebuilt
-    with atomic.locked(path):
-        if not atomic.intact(path):
-            convert(checkpoint, path, Recipe(mix=mix), progress)
-            atomic.seal(path)
-    return path
 
 
 def reference_unbuildable(entry) -> str:

@@ -19,8 +19,7 @@ F32_REFERENCE_MAX_BYTES = 4 * 1024**3
 
 
 def reference_gguf(checkpoint, progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """An unquantized GGUF of the checkpoint, built once and cached (the same file as
-    edgekit.bench.reference.reference_gguf's)."""
+    """An unquantized GGUF of the checkpoint, built once and cached."""
     from edgekit.quantize.gguf import Recipe, convert
 
     total, _ = checkpoint.entry.arch.param_counts()
