@@ -27,13 +27,14 @@ def q4km(smollm2_checkpoint, tmp_path_factory):
     return smollm2_q4km(smollm2_checkpoint, tmp_path_factory)
 
 
-def plan_row(target: str, ctx: int = 512, fmt: str = "gguf:Q4_K_M") -> dict:
+def plan_row(target: str, ctx: int = 512, fmt: str = "gguf:Q4_K_M", prompt: int = 512) -> dict:
     from edgekit.formats import get_format
     from edgekit.models.catalogue import resolve
     from edgekit.plan import plan
     from edgekit.profiles.target import get_target
 
-    (row,) = plan(resolve("smollm2-135m"), get_target(target), ctx=ctx, formats=[get_format(fmt)]).rows
+    entry, tgt = resolve("smollm2-135m"), get_target(target)
+    (row,) = plan(entry, tgt, ctx=ctx, formats=[get_format(fmt)], prompt_tokens=prompt).rows
     return row.to_dict()
 
 
@@ -241,7 +242,9 @@ def test_measured_figures_of_the_default_q4km_and_the_cache(q4km, tmp_path):
     # the planned counterparts, from the plan row, beside them
     assert d["decode_tok_s"]["planned"] == row["decode_tok_s"]
     assert d["peak_memory_bytes"]["planned"] == row["per_device"]["total"]
-    assert d["peak_memory_bytes"]["planned_at_measured_ctx"] == row["per_device"]["total"]  # same ctx
+    # the planner at the measurement's own context and prompt (prefill buffers grow with the prompt)
+    at_bench = plan_row("cpu", prompt=SETTINGS.prompt_tokens)["per_device"]["total"]
+    assert d["peak_memory_bytes"]["planned_at_measured_ctx"] == at_bench
     on = d["measured_on"]
     assert on["runtime"] == "llama.cpp" and on["device"] == "cpu" and d["settings"]["threads"] == 2
     runs, _ = results_store.load_runs(store)  # saved in the bench results store too
