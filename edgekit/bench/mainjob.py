@@ -501,7 +501,7 @@ def _chain_sizes(ladder: list[Candidate]) -> list[int]:
 
 
 def _is_complete(q: object) -> bool:
-    return q is not None and getattr(q, "complete", True)
+    return isinstance(q, QualityResult) and q.complete
 
 
 def _bar_slug(bar: Bar) -> str:
@@ -527,25 +527,18 @@ class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.peak: dict[str, int] = {}
-        self._depth = 0
 
     @contextmanager
     def __call__(self, name: str):
         from edgekit.bench.memory import MemorySampler
 
-        if self._depth:  # nested (the floor inside scoring): the outer phase counts it
-            yield
-            return
-        self._depth += 1
         sampler = MemorySampler(tree=True).start()
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            dt = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
             sampler.stop()
-            self._depth -= 1
-            self.seconds[name] = self.seconds.get(name, 0.0) + dt
             self.peak[name] = max(self.peak.get(name, 0), sampler.peak_rss)
 
     def to_dict(self) -> dict:
