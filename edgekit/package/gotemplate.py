@@ -649,7 +649,11 @@ class _Renderer:
         if name == "print":
             return "".join(_text(v) for v in vals)
         if name == "json":
-            return json.dumps(vals[0], separators=(",", ":"), default=str)
+            # Go's json.Marshal: compact, UTF-8 kept, <>& and U+2028/U+2029 escaped
+            text = json.dumps(vals[0], separators=(",", ":"), ensure_ascii=False, default=str)
+            for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+                text = text.replace(ch, esc)
+            return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
         if name in ("currentDate", "yesterdayDate"):
             import datetime
 

@@ -60,6 +60,8 @@ class GgufFacts:
     tokens: list[str]
     eos_token: str | None
     license: str | None
+    bos_token: str | None = None
+    add_bos: bool = False
 
     @property
     def model_type(self) -> str:
@@ -91,6 +93,8 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     tokens = meta.get("tokenizer.ggml.tokens") or []
     eos_id = meta.get("tokenizer.ggml.eos_token_id")
     eos = tokens[eos_id] if isinstance(eos_id, int) and 0 <= eos_id < len(tokens) else None
+    bos_id = meta.get("tokenizer.ggml.bos_token_id")
+    bos = tokens[bos_id] if isinstance(bos_id, int) and 0 <= bos_id < len(tokens) else None
     n_params = 0
     for _name, dims, _type, _offset, _nbytes in header.tensors:
         count = 1
@@ -108,6 +112,8 @@ def read_gguf_facts(path: Path) -> GgufFacts:
         tokens=tokens,
         eos_token=eos,
         license=meta.get("general.license"),
+        bos_token=bos,
+        add_bos=meta.get("tokenizer.ggml.add_bos_token") is True,
     )
 
 
@@ -330,6 +336,17 @@ def plan_package(
                 f"stop token {stop!r} is not in the tokenizer's vocabulary",
                 "Ollama would never see it as one token; drop it or fix the GGUF",
             )
+    if family.template is not None:
+        gate = conformance_gate(
+            facts, family, family.template, [v for k, v in params_out if k == "stop"], system or None
+        )
+        if not gate.ok:
+            raise EdgekitError(f"conformance gate failed: {gate.detail}")
+    else:
+        warnings.append(
+            f"no TEMPLATE: Ollama >= {GGUF_TEMPLATE_MIN_OLLAMA} renders the GGUF's own chat template; "
+            "older Ollama would prompt the model with bare text"
+        )
     lic = resolve_license(artifact_manifest, facts)
     if lic is None:
         warnings.append("the license of this model is unknown: no LICENSE is packaged; check the model card")
@@ -348,9 +365,34 @@ def plan_package(
         system=system or None,
         parameters=params_out,
         licenses=[t for t in (lic.notice, lic.text) if t] if lic else [],
+        requires=GGUF_TEMPLATE_MIN_OLLAMA if family.template is None else None,
     )
     mf.render()  # values a Modelfile cannot quote fail here, before anything is written
     return PackagePlan(artifact, model_name, facts, family, mf, lic, artifact_manifest, warnings)
+
+
+# Ollama renders a GGUF's own chat template (llama-server's Jinja) from v0.30.0 on; before, a
+# model without a TEMPLATE layer got the bare `{{ .Prompt }}` template.
+GGUF_TEMPLATE_MIN_OLLAMA = "0.30.0"
+
+
+def conformance_gate(
+    facts: GgufFacts, family: templates.Family, template: str, stops: list[str], system: str | None = None
+):
+    """The conformance suite for this GGUF: `template` against its own chat template."""
+    from edgekit.package import conformance
+
+    return conformance.run_gate(
+        family,
+        template,
+        facts.chat_template,
+        facts.has_token,
+        stops,
+        bos_token=facts.bos_token,
+        eos_token=facts.eos_token,
+        add_bos=facts.add_bos,
+        system=system,
+    )
 
 
 def _merge_parameters(family: templates.Family, user: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -613,9 +655,31 @@ def verify(name: str, store: Path | str | None = None) -> VerifyResult:
     family = _family_of(facts)
     if family is not None and template is not None:
         checks.append(check_tool_calls(family, template))
-    checks += _check_stops(
-        facts, template, texts["params"][0] if texts["params"] else None, bool(manifest.layers_of("params"))
-    )
+    params_text = texts["params"][0] if texts["params"] else None
+    checks += _check_stops(facts, template, params_text, bool(manifest.layers_of("params")))
+    if family is not None and template is not None:
+        stops: list = []
+        if params_text is not None:
+            try:
+                stops = strict_params(params_text).get("stop") or []
+            except ValueError:
+                stops = []
+        systems = [
+            b.decode("utf-8", "replace") for x in manifest.layers_of("system") if (b := blob(x)) is not None
+        ]
+        gate = conformance_gate(
+            facts, family, template, [s for s in stops if isinstance(s, str)], systems[0] if systems else None
+        )
+        checks.append(Check("conformance", gate.ok, gate.detail))
+    elif template is None:
+        checks.append(
+            Check(
+                "conformance",
+                True,
+                f"no TEMPLATE: needs Ollama >= {GGUF_TEMPLATE_MIN_OLLAMA}, "
+                "which renders the GGUF's chat template",
+            )
+        )
     lic = manifest.layers_of("license")
     checks.append(Check("license", True, f"{len(lic)} license layer(s)" if lic else "no license layer"))
     return VerifyResult(manifest.name.short, str(st.root), str(manifest.path), checks)
@@ -734,6 +798,31 @@ def _check_thinking(facts: GgufFacts, template: str | None, has_layer: bool) -> 
     )
 
 
+def strict_params(text: str) -> dict:
+    from edgekit.package.conformance import strict_params as strict
+
+    return strict(text)
+
+
+def _ill_typed(params: dict) -> str:
+    """The first parameter whose JSON value is not the type Ollama stores it as ("" if none)."""
+    from edgekit.package.modelfile import PARAMETER_TYPES
+
+    for name, value in params.items():
+        kind = PARAMETER_TYPES.get(name)
+        if kind is None:
+            return f"unknown Ollama parameter {name!r} in the params blob"
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, int | float) and not isinstance(value, bool),
+            list: isinstance(value, list),
+        }[kind]
+        if not ok:
+            return f"parameter {name}: {value!r} in the params blob is not a {kind.__name__}"
+    return ""
+
+
 def _check_stops(
     facts: GgufFacts, template: str | None, params_text: str | None, has_layer: bool
 ) -> list[Check]:
@@ -742,10 +831,13 @@ def _check_stops(
     stops: list = []
     if params_text is not None:
         try:
-            params = json.loads(params_text)
-            stops = params.get("stop") or [] if isinstance(params, dict) else []
-        except ValueError:
-            return [Check("stop tokens", False, "the params blob is not JSON")]
+            params = strict_params(params_text)
+        except ValueError as e:
+            return [Check("stop tokens", False, f"the params blob is not strict JSON: {e}")]
+        stops = params.get("stop") or []
+        wrong = _ill_typed(params)
+        if wrong:
+            return [Check("params", False, wrong)]
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         return [Check("stop tokens", False, f"stop is {stops!r}, not a list of strings")]
     problems = [

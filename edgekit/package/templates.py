@@ -81,16 +81,47 @@ For each function call, return a json object with function name and arguments wi
 {{- end }}
 {{- end }}"""
 
+# Llama 3.1 / 3.2 / 3.3 Instruct (meta-llama/Llama-3.x-*-Instruct): a system turn always opens
+# the prompt with the knowledge cut-off and the date (the 3.1 template's fixed 26 Jul 2024; 3.2's
+# writes today's date, which Go templates cannot format that way: a listed difference), the
+# first system message's text after it; with tools, "Environment: ipython" and the JSON tool
+# definitions in the first user turn; a call is {"name": ..., "parameters": ...} (Ollama finds
+# it by the leading "{"), a tool result an ipython turn holding the result as a JSON string
+# (the template's tojson of a string, which Jinja counts as iterable).
 LLAMA3 = """\
-{{- if .System }}<|start_header_id|>system<|end_header_id|>
+{{- $system := "" }}{{ $start := 0 }}
+{{- range $i, $m := .Messages }}{{ if and (eq $i 0) (eq .Role "system") }}{{ $system = .Content }}{{ $start = 1 }}{{ end }}{{ end }}
+{{- $toolsAt := -1 }}{{ if .Tools }}{{ $toolsAt = $start }}{{ end -}}
+<|start_header_id|>system<|end_header_id|>
 
-{{ .System }}<|eot_id|>
-{{- end }}
+{{ if .Tools }}Environment: ipython
+{{ end }}Cutting Knowledge Date: December 2023
+Today Date: 26 Jul 2024
+
+{{ $system }}<|eot_id|>
 {{- range $i, $m := .Messages }}
 {{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if ne .Role "system" }}<|start_header_id|>{{ if eq .Role "tool" }}ipython{{ else }}{{ .Role }}{{ end }}<|end_header_id|>
+{{- if lt $i $start }}
+{{- else if eq $i $toolsAt }}<|start_header_id|>user<|end_header_id|>
 
-{{ .Content }}{{ if not (and $last (eq .Role "assistant")) }}<|eot_id|>{{ end }}
+Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.
+
+Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.
+
+{{ range $.Tools }}{{ . }}
+
+{{ end }}{{ .Content }}<|eot_id|>
+{{- else if or (eq .Role "tool") (eq .Role "ipython") }}<|start_header_id|>ipython<|end_header_id|>
+
+{{ json .Content }}<|eot_id|>
+{{- else if eq .Role "assistant" }}<|start_header_id|>assistant<|end_header_id|>
+
+{{ if .ToolCalls }}{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", "parameters": {{ .Function.Arguments }}}{{ end }}<|eot_id|>
+{{- else }}{{ .Content }}{{ if not $last }}<|eot_id|>{{ end }}
+{{- end }}
+{{- else }}<|start_header_id|>{{ .Role }}<|end_header_id|>
+
+{{ .Content }}<|eot_id|>
 {{- end }}
 {{- if and $last (ne .Role "assistant") }}<|start_header_id|>assistant<|end_header_id|>
 
@@ -188,6 +219,8 @@ DEEPSEEK_R1 = """\
 
 # What Qwen3 writes when it calls a tool (its chat template's instructions, and its output)
 QWEN3_TOOL_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+# What Llama 3.1 writes (its template asks for {"name": function name, "parameters": ...})
+LLAMA3_TOOL_CALL = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
 
 # Tokens that end a turn in a template; a template that writes one needs it as a stop.
 END_OF_TURN = (
@@ -304,7 +337,10 @@ def choose_family(
             _LLAMA3_PARAMS,
             _LLAMA3_STOP,
             False,
-            "llama architecture with Llama-3 header tokens",
+            "llama architecture with Llama-3 header tokens: the Llama 3.1/3.2 template with the date "
+            "preamble and tools",
+            tool_tag="{",
+            tool_call_sample=LLAMA3_TOOL_CALL,
         )
     if architecture == "llama" and chatml:
         return Family(

@@ -36,11 +36,36 @@ def smollm2_artifact(smollm2_checkpoint, tmp_path_factory) -> Path:
     return _build(smollm2_checkpoint, tmp_path_factory.mktemp("smollm2-artifact"))
 
 
+def real_template(name: str) -> str | None:
+    """A published chat template from the reference llama.cpp tree `make setup` installs
+    (models/templates/NAME.jinja), or None where it is not installed."""
+    import os
+    import sys
+
+    for root in (
+        os.environ.get("EDGEKIT_LLAMACPP_SRC", ""),
+        str(Path(sys.prefix) / "share" / "llama.cpp-convert"),
+    ):
+        f = Path(root) / "models" / "templates" / f"{name}.jinja"
+        if root and f.is_file():
+            return f.read_text()
+    return None
+
+
 @pytest.fixture(scope="session")
 def qwen3_artifact(tiny_qwen3, tmp_path_factory) -> Path:
+    """The tiny Qwen3 with Qwen3's published chat template (the tiny tokenizer's own is a
+    stand-in the conformance gate rightly refuses)."""
     from edgekit.models.source import open_checkpoint
 
-    return _build(open_checkpoint(str(tiny_qwen3)), tmp_path_factory.mktemp("qwen3-artifact"))
+    template = real_template("Qwen-Qwen3-0.6B")
+    if template is None:
+        pytest.skip("the reference llama.cpp tree (make setup) is not installed")
+    ckpt = tmp_path_factory.mktemp("qwen3-checkpoint") / "tiny-qwen3"
+    shutil.copytree(tiny_qwen3, ckpt)
+    cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": template}))
+    return _build(open_checkpoint(str(ckpt)), tmp_path_factory.mktemp("qwen3-artifact"))
 
 
 @pytest.fixture

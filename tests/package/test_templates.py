@@ -95,11 +95,14 @@ def test_llama3_and_chatml_prompts():
         msg("tool", "42"),
         msg("user", "ok"),
     ]
-    assert gotemplate.parse(LLAMA3).render({"System": "S", "Messages": conv}) == (
-        "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+    # Llama 3.1's format: the date preamble always opens the prompt; a tool result is an
+    # ipython turn holding the result as a JSON string, as the template's tojson writes it
+    assert gotemplate.parse(LLAMA3).render({"System": "S", "Messages": conv, "Tools": []}) == (
+        "<|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nS<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>"
-        "<|start_header_id|>ipython<|end_header_id|>\n\n42<|eot_id|>"
+        '<|start_header_id|>ipython<|end_header_id|>\n\n"42"<|eot_id|>'
         "<|start_header_id|>user<|end_header_id|>\n\nok<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )
