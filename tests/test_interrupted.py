@@ -124,6 +124,76 @@ def test_an_interrupted_main_job_reuses_its_finished_work(tiny_qwen3, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "a finished artifact was rebuilt"
 
 
+def _figures(d: dict) -> tuple:
+    """What a main job found, not the time it took: the pick, every candidate's quality and the
+    reference's perplexity."""
+
+    def measured(q):
+        return q and {k: v for k, v in q.items() if k != "tokens_per_s"}
+
+    return (
+        d["pick"],
+        {c["format"]: measured(c["quality"]) for c in d["candidates"]},
+        d["reference"]["ppl"],
+    )
+
+
+def _whole_of(partial: Path) -> Path:
+    """The complete score beside a partial one (`<base>-<bar>.partial.json` -> `<base>.json`)."""
+    base = partial.name[: -len(".partial.json")].rsplit("-", 1)[0]
+    return partial.with_name(base + ".json")
+
+
+def test_an_interrupted_sequential_scoring_resumes_from_its_partial_score(tiny_qwen3, tmp_path):
+    """Killed once a candidate's sequential decision is sealed (`scores/*.partial.json`), while the
+    job scores the next one: the re-run takes that decision from the partial score (its windows
+    not scored again: `sequential.resumed_windows`, the file untouched) and ends with the figures
+    of a run never interrupted."""
+    rc, clean, err = _finish(_main_job(tmp_path / "clean-cache", tiny_qwen3, tmp_path / "clean"))
+    assert rc == 0, err
+    want = json.loads(clean)
+    decided = [c for c in want["candidates"] if c["sequential"]]
+    assert decided and all(c["sequential"]["resumed_windows"] == 0 for c in decided)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+
+    def partial_sealed():
+        return any(out.rglob("scores/*.partial.json.sha256")) if out.is_dir() else False
+
+    p = _main_job(cache, tiny_qwen3, out)
+    _interrupt(p, signal.SIGKILL, partial_sealed)
+    assert p.returncode == -signal.SIGKILL, "the job ended before it was interrupted"
+    _check_whole(out)
+    left = {  # the partial scores the killed run finished, by artifact sha256[:16]
+        q.name[:16]: (json.loads(q.read_text()), q.stat().st_mtime_ns, q)
+        for q in out.rglob("scores/*.partial.json")
+        if atomic.intact(q) and not atomic.intact(_whole_of(q))
+    }
+    assert left
+    rc, again, err = _finish(_main_job(cache, tiny_qwen3, out))
+    assert rc == 0, err
+    d = json.loads(again)
+    assert _figures(d) == _figures(want)
+    resumed = 0
+    for c in d["candidates"]:
+        seq = c["sequential"]
+        if not seq:  # scored on every window (the pick), or not measured
+            continue
+        mine = left.get(c["artifact"]["sha256"][:16])
+        if mine is None:  # decided in this run
+            assert seq["resumed_windows"] == 0, c["format"]
+            continue
+        before, stamp, path = mine
+        assert seq["resumed_windows"] == before["sequential"]["after_windows"] > 0, c["format"]
+        assert {k: v for k, v in seq.items() if k != "resumed_windows"} == before["sequential"]
+        assert path.stat().st_mtime_ns == stamp, f"{c['format']}: its partial score was written again"
+        resumed += 1
+    assert resumed, "no candidate took its decision from the partial score"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def test_two_processes_on_one_cache_and_output(tiny_qwen3, tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
     procs = [_start(cache, *_quantize(tiny_qwen3, out)) for _ in range(2)]
@@ -150,22 +220,17 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_qwen3, tmp_path):
     rc, first, err = _finish(_main_job(cache, tiny_qwen3, out))
     assert rc == 0, err
     want = json.loads(first)
+    figures = _figures
 
-    def figures(d):
-        def measured(q):  # the figures, not the time they took
-            return q and {k: v for k, v in q.items() if k != "tokens_per_s"}
-
-        return (
-            d["pick"],
-            {c["format"]: measured(c["quality"]) for c in d["candidates"]},
-            d["reference"]["ppl"],
-        )
+    def read_partial():  # a decision the search reads again (not the pick's: its whole score serves)
+        return next(p for p in out.rglob("scores/*.partial.json") if not _whole_of(p).exists())
 
     kinds = {
         "imatrix": lambda: next((cache / "imatrix").glob("*.imatrix.gguf")),
         "reference gguf": lambda: next((cache / "reference").glob("*.gguf")),
         "reference store": lambda: next((cache / "quality").glob("*.npz")),
-        "score": lambda: next(out.rglob("scores/*.json")),
+        "score": lambda: next(p for p in out.rglob("scores/*.json") if not p.name.endswith(".partial.json")),
+        "partial score": read_partial,  # truncated JSON
         "artifact": lambda: _check_whole(out)[0],
     }
     # an entry is read only when what is made of it is built again: the imatrix when the
@@ -173,7 +238,7 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_qwen3, tmp_path):
     needs = {"imatrix": ["artifact"], "reference gguf": ["reference store"]}
     for kind, find in kinds.items():
         entry = find()
-        _flip(entry)
+        (_truncate if kind == "partial score" else _flip)(entry)
         for dependent in needs.get(kind, []):
             for art in _check_whole(out) if dependent == "artifact" else [kinds[dependent]()]:
                 _flip(art)
@@ -182,6 +247,13 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_qwen3, tmp_path):
         assert rc == 0, f"{kind}: {err}"
         assert kind == "artifact" or atomic.intact(entry), f"{kind}: not rebuilt"
         assert figures(json.loads(again)) == figures(want), kind
+        if kind == "partial score":  # scored again, not trusted
+            (c,) = [
+                c
+                for c in json.loads(again)["candidates"]
+                if c["artifact"] and entry.name.startswith(c["artifact"]["sha256"][:16])
+            ]
+            assert c["sequential"]["resumed_windows"] == 0, c
         _check_whole(out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,7 +48,9 @@ class Candidate:
     reason: str = ""
     blocked: str = ""  # why this format cannot be built for this model, if it cannot
     chain: str = ""  # the monotone chain the search bisects it in (family and imatrix setting)
-    sequential: dict | None = None  # how the sequential test decided it (None: every window scored)
+    # how the sequential test decided it (None: every window scored); its resumed_windows are
+    # the windows read from the partial-score cache (a decision an earlier run reached), not scored
+    sequential: dict | None = None
     speed: Any = None  # job_speed.SpeedFigures: measured on the device, or planned
 
     def to_dict(self) -> dict:
@@ -264,7 +267,9 @@ def run_main_job(
                 return QualityResult(**json.loads(whole.read_text())), None
             if not complete and atomic.intact(part):
                 d = json.loads(part.read_text())
-                return QualityResult(**d["quality"]), d["sequential"]
+                # the decision as the interrupted or earlier run left it: its windows not scored again
+                seq = {**d["sequential"], "resumed_windows": d["sequential"]["after_windows"]}
+                return QualityResult(**d["quality"]), seq
             test = None if complete else SequentialTest(bar, store.n_windows)
             q = score_artifact(
                 art, store, runtime=runtime, progress=progress.windows, stop=test.stop if test else None
@@ -277,7 +282,7 @@ def run_main_job(
             seq = test.to_dict()
             atomic.write_json(part, {"quality": q.to_dict(), "sequential": seq})
             atomic.seal(part)
-            return q, seq
+            return q, {**seq, "resumed_windows": 0}
 
     complete = False  # set once the search is over: the pick is scored on every window
 
@@ -327,23 +332,23 @@ def run_main_job(
 
     if outcome.pick is not None and speed != "none":
         speed_of(ladder[outcome.pick])
-    if sbar is not None and outcome.pick is not None and not sbar.passes(ladder[outcome.pick].speed):
-        # the smallest candidate meeting both bars: the larger ones that meet the quality bar, in size
-        # order, each scored on every window, until one is fast enough
-        chosen = None
-        for i in range(outcome.pick + 1, len(ladder)):
+    if sbar is not None and outcome.pick is not None:
+
+        def quality_at(i: int) -> QualityResult:
+            """Candidate i scored on every window (a larger one than the quality pick)."""
             q = outcome.measured.get(i)
             if not _is_complete(q):
                 q = outcome.measured[i] = measure(i)
                 if i not in order:
                     order.append(i)
-            if not bar.passes(q):
-                continue
+            assert isinstance(q, QualityResult)
+            return q
+
+        def speed_at(i: int):
             speed_of(ladder[i])
-            if sbar.passes(ladder[i].speed):
-                chosen = i
-                break
-        outcome.pick = chosen
+            return ladder[i].speed
+
+        outcome.pick = speed_pick(outcome.pick, len(ladder), bar, sbar, quality_at, speed_at)
     if speed == "all":
         for c in ladder:
             if c.quality is not None:
@@ -390,6 +395,28 @@ def run_main_job(
 
     write_reports(report)
     return report
+
+
+def speed_pick(
+    pick: int,
+    n: int,
+    bar: Bar,
+    sbar,
+    quality: Callable[[int], QualityResult],
+    speed: Callable[[int], Any],
+) -> int | None:
+    """The pick under both bars: of candidates 0..n-1 in size order, smallest first, where
+    `pick` is the smallest that meets the quality bar, the smallest from `pick` up that meets
+    both `bar` and the speed bar `sbar` (job_speed.SpeedBar), or None. Figures are asked for
+    lazily, in size order, only as far as the answer needs: `quality(i)` for each candidate
+    above the pick, `speed(i)` (job_speed.SpeedFigures) for the pick and for each that meets
+    the quality bar."""
+    for i in range(pick, n):
+        if i > pick and not bar.passes(quality(i)):
+            continue
+        if sbar.passes(speed(i)):
+            return i
+    return None
 
 
 def _explain(

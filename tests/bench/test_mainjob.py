@@ -153,3 +153,130 @@ def test_speed_for_another_device_is_planned(tiny_qwen3, tmp_path):
 def test_malformed_speed_bar_is_one_line_before_any_work(tiny_qwen3, tmp_path):
     r = _edgekit("quantize", str(tiny_qwen3), "--target", "cpu", "--speed-bar", "decode>=fast")
     _one_line(r, "decode>=fast")
+
+
+def _quality(kld: float):
+    from edgekit.bench.quality import QualityResult
+
+    return QualityResult(
+        positions=255,
+        kld_mean=kld,
+        kld_stderr=kld / 10,
+        kld_p99=kld * 5,
+        kld_max=kld * 10,
+        same_top=0.99,
+        same_top_stderr=0.001,
+        ppl=10.0,
+        ppl_stderr=0.1,
+        ppl_ref=10.0,
+        ppl_ratio=1.0 + kld,
+        ppl_ratio_stderr=0.001,
+        tokens_per_s=100.0,
+        k=8,
+        window=512,
+        windows=1,
+    )
+
+
+def test_speed_pick_is_the_smallest_candidate_meeting_both_bars():
+    """The selection rule on constructed figures (planned ones, as the job judges a candidate
+    for another device): from the quality pick up, in size order, the first that meets the
+    quality bar and the speed bar; figures asked for only as far as the answer needs."""
+    from edgekit.bench import job_speed as js
+    from edgekit.bench.mainjob import speed_pick
+    from edgekit.bench.select import parse_bar
+
+    # size order; index 0 misses the quality bar, 1 is the quality pick
+    kld = [0.2, 0.04, 0.09, 0.02, 0.01, 0.005]
+    decode = [90.0, 30.0, 80.0, 35.0, 60.0, 70.0]
+    prefill = [900.0, 100.0, 800.0, 400.0, 300.0, 200.0]  # planned TTFT = 128 / prefill
+    bar = parse_bar("kld<=0.05")
+    asked: list[tuple[str, int]] = []
+
+    def quality(i):
+        asked.append(("quality", i))
+        return _quality(kld[i])
+
+    def speed(i):
+        asked.append(("speed", i))
+        row = {"decode_tok_s": decode[i], "prefill_tok_s": prefill[i], "per_device": {"total": 1 << 20}}
+        return js.planned_figures(f"f{i}", "cpu", row)
+
+    def pick(text):
+        asked.clear()
+        return speed_pick(1, len(kld), bar, js.parse_speed_bar(text), quality, speed)
+
+    # the quality pick meets it: nothing else is looked at
+    assert pick("decode>=25") == 1 and asked == [("speed", 1)]
+    # 2 is fast but misses the quality bar (never benchmarked), 3 is too slow, 4 meets both; 5 is
+    # never looked at; 0, smaller than the quality pick, is never considered
+    assert pick("decode>=50") == 4
+    assert asked == [("speed", 1), ("quality", 2), ("quality", 3), ("speed", 3), ("quality", 4), ("speed", 4)]
+    assert pick("decode>=34") == 3  # the smallest that meets both, not the fastest
+    assert pick("prefill>=350") == 3 and pick("ttft<=0.35") == 3  # 128/400 = 0.32 s, 128/300 = 0.43 s
+    assert pick("ttft<=0.7, decode>=65") == 5  # every clause: 3 and 4 have the TTFT, not the decode
+    assert pick("decode>=100") is None  # nothing meets it (0 and 2 would, but miss the quality bar)
+    assert asked == [("speed", 1)] + [
+        x for i in (2, 3, 4, 5) for x in [("quality", i)] + [("speed", i)] * (i != 2)
+    ]
+
+
+# a speed bar clause per figure: (report key, bar metric, larger is better)
+_SPEED_METRICS = [
+    ("decode_tok_s", "decode", True),
+    ("prefill_tok_s", "prefill", True),
+    ("ttft_s", "ttft", False),
+]
+
+
+@pytest.mark.slow
+def test_a_speed_bar_makes_a_larger_candidate_the_pick(tiny_qwen3, tmp_path):
+    """Every candidate's speed measured once (--speed all); then, from the speed cache, a bar
+    placed between the quality pick's measured figure and a larger candidate's better one: the
+    pick becomes the smallest larger candidate that meets it, the quality pick is 'too slow'.
+    Timings on shared cores are noisy, so the bar comes from the figures measured, not from an
+    assumed order; the re-run judges exactly those figures (cache hits)."""
+    base = ["quantize", str(tiny_qwen3), "--target", "cpu", "--formats", "gguf:Q4_K_M,gguf:Q6_K,gguf:Q8_0"]
+    base += ["--bar", "kld<=1", "--out", str(tmp_path), "--json"]
+    first = json.loads(run_cli(*base, "--full", "--speed", "all").output)
+    sized = sorted(first["candidates"], key=lambda c: c["planned_bytes"])
+    assert first["pick"] == sized[0]["format"]  # kld<=1: every candidate passes, the smallest is picked
+    assert all(c["speed"]["measured"] for c in sized), [c["speed"]["notes"] for c in sized]
+
+    def fig(c, key):
+        return c["speed"][key]["value"]
+
+    def meets(x, value, larger_better):
+        return x >= value if larger_better else x <= value
+
+    # a bar between the pick's figure and a larger candidate's better one, clear of every figure
+    # by 2 % (rounding in the report is far finer), on whichever metric the measurement allows
+    choice = None
+    for key, metric, up in _SPEED_METRICS:
+        x0 = fig(sized[0], key)
+        for c in sized[1:]:
+            x = fig(c, key)
+            if (x > x0 * 1.05) if up else (x < x0 / 1.05):
+                value = (x0 * x) ** 0.5
+                if all(abs(fig(d, key) / value - 1) > 0.02 for d in sized):
+                    choice = (key, metric, up, value)
+                    break
+        if choice:
+            break
+    if choice is None:
+        figures = {c["format"]: {k: fig(c, k) for k, _, _ in _SPEED_METRICS} for c in sized}
+        pytest.skip(f"the smallest candidate measured fastest on every figure: {figures}")
+    key, metric, up, value = choice
+    text = f"ttft<={1000 * value:.4f}ms" if metric == "ttft" else f"{metric}>={value:.3f}"
+    want = next(c["format"] for c in sized[1:] if meets(fig(c, key), value, up))
+    again = json.loads(run_cli(*base, "--speed-bar", text).output)
+    by = {c["format"]: c for c in again["candidates"]}
+    assert again["pick"] == want != first["pick"], (text, again["pick"])
+    slow = by[first["pick"]]
+    assert slow["status"] == "too slow" and f"misses {text}" in slow["reason"], slow["reason"]
+    assert by[want]["status"] == "pick" and text in by[want]["reason"]
+    for c in sized:  # judged on the figures measured first, read back from the speed cache
+        sp = by[c["format"]]["speed"]
+        if sp is not None:
+            assert sp["cache"] == "hit" and sp[key]["value"] == fig(c, key), c["format"]
+    assert again["pick_speed"]["cache"] == "hit"
