@@ -217,6 +217,43 @@ DEEPSEEK_R1 = """\
 {{- end }}
 {{- end }}"""
 
+
+# Mistral / Mixtral without tools ([INST] turns, the answer closed by </s>); the system message
+# has no turn of its own. Two published layouts: Mixtral-8x7B-Instruct-v0.1 and Mistral-7B v0.1
+# (mistral-common "v1": " [INST] " and " [/INST]" with spaces, the system text and a blank line
+# open the first user turn) and Mixtral-8x22B-Instruct-v0.1 ("[INST] " and "[/INST]", the system
+# text opens the last user turn, as Mistral's v3 templates put it). A template with
+# [AVAILABLE_TOOLS] (Mistral-7B-Instruct-v0.3, Nemo, Small) is left to Ollama's rendering of the
+# GGUF's own: it needs tool call IDs of nine characters and the tool list before the last user
+# turn, which Ollama's template values do not carry.
+def _mistral(lead: str, close: str, system_on_last: bool) -> str:
+    where = "$last" if system_on_last else "(eq $i $start)"
+    return (
+        """\
+{{- $system := "" }}{{ $start := 0 }}
+{{- range $i, $m := .Messages }}{{ if and (eq $i 0) (eq .Role "system") }}{{ $system = .Content }}{{ $start = 1 }}{{ end }}{{ end }}
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if lt $i $start }}
+{{- else if eq .Role "user" }}"""
+        + lead
+        + "[INST] {{ if and $system "
+        + where
+        + """ }}{{ $system }}
+
+{{ end }}{{ .Content }}"""
+        + close
+        + """[/INST]
+{{- else if eq .Role "assistant" }} {{ .Content }}{{ if not $last }}</s>{{ end }}
+{{- end }}
+{{- end }}"""
+    )
+
+
+MISTRAL_V1 = _mistral(" ", " ", system_on_last=False)
+MIXTRAL_8X22B = _mistral("", "", system_on_last=True)
+
+
 # What Qwen3 writes when it calls a tool (its chat template's instructions, and its output)
 QWEN3_TOOL_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 # What Llama 3.1 writes (its template asks for {"name": function name, "parameters": ...})
@@ -235,7 +272,8 @@ END_OF_TURN = (
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # qwen3 | llama3 | chatml | gemma3 | phi3 | phi4 | deepseek-r1 | gguf (the GGUF's own)
+    # qwen3 | llama3 | chatml | gemma3 | phi3 | phi4 | deepseek-r1 | mistral | gguf (the GGUF's own)
+    name: str
     template: str | None  # None: leave TEMPLATE out so Ollama uses tokenizer.chat_template
     parameters: tuple[tuple[str, float | int], ...]
     stop: tuple[str, ...]
@@ -272,6 +310,7 @@ _GEMMA3_STOP = ("<start_of_turn>", "<end_of_turn>")
 _PHI3_STOP = ("<|user|>", "<|assistant|>", "<|end|>")
 _PHI4_STOP = ("<|im_start|>", "<|im_sep|>", "<|im_end|>")
 _DEEPSEEK_STOP = ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>")
+_MISTRAL_STOP = ("[INST]", "[/INST]", "</s>")
 QWEN3_ARCHS = ("qwen3", "qwen3moe")
 
 
@@ -346,6 +385,16 @@ def choose_family(
         return Family(
             "chatml", CHATML, (), _CHATML_STOP, False, "llama architecture with ChatML tokens (SmolLM2)"
         )
+    mistral = _mistral_layout(chat_template) if architecture == "llama" and has_token("</s>") else None
+    if mistral is not None:
+        return Family(
+            "mistral",
+            mistral[0],
+            (),
+            _MISTRAL_STOP,
+            False,
+            f"llama architecture with Mistral's [INST] chat template ({mistral[1]}); no tool calls",
+        )
     thinking = chat_template is not None and (
         "<think>" in chat_template or "enable_thinking" in chat_template
     )
@@ -374,6 +423,18 @@ def choose_family(
         "tokenizer has neither ChatML nor Llama-3 tokens",
         "Ollama would prompt it with raw text; add a chat template to the GGUF first",
     )
+
+
+def _mistral_layout(chat_template: str | None) -> tuple[str, str] | None:
+    """The Mistral template whose layout this chat template has, or None (no [INST] template, or
+    one with tools: Ollama renders that one itself)."""
+    if not chat_template or "[INST]" not in chat_template or "[AVAILABLE_TOOLS]" in chat_template:
+        return None
+    if "loop.first and system_message is defined" in chat_template and "' [INST] '" in chat_template:
+        return MISTRAL_V1, "Mixtral-8x7B / Mistral-7B v1 layout"
+    if "loop.last and system_message is defined" in chat_template and "'[/INST]'" in chat_template:
+        return MIXTRAL_8X22B, "Mixtral-8x22B layout, the system text in the last user turn"
+    return None
 
 
 def _r1_style(chat_template: str) -> bool:

