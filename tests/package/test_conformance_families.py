@@ -218,3 +218,19 @@ def test_package_ollama_refuses_a_mixtral_template_that_drops_the_system_prompt(
         ollama.plan_package(gguf, "mx:1")
     assert "conformance gate failed: mistral: case 'system prompt'" in e.value.one_line()
     assert files_under(tmp_path) == ["mx.gguf"]
+
+
+def test_the_cli_refuses_it_in_one_line_with_exit_2_and_writes_nothing(capsys, monkeypatch, tmp_path):
+    fx = fixture("mistralai-Mixtral-8x7B-Instruct-v0.1")
+    d = tmp_path / "a"
+    d.mkdir()
+    gguf = write_gguf(
+        d / "mx.gguf", arch="llama", tokens=["</s>", "<s>", "a"], chat_template=fx["chat_template"]
+    )
+    monkeypatch.setattr(templates, "MISTRAL_V1", MIXTRAL_NO_SYSTEM)
+    store = tmp_path / "store"
+    code, out, err = run_cli(capsys, "package", "ollama", str(gguf), "--name", "mx:1", "--store", str(store))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("edgekit: error: conformance gate failed: mistral: case 'system prompt'")
+    assert not store.exists() and files_under(d) == ["mx.gguf"]
