@@ -2,7 +2,7 @@
 own chat formats produce: rendered with edgekit's Go-template renderer as Ollama would fill it, and
 with jinja2 (as transformers renders a chat_template) from the models' published templates, where
 the reference llama.cpp tree `make setup` installs holds them; by hand from the documented format
-otherwise (Gemma 3, Phi-4)."""
+otherwise (Gemma 3, Phi-4: their published templates are checked in test_conformance_families)."""
 
 import json
 from pathlib import Path
