@@ -224,8 +224,8 @@ DEEPSEEK_R1 = """\
 # open the first user turn) and Mixtral-8x22B-Instruct-v0.1 ("[INST] " and "[/INST]", the system
 # text opens the last user turn, as Mistral's v3 templates put it). A template with
 # [AVAILABLE_TOOLS] (Mistral-7B-Instruct-v0.3, Nemo, Small) is left to Ollama's rendering of the
-# GGUF's own: it needs tool call IDs of nine characters and the tool list before the last user
-# turn, which Ollama's template values do not carry.
+# GGUF's own: the tool list goes just before the last user turn, and Nemo's and Small 3.2's
+# refuse tool call IDs that are not nine characters, which the conformance suite does not carry.
 def _mistral(lead: str, close: str, system_on_last: bool) -> str:
     where = "$last" if system_on_last else "(eq $i $start)"
     return (

@@ -6,8 +6,8 @@ TEMPLATE edgekit writes and through that template (jinja2, as transformers rende
 
 Families Ollama is left to render from the GGUF (no TEMPLATE, REQUIRES 0.30.0) are checked to
 get no TEMPLATE: DeepSeek-V3, Mistral-7B-Instruct-v0.2's first template (no system role) and
-the Mistral templates with tools ([AVAILABLE_TOOLS]: nine-character tool call IDs, the tool
-list before the last user turn, which Ollama's template values do not carry)."""
+the Mistral templates with tools ([AVAILABLE_TOOLS]: the tool list before the last user turn,
+tool call IDs of nine characters, which the suite does not carry)."""
 
 import json
 from pathlib import Path
