@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.formats.base import ArtifactLines, BuildOptions, Format, FormatFamily, Support, TensorPlan
 from edgekit.gguf_io import ggml_types
+from edgekit.quantize.gguf_auto import parse_budget, plan_types
 from edgekit.quantize.gguf_mix import MIX_DEFAULT, assign_types
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 PLANNED: tuple[str, ...] = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S")
 PLANNED += ("Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 # the main job's candidates (the unquantized F16/BF16 are the reference, not candidates)
+# gguf:auto@BUDGET (normalised to upper case before parse)
+AUTO = "AUTO@"
 LADDER = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 
 
@@ -52,11 +55,20 @@ class GGUF(FormatFamily, family="gguf"):
         return variant.upper()
 
     def parse(self, variant: str, spec: str) -> Format | None:
+        if variant.startswith(AUTO):  # gguf:auto@BUDGET, a measured mix (edgekit.quantize.gguf_auto)
+            b = parse_budget(variant[len(AUTO) :])
+            desc = f"measured llama.cpp mix under {b.describe()}"
+            return Format(
+                f"gguf:auto@{b.spelling}", self.name, AUTO + b.spelling, desc, ("llama.cpp",), "int8"
+            )
         return self._make(variant) if variant in MIX_DEFAULT else None
 
     def tensor_plan(self, fmt: Format, arch: Arch) -> list[TensorPlan]:
         tensors = arch.tensors()
-        types = assign_types(tensors, fmt.variant, arch)
+        if fmt.variant.startswith(AUTO):
+            types = plan_types(arch, parse_budget(fmt.variant[len(AUTO) :]), fmt.id)
+        else:
+            types = assign_types(tensors, fmt.variant, arch)
         return [
             TensorPlan(
                 t.name, t.role, t.shape, types[t.name], ggml_types.tensor_nbytes(t.shape, types[t.name])
@@ -99,6 +111,20 @@ class GGUF(FormatFamily, family="gguf"):
     ) -> Artifact:
         from edgekit.quantize.gguf_build import build_gguf
 
+        if fmt.variant.startswith(AUTO):
+            from edgekit.quantize.gguf_auto import build_auto
+
+            return build_auto(
+                checkpoint,
+                parse_budget(fmt.variant[len(AUTO) :]),
+                fmt.id,
+                out_dir,
+                imatrix=opts.imatrix,
+                calibration=opts.calibration,
+                threads=opts.threads,
+                force=opts.force,
+                progress=progress,
+            )
         return build_gguf(
             checkpoint,
             fmt.variant,
@@ -121,6 +147,8 @@ class GGUF(FormatFamily, family="gguf"):
                 ("sha256", manifest.sha256),
             ]
         )
+        if r.get("tensor_type_file"):
+            out.lines.append(("recipe", f"{r['tensor_type_file']}  ({r.get('reproduce')})"))
         unseen = (r.get("imatrix_summary") or {}).get("unseen_experts")
         if unseen:
             out.warnings.append(f"experts without calibration tokens: {unseen}")
