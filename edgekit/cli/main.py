@@ -19,7 +19,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from edgekit.cli import bench, cache, formats, models, package, plan, quantize, runtimes, targets
+    from edgekit.cli import bench, cache, formats, models, package, plan, quantize, runtimes, sweep, targets
     from edgekit.cli import eval as eval_
 
     cli.add_command(bench.bench_cmd)
@@ -32,6 +32,7 @@ def _register() -> None:
     cli.add_command(plan.plan_cmd)
     cli.add_command(package.package)
     cli.add_command(cache.cache_cmd)
+    cli.add_command(sweep.sweep_cmd)
 
 
 _register()
