@@ -58,14 +58,19 @@ def sweep_cmd(sweep_file: str, ray_address: str | None, out_dir: str, as_json: b
             c.print(f"{r.model} on {r.target}: {picks} ({r.wall_s:.1f} s, {_where(r.ran_on)})")
 
     if ray_address:
+        import contextlib
+        import sys
+
         from edgekit.bench import sweep_ray
 
-        cluster = sweep_ray.connect(ray_address)
-        try:
-            sweep_ray.check_placement(spec, out, cluster)
-            report = sweep_ray.run_ray(spec, out, cluster, on_job=line)
-        finally:
-            sweep_ray.disconnect()
+        # Ray's driver threads print retries and worker deaths to stdout: stderr keeps --json clean
+        with contextlib.redirect_stdout(sys.stderr):
+            cluster = sweep_ray.connect(ray_address)
+            try:
+                sweep_ray.check_placement(spec, out, cluster)
+                report = sweep_ray.run_ray(spec, out, cluster, on_job=line)
+            finally:
+                sweep_ray.disconnect()
     else:
         with render.progress_bars(not as_json) as progress:
             report = run_serial(spec, out, progress, on_job=line)
