@@ -52,6 +52,9 @@ class Candidate:
     # the windows read from the partial-score cache (a decision an earlier run reached), not scored
     sequential: dict | None = None
     speed: Any = None  # job_speed.SpeedFigures: measured on the device, or planned
+    # windows of its score taken from an earlier scoring of the same file (this run's
+    # sequential one, or an earlier or interrupted run's) instead of being scored again
+    resumed_windows: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +67,7 @@ class Candidate:
             "artifact": self.artifact,
             "quality": self.quality.to_dict() if self.quality else None,
             "sequential": self.sequential,
+            "resumed_windows": self.resumed_windows,
             "speed": self.speed.to_dict() if self.speed is not None else None,
             "plan": self.plan_row,
         }
@@ -117,7 +121,9 @@ class RunReport:
                 "search": "candidates sorted by planned size and grouped in chains (one format family at "
                 "one importance-matrix setting), in which quality is assumed to fall with size; each chain "
                 "is bisected on its own below the smallest pass found so far, so a failure in one chain "
-                "never rules out a candidate of another: at most the sum over chains of ceil(log2 n) + 1 "
+                "never rules out a candidate of another; within a chain the bisection measures the largest "
+                "member only when every smaller one it tried missed: at most the sum over chains of "
+                "ceil(log2 (n + 1)) "
                 "are built and measured",
                 "scoring": "--full: every fitting candidate measured on every window (the whole frontier)"
                 if self.full
@@ -155,6 +161,7 @@ def run_main_job(
     speed_bar: str | None = None,
 ) -> RunReport:
     from edgekit.bench import job_speed
+    from edgekit.bench.quality import score_state
     from edgekit.bench.reference import reference_store, score_artifact, score_path
     from edgekit.formats import BuildOptions, build, get_format
     from edgekit.models.source import open_checkpoint, peek_entry
@@ -251,38 +258,61 @@ def run_main_job(
             with phases("scoring"):
                 measure_floor()
         with phases("scoring"):
-            q, c.sequential = _score(art, m.sha256, runtime, tag, complete or full)
+            q, c.sequential, resumed = _score(art, m.sha256, runtime, tag, complete or full)
         c.quality = q
+        c.resumed_windows = max(c.resumed_windows, resumed)
         return q
 
     def _score(art, sha: str, runtime: str, tag: str, complete: bool):
         """The candidate's quality: every window (`complete`), or until the sequential test
-        settles the bar. Scores are sealed cache entries (a damaged one is measured again);
-        a complete one serves any bar, a partial one only the bar that stopped it."""
+        settles the bar. Scores are sealed cache entries (a damaged one is measured again):
+        a complete one serves any bar, a partial one only the bar that stopped it, and the
+        per-window values (quality.ScoreState, kept after every window) let any later scoring
+        of the same file go on where an earlier one stopped or was interrupted."""
         base = f"{sha[:16]}-{store.key.slug()}{tag}"
         whole = scores_dir / f"{base}.json"
         part = scores_dir / f"{base}-{_bar_slug(bar)}.partial.json"
+        state_file = scores_dir / f"{base}.windows.npz"
         with atomic.locked(whole):
             if atomic.intact(whole):
-                return QualityResult(**json.loads(whole.read_text())), None
+                return QualityResult(**json.loads(whole.read_text())), None, 0
             if not complete and atomic.intact(part):
                 d = json.loads(part.read_text())
                 # the decision as the interrupted or earlier run left it: its windows not scored again
                 seq = {**d["sequential"], "resumed_windows": d["sequential"]["after_windows"]}
-                return QualityResult(**d["quality"]), seq
+                return QualityResult(**d["quality"]), seq, seq["resumed_windows"]
+            state = _saved_state(state_file, store)
+            resumed = state.windows
             test = None if complete else SequentialTest(bar, store.n_windows)
-            q = score_artifact(
-                art, store, runtime=runtime, progress=progress.windows, stop=test.stop if test else None
-            )
+            if test is not None and resumed:
+                state = test.replay(state, store)  # the looks those windows would have had
+
+            def keep(st) -> None:
+                st.save(state_file)  # replaced whole; its old seal no longer matches until resealed
+                atomic.seal(state_file)
+
+            if test is not None and test.decision is not None:  # settled by the resumed windows
+                q = score_state(state, store)
+            else:
+                q = score_artifact(
+                    art,
+                    store,
+                    runtime=runtime,
+                    progress=progress.windows,
+                    stop=test.stop if test else None,
+                    state=state,
+                    on_window=keep,
+                )
             if q.complete:
                 atomic.write_json(whole, q.to_dict())
                 atomic.seal(whole)
-                return q, None
+                atomic.discard(state_file)  # the whole score holds all it said
+                return q, None, resumed
             assert test is not None
             seq = test.to_dict()
             atomic.write_json(part, {"quality": q.to_dict(), "sequential": seq})
             atomic.seal(part)
-            return q, {**seq, "resumed_windows": 0}
+            return q, {**seq, "resumed_windows": min(resumed, seq["after_windows"])}, resumed
 
     complete = False  # set once the search is over: the pick is scored on every window
 
@@ -525,6 +555,19 @@ def _chain_sizes(ladder: list[Candidate]) -> list[int]:
     for c in ladder:
         sizes[c.chain] = sizes.get(c.chain, 0) + 1
     return list(sizes.values())
+
+
+def _saved_state(path: Path, store):
+    """The per-window values an earlier scoring left at `path`, or an empty state when there
+    are none or they are damaged or do not fit the store."""
+    from edgekit.bench.quality import ScoreState
+
+    if atomic.intact(path):
+        try:
+            return ScoreState.load(path, store)
+        except (EdgekitError, OSError, ValueError, KeyError):
+            pass
+    return ScoreState()
 
 
 def _is_complete(q: object) -> bool:

@@ -335,15 +335,72 @@ class QualityResult:
 Stop = Callable[[Any, Any, Any], bool]
 
 
+@dataclass
+class ScoreState:
+    """What a scoring has measured so far: per-position KLD, same-top and candidate NLL
+    (float64) of its first `windows` windows. A scoring given one goes on from there (its
+    windows are not scored again) and leaves it holding every window scored; `on_window`
+    sees it after each window (to keep it on disk: an interrupted run resumes mid-candidate).
+    The values do not depend on a bar, so any later run, whatever its bar, can go on from it."""
+
+    windows: int = 0
+    kl: Any = None
+    same: Any = None
+    nll: Any = None
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        from edgekit.atomic import atomic_path
+
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, windows=np.int64(self.windows), kl=self.kl, same=self.same, nll=self.nll)
+
+    @classmethod
+    def load(cls, path: Path, store: ReferenceStore) -> ScoreState:
+        """The state at `path`, checked against the store it was scored on (window count and
+        per-window positions): a state that does not fit raises EdgekitError."""
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as z:
+            st = cls(int(z["windows"]), z["kl"], z["same"], z["nll"])
+        n = st.windows * store.per_window
+        if not 0 <= st.windows <= store.n_windows or any(
+            a.dtype != np.float64 or a.shape != (n,) or not np.isfinite(a).all()
+            for a in (st.kl, st.same, st.nll)
+        ):
+            raise EdgekitError(f"{path}: not a partial score of this store")
+        return st
+
+    def _into(self, kl, same, nll) -> int:
+        """Copy the scored positions into the scoring's arrays; the position to go on from."""
+        n = 0 if self.kl is None else len(self.kl)
+        if n:
+            kl[:n], same[:n], nll[:n] = self.kl, self.same, self.nll
+        return n
+
+    def _keep(self, kl, same, nll, windows: int, pos: int) -> None:
+        self.windows, self.kl, self.same, self.nll = (
+            windows,
+            kl[:pos].copy(),
+            same[:pos].copy(),
+            nll[:pos].copy(),
+        )
+
+
 def score(
     session,
     store: ReferenceStore,
     progress: Callable[[int, int], None] | None = None,
     stop: Stop | None = None,
+    state: ScoreState | None = None,
+    on_window: Callable[[ScoreState], None] | None = None,
 ) -> QualityResult:
     """Score a session that gives logits (`scored_logits` or `logits`) against the store.
     After each window `stop`, when given, sees every position so far and may end the scoring
-    there: the result is then over the windows scored (`complete` False)."""
+    there: the result is then over the windows scored (`complete` False). `state` (ScoreState)
+    holds windows already scored: scoring goes on after them and leaves every window in it."""
     import numpy as np
 
     first = store.first
@@ -358,10 +415,11 @@ def score(
     p_all = np.exp(top_lp)
     p_rest = store.rest_lp.astype(np.float64)
     buf = None
-    pos = 0
-    windows = 0
+    state = state if state is not None else ScoreState()
+    pos = start = state._into(kl, same, nll)
+    windows = state.windows
     t0 = time.perf_counter()
-    for w in range(store.n_windows):
+    for w in range(windows, store.n_windows):
         toks = store.tokens[w]
         logits = scored_logit_rows(session, toks, first)
         if logits.shape[0] != per:
@@ -389,12 +447,15 @@ def score(
             nll[sl] = lse - x[np.arange(rows), targets]
             pos += rows
         windows += 1
+        state._keep(kl, same, nll, windows, pos)
+        if on_window:
+            on_window(state)
         if progress:
             progress(w + 1, store.n_windows)
         if stop is not None and _stopped(stop, kl, same, nll, ref_nll, pos):
             break
     seconds = time.perf_counter() - t0
-    return _result(kl[:pos], same[:pos], nll[:pos], store, seconds, store.key.k, windows)
+    return _result(kl[:pos], same[:pos], nll[:pos], store, seconds, store.key.k, windows, pos - start)
 
 
 def _stopped(stop: Stop, kl, same, nll, ref_nll, n: int) -> bool:
@@ -405,9 +466,12 @@ def _stopped(stop: Stop, kl, same, nll, ref_nll, n: int) -> bool:
     return bool(stop(views[0], views[1], diff))
 
 
-def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int, windows: int) -> QualityResult:
+def _result(
+    kl, same, nll, store: ReferenceStore, seconds: float, k: int, windows: int, scored: int | None = None
+) -> QualityResult:
     """The summary statistics of per-position KLD, same-top flags and candidate NLL over the
-    first len(kl) positions of the store (all of them unless a stop ended the scoring)."""
+    first len(kl) positions of the store (all of them unless a stop ended the scoring);
+    `scored` of them were scored in these `seconds` (the rest resumed from a ScoreState)."""
     import numpy as np
 
     kl = np.asarray(kl, np.float64)
@@ -431,7 +495,8 @@ def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int, window
         ppl_ref=math.exp(ref_nll.mean()),
         ppl_ratio=ratio,
         ppl_ratio_stderr=float(ratio * diff.std(ddof=1) / math.sqrt(n)),
-        tokens_per_s=n / seconds if seconds > 0 else float("nan"),
+        # positions per second scored in this call; 0 when every window was resumed
+        tokens_per_s=(n if scored is None else scored) / seconds if seconds > 0 and scored != 0 else 0.0,
         k=k,
         window=store.key.window,
         windows=windows,
@@ -439,11 +504,18 @@ def _result(kl, same, nll, store: ReferenceStore, seconds: float, k: int, window
     )
 
 
+def score_state(state: ScoreState, store: ReferenceStore) -> QualityResult:
+    """The result of the windows a ScoreState holds (no model run)."""
+    return _result(state.kl, state.same, state.nll, store, 0.0, store.key.k, state.windows, 0)
+
+
 def score_sparse(
     prompt_logprobs: Callable[[list[int]], TopK],
     store: ReferenceStore,
     progress: Callable[[int, int], None] | None = None,
     stop: Stop | None = None,
+    state: ScoreState | None = None,
+    on_window: Callable[[ScoreState], None] | None = None,
 ) -> QualityResult:
     """Score a runtime that returns top-K log-probabilities per prompt position instead of
     logits (vLLM's prompt_logprobs): `prompt_logprobs(tokens)` returns a TopK
@@ -453,7 +525,8 @@ def score_sparse(
     everything else one bucket whose masses are 1 minus the rest on each side -- a coarser
     partition than `score`'s, so a lower bound of it (log-sum inequality), tight when K covers
     the mass; the tests measure the gap. Same-top compares the candidate's rank-1 token;
-    perplexity uses the exact log q of the next token. `stop` as in `score`."""
+    perplexity uses the exact log q of the next token. `stop`, `state` and `on_window` as in
+    `score`."""
     import numpy as np
 
     first, per = store.first, store.per_window
@@ -462,11 +535,12 @@ def score_sparse(
     same_all = np.zeros(total, np.float64)
     nll_all = np.zeros(total, np.float64)
     ref_nll = -store.next_lp.astype(np.float64)
-    pos = 0
+    state = state if state is not None else ScoreState()
+    pos = start = state._into(kl_all, same_all, nll_all)
+    windows = state.windows
     k = 0
-    windows = 0
     t0 = time.perf_counter()
-    for w in range(store.n_windows):
+    for w in range(windows, store.n_windows):
         toks = store.tokens[w].tolist()
         got = prompt_logprobs(toks)
         k = max(k, got.k)
@@ -485,11 +559,15 @@ def score_sparse(
             nll_all[pos] = -float(got.actual[r])
             pos += 1
         windows += 1
+        state._keep(kl_all, same_all, nll_all, windows, pos)
+        if on_window:
+            on_window(state)
         if progress:
             progress(w + 1, store.n_windows)
         if stop is not None and _stopped(stop, kl_all, same_all, nll_all, ref_nll, pos):
             break
-    return _result(kl_all[:pos], same_all[:pos], nll_all[:pos], store, time.perf_counter() - t0, k, windows)
+    seconds = time.perf_counter() - t0
+    return _result(kl_all[:pos], same_all[:pos], nll_all[:pos], store, seconds, k, windows, pos - start)
 
 
 def topk_from_logits(logits, tokens: list[int], k: int) -> TopK:

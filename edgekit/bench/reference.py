@@ -19,11 +19,13 @@ from edgekit.artifact import safe_stem
 from edgekit.bench.quality import (
     QualityResult,
     ReferenceStore,
+    ScoreState,
     Stop,
     StoreKey,
     build_reference,
     score,
     score_sparse,
+    score_state,
 )
 from edgekit.errors import EdgekitError
 from edgekit.paths import cache_dir
@@ -130,14 +132,16 @@ def score_path(
     options: object = None,
     option_pairs: tuple[str, ...] | list[str] = (),
     stop: Stop | None = None,
+    state: ScoreState | None = None,
+    on_window: Callable[[ScoreState], None] | None = None,
 ) -> QualityResult:
     """Score the artifact at `path` (format `fmt_id`) against the store through `runtime` (or
     the one that serves the format). `options` is that runtime's Options (or a mapping of its
     values), `option_pairs` `-o key=value` strings on top. Tokens are the store's, so every
     format is compared on exactly the same positions. `stop` may end the scoring after any
-    window (quality.score)."""
+    window, `state` holds windows already scored (quality.score)."""
     info = scoring_runtime(fmt_id, runtime)
-    return score_with(info, path, store, threads, progress, options, option_pairs, stop)
+    return score_with(info, path, store, threads, progress, options, option_pairs, stop, state, on_window)
 
 
 def score_with(
@@ -149,8 +153,12 @@ def score_with(
     options: object = None,
     option_pairs: tuple[str, ...] | list[str] = (),
     stop: Stop | None = None,
+    state: ScoreState | None = None,
+    on_window: Callable[[ScoreState], None] | None = None,
 ) -> QualityResult:
     """Score `path` through the runtime `info` (see score_path)."""
+    if state is not None and state.windows == store.n_windows:  # nothing left: no model to load
+        return score_state(state, store)
     rt: Any = info.module
     if options is None or isinstance(options, dict):
         opts = runtime_options.build(info.options, option_pairs, options, runtime=info.name)
@@ -170,8 +178,8 @@ def score_with(
         topk = getattr(session, "prompt_logprobs", None)
         if callable(topk):  # top-K prompt log-probabilities, not logits (a server)
             k = int(getattr(session, "max_logprobs", 0) or 0) or None
-            return score_sparse(lambda toks: topk(toks, k), store, progress, stop)
-        return score(session, store, progress, stop)
+            return score_sparse(lambda toks: topk(toks, k), store, progress, stop, state, on_window)
+        return score(session, store, progress, stop, state, on_window)
     finally:
         session.close()
 
@@ -184,9 +192,13 @@ def score_artifact(
     progress: Callable[[int, int], None] | None = None,
     options: object = None,
     stop: Stop | None = None,
+    state: ScoreState | None = None,
+    on_window: Callable[[ScoreState], None] | None = None,
 ) -> QualityResult:
     """Score an Artifact against the store (score_path on its path and format)."""
-    return score_path(artifact.path, artifact.format, store, runtime, threads, progress, options, stop=stop)
+    return score_path(
+        artifact.path, artifact.format, store, runtime, threads, progress, options, (), stop, state, on_window
+    )
 
 
 # ---- the older entry points, each one call of score_path ----------------------------------

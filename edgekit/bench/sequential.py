@@ -107,6 +107,20 @@ class SequentialTest:
         self.looks.append(Look(window, len(x), mean, se, t, decision))
         return decision
 
+    def replay(self, state, store):
+        """The looks of the windows a resumed quality.ScoreState holds, taken as if they were
+        scored now: the state cut at the window that decides the bar, if one does (a fresh
+        scoring would have stopped there), else whole."""
+        import numpy as np
+
+        per = store.per_window
+        ref_nll = -store.next_lp.reshape(-1).astype(np.float64)
+        for w in range(1, state.windows + 1):
+            n = w * per
+            if self.decide(state.kl[:n], state.same[:n], state.nll[:n] - ref_nll[:n]) is not None:
+                return type(state)(w, state.kl[:n], state.same[:n], state.nll[:n])
+        return state
+
     def stop(self, kl, same, diff) -> bool:
         """The `stop` callback of quality.score: True once the bar is decided."""
         return self.decide(kl, same, diff) is not None

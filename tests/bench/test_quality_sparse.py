@@ -125,3 +125,31 @@ def test_windows_take_bos_in_front_when_the_vocabulary_adds_one():
     assert w.tolist() == [[1, *range(11, 18)], [1, *range(19, 26)]]  # the tail of 5 dropped
     assert windows_of(list(range(16)), 8).tolist()[1][0] == 8
     assert (first_scored(512), scored_per_window(512)) == (256, 255)
+
+
+def test_a_scoring_goes_on_from_a_saved_state_to_the_same_result(setup, tmp_path):
+    from edgekit.bench.quality import ScoreState
+    from edgekit.errors import EdgekitError
+
+    store, session = setup
+    cand = _Noisy(session, 0.5)
+    per = store.per_window
+    full = score(cand, store)
+    path = tmp_path / "state.npz"
+    state = ScoreState()
+    part = score(
+        cand, store, stop=lambda kl, *a: len(kl) >= 2 * per, state=state, on_window=lambda s: s.save(path)
+    )
+    assert part.windows == state.windows == 2 and len(state.kl) == 2 * per
+    loaded = ScoreState.load(path, store)
+    seen = []
+    rest = score(cand, store, progress=lambda w, n: seen.append(w), state=loaded)
+    assert seen == list(range(3, store.n_windows + 1))  # the saved windows are not scored again
+    assert rest.complete and rest.positions == full.positions
+    for f in ("kld_mean", "kld_p99", "same_top", "ppl", "ppl_ratio", "kld_stderr"):
+        assert getattr(rest, f) == pytest.approx(getattr(full, f), rel=1e-12), f
+    assert loaded.windows == store.n_windows  # it now holds every window
+    # a state that does not fit the store is refused, not scored on
+    ScoreState(1, loaded.kl[:per], loaded.same[:per], loaded.nll[: per - 1]).save(path)
+    with pytest.raises(EdgekitError, match="not a partial score"):
+        ScoreState.load(path, store)

@@ -63,7 +63,7 @@ def test_search_is_logarithmic_and_right_on_monotone_ladders(n):
         out = search(list(range(n)), measure, bar)
         expected = next((i for i in range(n) if kld[i] <= bar.value), None)
         assert out.pick == expected
-        assert len(built) == len(set(built)) <= math.ceil(math.log2(n)) + 2
+        assert len(built) == len(set(built)) <= math.ceil(math.log2(n + 1))
         assert len(built) <= max_measurements(n)
 
 

@@ -79,3 +79,27 @@ def test_ppl_and_same_top_bars_use_their_own_statistic():
 def test_too_few_positions_decide_nothing():
     test = SequentialTest(parse_bar("kld<=0.03"), windows=14)
     assert test.decide(np.full(100, 10.0), np.zeros(100), np.zeros(100)) is None
+
+
+@pytest.mark.parametrize("mean", [0.003, 0.02, 0.3])
+def test_replaying_resumed_windows_gives_the_looks_and_the_stop_of_a_fresh_run(mean):
+    from types import SimpleNamespace
+
+    from edgekit.bench.quality import ScoreState
+
+    rng = np.random.default_rng(7)
+    windows = 14
+    kl = _kld(mean, windows * WINDOW, rng)
+    zeros = np.zeros_like(kl)
+    store = SimpleNamespace(per_window=WINDOW, next_lp=np.zeros(windows * WINDOW, np.float32))
+    fresh = SequentialTest(parse_bar("kld<=0.03"), windows)
+    stopped = _run(fresh, kl)
+    for saved in (1, 3, windows):  # windows an earlier run scored before it was interrupted
+        n = saved * WINDOW
+        test = SequentialTest(parse_bar("kld<=0.03"), windows)
+        st = test.replay(ScoreState(saved, kl[:n], zeros[:n], zeros[:n]), store)
+        if stopped is not None and stopped <= saved:
+            assert st.windows == stopped and test.decision == fresh.decision
+        else:
+            assert st.windows == saved and test.decision is None
+        assert test.looks == fresh.looks[: len(test.looks)]
