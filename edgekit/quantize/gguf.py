@@ -136,7 +136,6 @@ def convert(
 ) -> ConvertResult:
     """Write `checkpoint` (edgekit.models.source.Checkpoint) as one GGUF file at `out_path`."""
     import gguf
-    import numpy as np
 
     from edgekit.models.gguf_vocab import gguf_vocab
     from edgekit.models.weights import SafetensorsCheckpoint
@@ -171,20 +170,10 @@ def convert(
         cache = tensor_cache.open_cache()
         try:
             w = gguf.GGUFWriter(tmp, gguf_arch)
-            _write_metadata(w, checkpoint, cfg, arch, mix, vocab, gguf)
+            write_metadata(w, checkpoint, cfg, arch, mix, vocab, gguf)
             for p in planned:
                 ty = types[p.name]
-                nbytes = ggml_types.tensor_nbytes(p.gguf_shape, ty)
-                np_shape = tuple(reversed(p.gguf_shape))
-                if ty in ("F32", "F16"):
-                    w.add_tensor_info(
-                        p.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes
-                    )
-                else:
-                    byte_shape = (*np_shape[:-1], nbytes // _rows(p.gguf_shape))
-                    w.add_tensor_info(
-                        p.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=_qtype(ty, gguf)
-                    )
+                nbytes = declare_tensor(w, p.name, p.gguf_shape, ty)
                 records.append(TensorRecord(p.name, p.gguf_shape, ty, nbytes))
             w.write_header_to_file()
             w.write_kv_data_to_file()
@@ -472,8 +461,23 @@ def _rows(gguf_shape) -> int:
     return math.prod(gguf_shape) // gguf_shape[0]
 
 
-def _qtype(ty: str, gguf):
-    return gguf.GGMLQuantizationType[ty]
+def declare_tensor(writer, name: str, gguf_shape: tuple[int, ...], ggml_type: str) -> int:
+    """Declare one tensor in a `gguf.GGUFWriter`'s table and return its byte count: F32 / F16
+    by their numpy dtype and shape, a quantized type as uint8 rows of its byte length (the
+    writer's convention for raw quantized data) with the ggml type."""
+    import gguf
+    import numpy as np
+
+    nbytes = ggml_types.tensor_nbytes(gguf_shape, ggml_type)
+    np_shape = tuple(reversed(gguf_shape))
+    if ggml_type in ("F32", "F16"):
+        dtype = np.dtype(np.float32 if ggml_type == "F32" else np.float16)
+        writer.add_tensor_info(name, np_shape, dtype, nbytes)
+    else:
+        byte_shape = (*np_shape[:-1], nbytes // _rows(gguf_shape))
+        qtype = gguf.GGMLQuantizationType[ggml_type]
+        writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=qtype)
+    return nbytes
 
 
 def _encode_rows(rows, ty: str, imatrix, threads: int | None):
@@ -519,7 +523,9 @@ _LOCAL_ROPE_THETA = (
 )
 
 
-def _write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf) -> None:
+def write_metadata(w, checkpoint, cfg: dict, arch, mix: str, vocab: dict, gguf) -> None:
+    """Every key/value pair of a GGUF of `checkpoint` (its `entry` and `path`) in the `mix`:
+    general.*, the architecture's hyperparameters from `cfg`, the tokenizer `vocab`."""
     entry = checkpoint.entry
     total, _ = arch.param_counts()
     w.add_type("model")

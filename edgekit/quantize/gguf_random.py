@@ -7,7 +7,7 @@ Each quantized block is random bytes whose fp16 scale fields are overwritten wit
 chosen so that the dequantized weights have a standard deviation near 0.02 (tested with gguf's
 own dequantizers); the per-tensor types are `gguf_mix.assign_types` (llama-quantize's rules for
 the mix at this layer count), the metadata and vocabulary are the converter's own
-(`gguf._write_metadata`, the tokenizer padded to the model's vocabulary), norms are 1 and
+(`gguf.write_metadata`, the tokenizer padded to the model's vocabulary), norms are 1 and
 routers random F32. One pool of blocks per type is written over and over (from a rotating
 offset), so a file of many GiB takes about as long as the disk takes to write it.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -127,7 +126,7 @@ def random_gguf(
 
     from edgekit.models.gguf_vocab import gguf_vocab
     from edgekit.models.synthetic import hf_config
-    from edgekit.quantize.gguf import FILE_TYPE, _write_metadata
+    from edgekit.quantize.gguf import FILE_TYPE, declare_tensor, write_metadata
 
     mix = mix.upper()
     if mix not in MIX_DEFAULT or mix not in FILE_TYPE:
@@ -157,23 +156,8 @@ def random_gguf(
         w = gguf.GGUFWriter(
             staging, gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, str(arch_family(arch).gguf_arch))]
         )
-        _write_metadata(w, SimpleNamespace(entry=shown, path=src), cfg, arch, mix, vocab, gguf)
-        sizes = []
-        for t in tensors:
-            ty = types[t.name]
-            nbytes = ggml_types.tensor_nbytes(t.shape, ty)
-            np_shape = tuple(reversed(t.shape))
-            if ty in ("F32", "F16"):
-                w.add_tensor_info(
-                    t.name, np_shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes
-                )
-            else:
-                rows = math.prod(t.shape) // t.shape[0]
-                byte_shape = (*np_shape[:-1], nbytes // rows)
-                w.add_tensor_info(
-                    t.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType[ty]
-                )
-            sizes.append(nbytes)
+        write_metadata(w, SimpleNamespace(entry=shown, path=src), cfg, arch, mix, vocab, gguf)
+        sizes = [declare_tensor(w, t.name, t.shape, types[t.name]) for t in tensors]
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
