@@ -30,7 +30,6 @@ every GGUF runtime loads the file.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import re
@@ -57,6 +56,10 @@ HEADER_GUESS = 4 * 1024**2
 # what llama-quantize's layout adds to the reference's metadata (quantize.imatrix.* keys, file_type
 # moved, the data section's alignment): kept free under a budget given as a file size
 HEADER_MARGIN = 4096
+METHOD = (
+    "fake-quantized llama.cpp reference, one tensor moved one type down/up; every type priced by "
+    "its importance-weighted error x the KLD per unit of it fitted to those moves"
+)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,7 @@ class Option:
     type: str
     nbytes: int
     kld: float  # predicted KLD change from the base
+    err: float = 0.0  # the tensor's weighted quantization error at this type (ties, the fill)
 
 
 def noise(t: Tensor, sizes: Sizes, ty: str) -> float:
@@ -229,8 +233,8 @@ def allocate(sizes: Sizes, options: Mapping[str, list[Option]], budget: Budget) 
        convex hull taken by KLD gained per byte while the mix fits the budget (one that does
        not fit is skipped, and the tensor's later upgrades with it).
     2. The fill: bytes left over (upgrades predicted to gain nothing: a measured move within
-       the slice's noise) go one ladder step at a time to the upgrade the prior (`noise`)
-       favours per byte, while one fits, so the file lands at the budget."""
+       the slice's noise) go one step at a time to the upgrade that removes the most weighted
+       quantization error (`Option.err`) per byte, while one fits, so the file lands at the budget."""
     chosen: dict[str, str] = {}
     upgrades: list[tuple[float, int, str, str]] = []  # (-gain per byte, order, name, type)
     for name, opts in options.items():
@@ -288,7 +292,7 @@ def _next_up(t: Tensor, opts: Sequence[Option], ty: str, sizes: Sizes) -> tuple[
     here = next(o for o in opts if o.type == ty)
     for o in opts:
         if o.nbytes > here.nbytes:
-            gain = (noise(t, sizes, ty) - noise(t, sizes, o.type)) / (o.nbytes - here.nbytes)
+            gain = (here.err - o.err) / (o.nbytes - here.nbytes)
             return (-gain, t.name, o.type)
     return None
 
@@ -297,48 +301,48 @@ def _ratio(a: Option, b: Option) -> float:
     return (a.kld - b.kld) / max(b.nbytes - a.nbytes, 1)
 
 
-def options_from(sens: Any, sizes: Sizes, ladders: Mapping[str, list[str]]) -> dict[str, list[Option]]:
-    """Each tensor's whole ladder with its predicted KLD change from the base: measured one
-    step down and one up; beyond them extrapolated by the prior (`noise`) times the tensor's
-    scale (its KLD per unit of error power, from its measured moves). A move measured to help
-    when it should hurt counts as free, and a wider type never costs more KLD than a narrower
-    one. Below the measured step the scale is at least the median of the tensor's role (a
-    step within the slice's noise does not make two steps down free)."""
-    measured: dict[str, dict[str, float]] = {}
+def alloc_ladder(t: Tensor) -> list[str]:
+    """Every standard type the tensor's rows take, by size: the k-quants and the 32-blocks
+    (a weight that came from a Q4_1 file is all but lossless at Q4_1 and not at Q4_K)."""
+    cols = t.shape[0]
+    types = {ty for ty in K_LADDER + LEGACY_LADDER if cols % ggml_types.get(ty).block == 0}
+    return sorted(types, key=lambda ty: (ggml_types.tensor_nbytes(t.shape, ty), ty))
+
+
+def options_from(
+    sens: Any, sizes: Sizes, errors: Mapping[str, Mapping[str, float]]
+) -> dict[str, list[Option]]:
+    """Each tensor's choices with their predicted KLD change from the base: the tensor's
+    weighted quantization error at each type (`sensitivity.weighted_errors`) times its scale,
+    the KLD per unit of that error fitted (least squares through the base) to its measured
+    moves one step down and up; the scale is at least half its role's median (a move within
+    the slice's noise does not make every narrower type free). Options no better than a
+    cheaper one (in KLD, then error) are dropped."""
     scale: dict[str, float] = {}
     for t in sizes.q:
-        base = sens.base[t.name]
-        m = measured[t.name] = {base: 0.0}
-        scales = []
-        if (d := sens.down.get(t.name)) is not None:
-            m[d.type] = max(d.dkld, 0.0)
-            scales.append(m[d.type] / max(noise(t, sizes, d.type) - noise(t, sizes, base), 1e-30))
-        if (u := sens.up.get(t.name)) is not None:
-            m[u.type] = min(u.dkld, 0.0)
-            scales.append(-m[u.type] / max(noise(t, sizes, base) - noise(t, sizes, u.type), 1e-30))
-        scale[t.name] = max(scales, default=0.0)
+        e, base = errors[t.name], sens.base[t.name]
+        num = den = 0.0
+        for mv in (sens.down.get(t.name), sens.up.get(t.name)):
+            if mv is not None:
+                de = e[mv.type] - e[base]
+                num, den = num + mv.dkld * de, den + de * de
+        scale[t.name] = max(num / den, 0.0) if den > 0 else 0.0
     by_role: dict[str, list[float]] = {}
     for name, sc in scale.items():
         by_role.setdefault(_role(name), []).append(sc)
     out: dict[str, list[Option]] = {}
     for t in sizes.q:
-        m, lad = measured[t.name], ladders[t.name]
-        lo = min(lad.index(ty) for ty in m)
-        hi = max(lad.index(ty) for ty in m)
-        below = max(scale[t.name], statistics.median(by_role[_role(t.name)]))
-        opts = []
-        for i, ty in enumerate(lad):
-            if ty in m:
-                k = m[ty]
-            elif i < lo:
-                k = m[lad[lo]] + below * (noise(t, sizes, ty) - noise(t, sizes, lad[lo]))
-            else:
-                k = m[lad[hi]] - scale[t.name] * (noise(t, sizes, lad[hi]) - noise(t, sizes, ty))
-            opts.append(Option(ty, sizes.nbytes(t, ty), k))
-        opts.sort(key=lambda o: o.nbytes)
-        for a, b in itertools.pairwise(opts):
-            b.kld = min(b.kld, a.kld)
-        out[t.name] = opts
+        e, base = errors[t.name], sens.base[t.name]
+        sc = max(scale[t.name], 0.5 * statistics.median(by_role[_role(t.name)]))
+        opts = sorted(
+            (Option(ty, sizes.nbytes(t, ty), sc * (err - e[base]), err) for ty, err in e.items()),
+            key=lambda o: (o.nbytes, o.kld, o.err),
+        )
+        kept = [opts[0]]
+        for o in opts[1:]:
+            if o.nbytes > kept[-1].nbytes and (o.kld, o.err) < (kept[-1].kld, kept[-1].err):
+                kept.append(o)
+        out[t.name] = kept
     return out
 
 
@@ -354,7 +358,8 @@ def plan_types(arch: Arch, budget: Budget, fmt_id: str) -> dict[str, str]:
     sizes.check_reachable(budget, fmt_id)
     opts = {
         t.name: sorted(
-            (Option(ty, sizes.nbytes(t, ty), noise(t, sizes, ty)) for ty in ladder(t)), key=lambda o: o.nbytes
+            (Option(ty, sizes.nbytes(t, ty), noise(t, sizes, ty), noise(t, sizes, ty)) for ty in ladder(t)),
+            key=lambda o: o.nbytes,
         )
         for t in sizes.q
     }
@@ -426,8 +431,11 @@ def build_auto(
         sens = _sensitivity(
             ref, base, {t.name: ladder(t) for t in sizes.q}, imp, im_path, text, threads, progress
         )
-        ladders = {t.name: ladder(t) for t in sizes.q}
-        types = allocate(sizes, options_from(sens, sizes, ladders), budget)
+        errors = _weighted_errors(
+            ref, {t.name: alloc_ladder(t) for t in sizes.q}, imp, im_path, threads, progress
+        )
+        options = options_from(sens, sizes, errors)
+        types = allocate(sizes, options, budget)
         progress.say(f"converting {ck.entry.name} to the measured mix (base {base_mix})")
         staging = staging_path(dest)
         raw = dest.with_name(f".{dest.name}.raw")
@@ -456,12 +464,7 @@ def build_auto(
                 f"({budget.file_bytes:,}): its metadata outgrew HEADER_MARGIN"
             )
         gguf_recipe.write_recipe(recipe_path, types)
-        predicted = sum(
-            o.kld
-            for t in sizes.q
-            for o in options_from(sens, sizes, ladders)[t.name]
-            if o.type == types[t.name]
-        )
+        predicted = sum(o.kld for t in sizes.q for o in options[t.name] if o.type == types[t.name])
         command = " ".join(
             ["llama-quantize", "--tensor-type-file", recipe_path.name]
             + (["--imatrix", imatrix_file.name] if imatrix_file else [])
@@ -499,7 +502,7 @@ def build_auto(
                     "positions": sens.positions,
                     "evaluations": sens.evaluations,
                     "seconds": sens.seconds,
-                    "method": "fake-quantized llama.cpp reference, one tensor moved one type down/up",
+                    "method": METHOD,
                 },
                 "build_seconds": round(time.perf_counter() - t0, 1),
                 "tensor_cache": result.tensor_cache.to_dict() if result.tensor_cache else None,
@@ -536,3 +539,24 @@ def _sensitivity(ref, base, ladders, imp, im_path, text, threads, progress):
         atomic.seal(path)
         progress.say(f"sensitivity: {sens.evaluations} evaluations in {sens.seconds:.0f} s")
         return sens
+
+
+def _weighted_errors(ref, ladders, imp, im_path, threads, progress):
+    """Every tensor's weighted error at every type of its ladder, cached like the measurement."""
+    from edgekit import atomic
+    from edgekit.paths import cache_dir
+    from edgekit.quantize import sensitivity
+
+    h = hashlib.sha256(f"weighted errors 1|{ref.name}|{ref.stat().st_size}|".encode())
+    h.update(json.dumps(ladders, sort_keys=True).encode())
+    h.update(atomic.sha256_file(im_path).encode() if im_path else b"no imatrix")
+    path = cache_dir() / "sensitivity" / f"errors-{h.hexdigest()[:20]}.json"
+    with atomic.locked(path):
+        if atomic.intact(path):
+            return json.loads(path.read_text())
+        n = sum(len(v) for v in ladders.values())
+        progress.say(f"sensitivity: the weighted error of {len(ladders)} tensors at {n} types")
+        errors = sensitivity.weighted_errors(ref, ladders, imp, threads, progress.chunk)
+        atomic.write_json(path, errors)
+        atomic.seal(path)
+        return errors

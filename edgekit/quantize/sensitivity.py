@@ -374,3 +374,48 @@ def measure(
 def _neighbours(ladder: list[str], ty: str) -> list[str | None]:
     i = ladder.index(ty)
     return [ladder[i - 1] if i > 0 else None, ladder[i + 1] if i + 1 < len(ladder) else None]
+
+
+def weighted_errors(
+    reference: Path,
+    ladders: Mapping[str, list[str]],
+    imatrix: Mapping[str, np.ndarray] | None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Each tensor's quantization error at each type of its ladder, weighted as the model sees
+    it: sum over columns of importance x squared error (the importance matrix holds each input
+    column's mean squared activation, so this is the expected squared error a token's matmul
+    output picks up; without an importance matrix every column weighs 1). ggml's own
+    quantizer (with the importance) and dequantizer, the converter's bytes."""
+    import numpy as np
+
+    from edgekit.gguf_io.reader import open_reader
+
+    values = {t.name: t for t in open_reader(reference).tensors if t.name in ladders}
+    out: dict[str, dict[str, float]] = {}
+    todo, done = sum(len(v) for v in ladders.values()), 0
+    for name, lad in ladders.items():
+        t = values[name]
+        shape = [int(d) for d in t.shape]
+        cols = shape[0]
+        mats = math.prod(shape[2:]) if len(shape) > 2 else 1
+        raw = np.asarray(t.data)
+        if t.tensor_type.name == "F32":
+            x = raw.astype(np.float32, copy=False)
+        else:
+            x = dequantize(raw.view(np.uint8), t.tensor_type.name, math.prod(shape))
+        x = x.reshape(mats, -1, cols)
+        imp = imatrix.get(name) if imatrix else None
+        w = np.ones((mats, 1, cols), np.float64)
+        if imp is not None:
+            w = np.broadcast_to(np.asarray(imp, np.float64).reshape(-1, 1, cols), (mats, 1, cols))
+        errs = {}
+        for ty in lad:
+            d = dequantize(quantize_tensor(x, ty, imp, threads), ty, x.size).reshape(x.shape)
+            errs[ty] = float((w * np.square(d - x, dtype=np.float64)).sum())
+            done += 1
+            if progress:
+                progress(done, todo)
+        out[name] = errs
+    return out

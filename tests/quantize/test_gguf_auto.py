@@ -108,7 +108,20 @@ def test_auto_lands_within_one_percent_of_the_budget_and_loads(name, budget, req
     assert sens["evaluations"] > 0 and sens["positions"] > 0
     # only standard ggml types, in a file llama.cpp loads and runs
     types = {t["type"] for t in m.details["tensors"]}
-    assert types <= {"F32", "F16", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0"}
+    assert types <= {
+        "F32",
+        "F16",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_0",
+        "Q4_0",
+        "Q4_1",
+        "Q5_0",
+        "Q5_1",
+    }
     assert len(types - {"F32"}) >= 2  # a mix, not one type
     session = llamacpp.load(art.path, n_ctx=128)
     try:
