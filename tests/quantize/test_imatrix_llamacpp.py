@@ -22,6 +22,7 @@ CTX, CHUNKS = 512, 3
 SUM_RTOL = 1e-4
 # transformers' F32 forward vs llama.cpp's F32 graph (F16 KV cache): the inputs differ slightly
 TORCH_RTOL = 5e-3
+FEW = 64  # routed tokens below which an expert's mean importance is a noisy few-token mean
 
 
 def _checkpoint(request, name):
@@ -85,6 +86,14 @@ def _assert_same_as_tool(ours, tool) -> float:
     return worst
 
 
+def _tolerance(counts: np.ndarray, width: int) -> np.ndarray:
+    """TORCH_RTOL per column, widened by sqrt(FEW / n) for an expert routed n < FEW tokens: its
+    importance is a mean over those few tokens, so the forwards' per-token differences do not
+    average out (the tiny Qwen3-MoE: 4.5e-3 on an expert with 11 tokens, <= 1.6e-3 on >= 30)."""
+    n = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    return np.repeat(TORCH_RTOL * np.sqrt(np.maximum(FEW / n, 1.0)), width // max(n.size, 1))
+
+
 def _assert_close_to_torch(ours, torch_im) -> float:
     """Every matrix the transformers collector has, with the same counts and close importances;
     llama.cpp also sees the MoE router (ffn_gate_inp, a plain matmul there), nothing else."""
@@ -98,8 +107,9 @@ def _assert_close_to_torch(ours, torch_im) -> float:
         # with importance ~1e-7 of its neighbours' (a rarely routed expert) carries no weight
         floor = 1e-3 * float(np.abs(b[name]).mean())
         rel = np.abs(a[name] - b[name]) / np.maximum(np.abs(b[name]), floor)
-        i = int(rel.argmax())
-        assert rel[i] < TORCH_RTOL, (name, i, a[name][i], b[name][i])
+        over = rel / _tolerance(torch_im.counts[name], rel.size)
+        i = int(over.argmax())
+        assert over[i] < 1, (name, i, a[name][i], b[name][i], rel[i])
         worst = max(worst, float(rel[i]))
     return worst
 
