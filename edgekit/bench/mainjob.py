@@ -4,10 +4,11 @@ format that meets the bar, and report the whole frontier with a reason for every
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,37 @@ def check_requested(fmts, device, target_name: str) -> None:
         f.impl.refuse_on(f, device, target_name)
 
 
-@dataclass
+@dataclass(frozen=True)
+class JobOptions:
+    """The main job's options besides the model, the target and the bar: what `edgekit quantize
+    --target` takes and what a sweep file repeats for every job (one declaration for both)."""
+
+    formats: tuple[str, ...] | None = None  # the candidate ladder [default: every family's]
+    ctx: int | None = None
+    imatrix: str = "auto"  # auto | none | an imatrix GGUF file
+    calibration: str | None = None
+    evaluation: str | None = None
+    speed: str = "pick"  # pick | all | none
+    speed_bar: str | None = None
+    score_runtime: str = "transformers"
+    full: bool = False
+    auto: bool = True  # gguf:auto rungs where the standard ladder leaves a gap below its pick
+
+    def kwargs(self) -> dict[str, Any]:
+        """As run_main_job's keyword arguments."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["formats"] = list(self.formats) if self.formats else None
+        return d
+
+
+def _is_auto(fmt_id: str) -> bool:
+    return fmt_id.startswith(AUTO_PREFIX)
+
+
+AUTO_PREFIX = "gguf:auto@"
+
+
+@dataclass(eq=False)  # one candidate is one object: compared by identity
 class Candidate:
     format: str
     planned_bytes: int
@@ -55,10 +86,14 @@ class Candidate:
     # windows of its score taken from an earlier scoring of the same file (this run's
     # sequential one, or an earlier or interrupted run's) instead of being scored again
     resumed_windows: int = 0
+    # standard: a type of the ladder; auto: a gguf:auto@BUDGET mix (a rung the job added in a
+    # gap of the standard ladder, or one named in --formats)
+    kind: str = "standard"
 
     def to_dict(self) -> dict:
         return {
             "format": self.format,
+            "kind": self.kind,
             "planned_bytes": self.planned_bytes,
             "fits": self.fits,
             "status": self.status,
@@ -89,6 +124,7 @@ class RunReport:
     full: bool = False
     speed_bar: Any = None  # job_speed.SpeedBar
     speed_here: bool = False  # the target is this machine: speed measured, not planned
+    auto: dict = field(default_factory=dict)  # the auto rungs: on/off, frontier, what the pick saves
 
     def to_dict(self) -> dict:
         return {
@@ -102,6 +138,7 @@ class RunReport:
             "speed_bar": self.speed_bar.to_dict() if self.speed_bar else None,
             "speed_source": "measured" if self.speed_here else "planned",
             "candidates": [c.to_dict() for c in self.candidates],
+            "auto": self.auto,
             "measured_order": self.measured_order,
             "reference": self.reference,
             "phases": self.phases,
@@ -133,6 +170,13 @@ class RunReport:
                 "every figure says which ('source'); with --speed-bar the pick is the smallest candidate "
                 "meeting both bars: candidates that pass the quality bar are benchmarked in order of size "
                 "until one meets it",
+                "auto": "after the standard search settles its pick P (scored on every window), gguf:auto "
+                "rungs (measured mixed-precision GGUFs, edgekit.quantize.gguf_auto) are placed at the bits "
+                "per weight of every standard GGUF type of the ladder below P and midway between each of "
+                "them and the next (the last midway to P), within the range auto mixes reach; they form a "
+                "chain of their own, bisected like any other; the pick is the smallest candidate of all "
+                "chains that passes (scored on every window); none below the ladder's smallest type; "
+                "--no-auto turns them off",
                 "phases": "wall seconds and the peak RSS of edgekit's process tree (sampled every 0.2 s) "
                 "per phase: resolve (import or download), reference (reference GGUF and store), imatrix, "
                 "builds, scoring, speed",
@@ -159,7 +203,10 @@ def run_main_job(
     full: bool = False,
     speed: str = "pick",
     speed_bar: str | None = None,
+    auto: bool = True,
 ) -> RunReport:
+    """The main job; its options besides model, target and bar are JobOptions' fields
+    (`run_main_job(model, target, bar, **opts.kwargs(), out_dir=..., progress=...)`)."""
     from edgekit.bench import job_speed
     from edgekit.bench.quality import score_state
     from edgekit.bench.reference import reference_store, score_artifact, score_path
@@ -203,7 +250,12 @@ def run_main_job(
     progress.say("reference: scoring the unquantized model on the evaluation text")
     with phases("reference"):
         store = reference_store(ck, eval_text, progress=progress.windows)
-    candidates = [Candidate(r.format, r.weights_bytes, r.fits, r.to_dict()) for r in p.rows]
+    candidates = [
+        Candidate(
+            r.format, r.weights_bytes, r.fits, r.to_dict(), kind="auto" if _is_auto(r.format) else "standard"
+        )
+        for r in p.rows
+    ]
     for c in candidates:
         f = get_format(c.format)
         c.blocked = _unbuildable(ck, f)
@@ -230,8 +282,14 @@ def run_main_job(
             return default
         return score_runtime if (info.serves(fmt.id) or info.name in fmt.runtimes) else default
 
+    measured_log: list[Candidate] = []  # in the order first measured
+
     def measure(i: int) -> QualityResult:
-        c = ladder[i]
+        return measure_c(ladder[i])
+
+    def measure_c(c: Candidate) -> QualityResult:
+        if c not in measured_log:
+            measured_log.append(c)
         progress.say(f"candidate {c.format}")
         fmt = get_format(c.format)
         sub = Progress(stage=progress.stage, tensor=progress.tensor, chunk=progress.chunk)
@@ -337,9 +395,6 @@ def run_main_job(
     # --full: the whole measured frontier, every candidate on every window
     frontier: dict[int, object] = {i: measure(i) for i in range(len(ladder))} if full else {}
     outcome = search(ladder, measure, bar, chain_of=chain_of, measured=frontier)
-    if full:
-        outcome.order = list(frontier)
-    order = list(outcome.order)
     # the pick is evaluated on every window; should that reverse the sequential decision (at
     # most alpha of the time), the search goes on with the full result in hand
     complete = True
@@ -347,7 +402,45 @@ def run_main_job(
         i = outcome.pick
         outcome.measured[i] = measure(i)
         outcome = search(ladder, measure, bar, chain_of=chain_of, measured=outcome.measured)
-        order += [j for j in outcome.order if j not in order]
+    standard_pick = ladder[outcome.pick] if outcome.pick is not None else None
+    # auto rungs: gguf:auto mixes in the gap below the standard pick, a chain of their own
+    rungs: list[Candidate] = []
+    auto_pick: Candidate | None = None
+    auto_error = ""
+    auto_why = "" if auto else "off (--no-auto)"
+    if auto and standard_pick is None:
+        auto_why = "no standard candidate meets the bar: no gap below a pick to fill"
+    elif auto and standard_pick is not None:
+        rungs, auto_why = auto_rungs(ck.entry, target, p.ctx, ladder, standard_pick, imatrix)
+        for c in rungs:
+            c.blocked = _unbuildable(ck, get_format(c.format))
+        rungs = [c for c in rungs if c.fits and not c.blocked]
+        if rungs:
+            progress.say(
+                f"auto rungs below {standard_pick.format}: "
+                + ", ".join(c.format.removeprefix(AUTO_PREFIX) for c in rungs)
+            )
+
+            def measure_rung(i: int) -> QualityResult:
+                return measure_c(rungs[i])
+
+            try:
+                complete = False
+                done: dict[int, object] = {i: measure_rung(i) for i in range(len(rungs))} if full else {}
+                a = search(rungs, measure_rung, bar, measured=done)
+                complete = True
+                while a.pick is not None and not _is_complete(rungs[a.pick].quality):
+                    a.measured[a.pick] = measure_rung(a.pick)
+                    a = search(rungs, measure_rung, bar, measured=a.measured)
+                auto_pick = rungs[a.pick] if a.pick is not None else None
+            except EdgekitError as e:  # a failed auto build leaves the standard pick standing
+                complete = True
+                auto_error = e.one_line()
+                auto_pick = None
+    allc = sorted(ladder + rungs, key=lambda c: c.planned_bytes)  # every chain, in size order
+    candidates = sorted(candidates + rungs, key=lambda c: c.planned_bytes)
+    quality_pick = auto_pick or standard_pick
+    pick_i = allc.index(quality_pick) if quality_pick is not None else None
     here = job_speed.target_is_here(target)
     settings = job_speed.SpeedSettings(ctx=p.ctx)
 
@@ -360,32 +453,32 @@ def run_main_job(
                     c.artifact["path"], c.format, target, c.plan_row, settings, measure=here
                 )
 
-    if outcome.pick is not None and speed != "none":
-        speed_of(ladder[outcome.pick])
-    if sbar is not None and outcome.pick is not None:
+    if pick_i is not None and speed != "none":
+        speed_of(allc[pick_i])
+    if sbar is not None and pick_i is not None:
 
         def quality_at(i: int) -> QualityResult:
             """Candidate i scored on every window (a larger one than the quality pick)."""
-            q = outcome.measured.get(i)
+            q = allc[i].quality
             if not _is_complete(q):
-                q = outcome.measured[i] = measure(i)
-                if i not in order:
-                    order.append(i)
+                q = measure_c(allc[i])
             assert isinstance(q, QualityResult)
             return q
 
         def speed_at(i: int):
-            speed_of(ladder[i])
-            return ladder[i].speed
+            speed_of(allc[i])
+            return allc[i].speed
 
-        outcome.pick = speed_pick(outcome.pick, len(ladder), bar, sbar, quality_at, speed_at)
+        pick_i = speed_pick(pick_i, len(allc), bar, sbar, quality_at, speed_at)
     if speed == "all":
-        for c in ladder:
+        for c in allc:
             if c.quality is not None:
                 speed_of(c)
-    outcome.order = order
-    pick = ladder[outcome.pick] if outcome.pick is not None else None
-    _explain(candidates, ladder, pick, bar, target.name, sbar)
+    pick = allc[pick_i] if pick_i is not None else None
+    _explain(candidates, allc, pick, bar, target.name, sbar)
+    auto_report = auto_summary(
+        auto, auto_why, auto_error, candidates, rungs, standard_pick, pick, bar, measured_log
+    )
     report = RunReport(
         model={"name": ck.entry.name, "hub_id": ck.entry.hub_id, **ck.to_dict()},
         target=target.to_dict(),
@@ -403,19 +496,28 @@ def run_main_job(
             "score_runtime": score_runtime,
             "runtime_floor_same_top": floor.get("same_top"),
         },
-        measured_order=[ladder[i].format for i in outcome.order],
+        measured_order=[c.format for c in measured_log],
         run_dir=run_dir,
         notes=[
-            f"measured {len(outcome.order)} of {len(ladder)} fitting candidates "
+            f"measured {sum(c in measured_log for c in ladder)} of {len(ladder)} fitting candidates "
             f"(bound of the search over {len(set(map(chain_of, range(len(ladder)))))} chain(s): "
             f"{max_measurements(_chain_sizes(ladder))})"
         ]
-        + _sequential_note(ladder, full)
+        + (
+            [
+                f"auto rungs: measured {sum(c in measured_log for c in rungs)} of {len(rungs)} "
+                f"(bound {max_measurements(len(rungs))})"
+            ]
+            if rungs
+            else []
+        )
+        + _sequential_note(allc, full)
         + ([ck.note] if ck.note else []),
         phases=phases.to_dict(),
         full=full,
         speed_bar=sbar,
         speed_here=here,
+        auto=auto_report,
     )
     if not here and speed != "none":
         report.notes.append(
@@ -502,6 +604,146 @@ def _explain(
             c.status, c.reason = "not built", "not needed by the search"
 
 
+def rung_points(below: list[float], top: float) -> list[float]:
+    """Where the auto rungs go, in bits per weight, smallest first: at each standard size of
+    `below` (the ladder's GGUF types smaller than the pick, whose size is `top`) and midway
+    between each and the next one up (the last midway to `top`); sizes within 1 % of one
+    already placed, or of `top`, add nothing."""
+    sizes: list[float] = []
+    for x in sorted(below):
+        if x < top * 0.99 and not (sizes and x < sizes[-1] * 1.01):
+            sizes.append(x)
+    points: list[float] = []
+    for j, x in enumerate(sizes):
+        up = sizes[j + 1] if j + 1 < len(sizes) else top
+        for y in (x, (x + up) / 2):
+            if y < top * 0.99 and not (points and y < points[-1] * 1.01):
+                points.append(y)
+    return points
+
+
+def auto_rungs(entry, target, ctx: int, ladder: list[Candidate], pick: Candidate, imatrix: str):
+    """The gguf:auto rungs below the standard pick (rung_points at the bits per weight the
+    planner gives the ladder's standard GGUF types), each planned like any candidate; and,
+    when there are none, why."""
+    from edgekit.formats import get_format
+    from edgekit.plan import plan
+
+    gguf = get_format("gguf:Q4_K_M")
+    chain = _chain(gguf, imatrix)
+    below = [
+        float(c.plan_row["bits_per_weight"])
+        for c in ladder
+        if c.kind == "standard"
+        and c.chain == chain
+        and c.planned_bytes < pick.planned_bytes
+        and c.plan_row.get("bits_per_weight")
+    ]
+    if not below:
+        return [], f"no standard GGUF type of the ladder is smaller than {pick.format}: no gap to fill"
+    top = float(pick.plan_row.get("bits_per_weight") or 0) or max(below) * 1.02
+    have = {c.format for c in ladder}
+    out: list[Candidate] = []
+    unreachable = ""
+    for bpw in rung_points(below, top):
+        spec = f"{AUTO_PREFIX}{math.floor(bpw * 1e4) / 1e4:.4f}bpw"
+        try:
+            fmt = get_format(spec)
+            if fmt.id in have:  # named in --formats: already on the ladder
+                continue
+            row = plan(entry, target, ctx=ctx, formats=[fmt]).rows[0]
+        except EdgekitError as e:  # below what any mix reaches
+            unreachable = e.one_line()
+            continue
+        have.add(fmt.id)
+        c = Candidate(fmt.id, row.weights_bytes, row.fits, row.to_dict(), kind="auto")
+        c.chain = _chain(fmt, imatrix)
+        out.append(c)
+    return out, "" if out else (unreachable or "every auto rung would be within 1 % of the pick")
+
+
+def _row(c: Candidate, bar: Bar) -> dict:
+    q, a = c.quality, c.artifact
+    return {
+        "format": c.format,
+        "planned_bytes": c.planned_bytes,
+        "size_bytes": a["size_bytes"] if a else None,
+        "bits_per_weight": a["bits_per_weight"] if a else c.plan_row.get("bits_per_weight"),
+        "kld_mean": q.kld_mean if q else None,
+        "kld_stderr": q.kld_stderr if q else None,
+        "passes": bar.passes(q) if q else None,
+        "status": c.status,
+    }
+
+
+def auto_summary(
+    enabled: bool,
+    why: str,
+    error: str,
+    candidates: list[Candidate],
+    rungs: list[Candidate],
+    standard_pick: Candidate | None,
+    pick: Candidate | None,
+    bar: Bar,
+    measured: list[Candidate],
+) -> dict:
+    """report.json's `auto`: whether the rungs were on, the standard and the auto frontier side
+    by side (every fitting candidate of each kind: size, KLD, pass/fail, status), and what the
+    pick saves against the smallest standard type that meets the bar (`saving_bytes`,
+    `saving_pct`: file sizes on disk; 0 when the pick is not an auto mix)."""
+    fitting = [c for c in candidates if c.fits and not c.blocked]
+    saving, pct = 0, 0.0
+    std = standard_pick
+    if pick is not None and pick.kind == "auto" and std is not None and std.artifact and pick.artifact:
+        saving = int(std.artifact["size_bytes"]) - int(pick.artifact["size_bytes"])
+        pct = round(100 * saving / int(std.artifact["size_bytes"]), 2)
+        summary = (
+            f"auto rungs: the pick {pick.format} is {saving:,} bytes ({pct:.1f} %) smaller than "
+            f"{std.format}, the smallest standard type that meets {bar.text}"
+        )
+    elif not enabled:
+        summary = "auto rungs off (--no-auto)"
+    elif std is None:
+        summary = f"auto rungs did not run: {why}"
+    elif error:
+        summary = f"auto rungs did not beat {std.format}: an auto build failed ({error})"
+    elif not rungs:
+        summary = f"auto rungs did not beat {std.format}: {why}"
+    elif passing := [c for c in rungs if c.quality is not None and bar.passes(c.quality)]:
+        summary = (
+            f"auto rungs did not beat {std.format}: {passing[0].format} meets {bar.text} but not the "
+            f"speed bar; the pick is {pick.format if pick else 'none'}"
+        )
+    else:
+        tried = [c for c in rungs if c in measured]
+        summary = (
+            f"auto rungs did not beat {std.format}: "
+            + ", ".join(c.format for c in tried)
+            + f" missed {bar.text}"
+            if tried
+            else f"auto rungs did not beat {std.format}"
+        )
+    return {
+        "enabled": enabled,
+        "rungs": [c.format for c in rungs],
+        "measured": [c.format for c in rungs if c in measured],
+        "why_none": None if rungs else (why or None),
+        "error": error or None,
+        "standard_pick": std.format if std else None,
+        "standard_pick_bytes": std.artifact["size_bytes"] if std and std.artifact else None,
+        "pick": pick.format if pick else None,
+        "pick_bytes": pick.artifact["size_bytes"] if pick and pick.artifact else None,
+        "pick_is_auto": bool(pick is not None and pick.kind == "auto"),
+        "saving_bytes": saving,
+        "saving_pct": pct,
+        "summary": summary,
+        "frontier": {
+            "standard": [_row(c, bar) for c in fitting if c.kind == "standard"],
+            "auto": [_row(c, bar) for c in fitting if c.kind == "auto"],
+        },
+    }
+
+
 def _refuse_early(entry, fmts) -> None:
     """One line, before any work, when the reference cannot be built or no candidate can."""
     from edgekit.bench.reference import reference_unbuildable
@@ -542,7 +784,8 @@ def _chain(fmt, imatrix: str) -> str:
     importance matrix, the setting (quality is monotone in size at best within one)."""
     if "imatrix" not in fmt.impl.options:
         return fmt.family
-    return f"{fmt.family} ({'no importance matrix' if imatrix == 'none' else 'importance matrix'})"
+    family = f"{fmt.family}:auto" if _is_auto(fmt.id) else fmt.family  # better at one size: its own
+    return f"{family} ({'no importance matrix' if imatrix == 'none' else 'importance matrix'})"
 
 
 def ladder_chains(ladder: list[Candidate]):

@@ -58,6 +58,7 @@ def markdown(report, data: dict) -> str:
             )
             + f"{c.status} | {c.reason}{_decided(c)} |"
         )
+    lines += auto_lines(data.get("auto") or {})
     phases = data.get("phases") or {}
     if phases:
         lines += ["", "Where the time went:", "", "| phase | seconds | peak RSS |", "|---|---|---|"]
@@ -73,6 +74,46 @@ def markdown(report, data: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def side_by_side(auto: dict) -> list[tuple[str, ...]]:
+    """The standard and the auto frontier side by side, smallest first: one row per candidate,
+    its figures under its own kind's columns (size, format, KLD, pass/fail), the other's empty."""
+    fr = auto.get("frontier") or {}
+    rows = [(r, 0) for r in fr.get("standard", [])] + [(r, 1) for r in fr.get("auto", [])]
+    rows.sort(key=lambda x: x[0]["size_bytes"] or x[0]["planned_bytes"])
+    out = []
+    for r, side in rows:
+        size = r["size_bytes"] or r["planned_bytes"]
+        size_text = _size(size) + ("" if r["size_bytes"] else " (plan)")
+        kld = f"{fmt_kld(r['kld_mean'])} ± {fmt_kld(r['kld_stderr'])}" if r["kld_mean"] is not None else "-"
+        verdict = {True: "pass", False: "fail", None: "-"}[r["passes"]]
+        if r["status"] == "pick":
+            verdict += " (pick)"
+        cells = (r["format"], kld, verdict)
+        empty = ("", "", "")
+        out.append((size_text, *(cells + empty if side == 0 else empty + cells)))
+    return out
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def auto_lines(auto: dict) -> list[str]:
+    if not auto:
+        return []
+    summary = auto["summary"]
+    lines = ["", f"**{summary[:1].upper()}{summary[1:]}.**"]
+    rows = side_by_side(auto)
+    if auto.get("rungs") and rows:
+        lines += [
+            "",
+            "| size | standard | KLD | pass/fail | auto | KLD | pass/fail |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
 
 
 def _decided(c) -> str:
@@ -93,14 +134,15 @@ def write_plot(report, path) -> bool:
     from edgekit.atomic import atomic_path
 
     pts = [
-        (c.artifact["size_bytes"] / 2**20, c.quality.kld_mean, c.format, c.status)
+        (c.artifact["size_bytes"] / 2**20, c.quality.kld_mean, c.format, c.status, c.kind)
         for c in report.candidates
         if c.quality and c.artifact
     ]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for size, kld, name, status in pts:
+    for size, kld, name, status, kind in pts:
         colour = {"pick": "tab:green", "below the bar": "tab:red"}.get(status, "tab:blue")
-        ax.scatter(size, kld, color=colour, s=50 if status == "pick" else 25, zorder=3)
+        marker = "^" if kind == "auto" else "o"  # auto mixes as triangles
+        ax.scatter(size, kld, color=colour, marker=marker, s=50 if status == "pick" else 25, zorder=3)
         ax.annotate(
             name.replace("gguf:", ""), (size, kld), textcoords="offset points", xytext=(4, 4), fontsize=8
         )

@@ -24,31 +24,19 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edgekit import atomic
 from edgekit.artifact import safe_stem
+from edgekit.bench.mainjob import JobOptions
 from edgekit.errors import ConfigError, EdgekitError, UnknownName
 from edgekit.progress import Progress
 
-# keys of a sweep file, and of its [ray] table
-_KEYS = {
-    "models",
-    "targets",
-    "bars",
-    "formats",
-    "ctx",
-    "imatrix",
-    "calibration",
-    "evaluation",
-    "speed",
-    "speed_bar",
-    "score_runtime",
-    "full",
-    "ray",
-}
+# keys of a sweep file (the main job's options are JobOptions' fields), and of its [ray] table
+_OPTION_KEYS = tuple(f.name for f in fields(JobOptions))
+_KEYS = {"models", "targets", "bars", "ray", *_OPTION_KEYS}
 _RAY_KEYS = {"num_cpus", "max_retries"}
 # the environment a job needs wherever it runs: edgekit's own settings and the hub's offline
 # switch and cache (never a token: a worker brings its own credentials)
@@ -69,17 +57,15 @@ class SweepSpec:
     models: tuple[str, ...]
     targets: tuple[SweepTarget, ...]
     bars: tuple[str, ...]
-    formats: tuple[str, ...] | None = None
-    ctx: int | None = None
-    imatrix: str = "auto"
-    calibration: str | None = None
-    evaluation: str | None = None
-    speed: str = "pick"
-    speed_bar: str | None = None
-    score_runtime: str = "transformers"
-    full: bool = False
+    options: JobOptions = JobOptions()  # the main job's options, the same for every job
     num_cpus: float = 1.0
     max_retries: int = 3
+
+    def __getattr__(self, name: str) -> Any:
+        """An option read as the spec's own attribute (spec.evaluation = spec.options.evaluation)."""
+        if name in _OPTION_KEYS:
+            return getattr(self.options, name)
+        raise AttributeError(name)
 
     @property
     def name(self) -> str:
@@ -93,15 +79,7 @@ class SweepSpec:
                 target=t.name,
                 bars=self.bars,
                 out=str(out),
-                formats=self.formats,
-                ctx=self.ctx,
-                imatrix=self.imatrix,
-                calibration=self.calibration,
-                evaluation=self.evaluation,
-                speed=self.speed,
-                speed_bar=self.speed_bar,
-                score_runtime=self.score_runtime,
-                full=self.full,
+                options=self.options,
             )
             for i, m in enumerate(self.models)
             for j, t in enumerate(self.targets)
@@ -117,15 +95,7 @@ class SweepSpec:
             "models": list(self.models),
             "targets": [{"name": t.name, "source": t.source} for t in self.targets],
             "bars": list(self.bars),
-            "formats": list(self.formats) if self.formats else None,
-            "ctx": self.ctx,
-            "imatrix": self.imatrix,
-            "calibration": self.calibration,
-            "evaluation": self.evaluation,
-            "speed": self.speed,
-            "speed_bar": self.speed_bar,
-            "score_runtime": self.score_runtime,
-            "full": self.full,
+            **self.options.kwargs(),
             "ray": {"num_cpus": self.num_cpus, "max_retries": self.max_retries},
         }
 
@@ -143,15 +113,7 @@ class PairJob:
     target: str
     bars: tuple[str, ...]
     out: str
-    formats: tuple[str, ...] | None = None
-    ctx: int | None = None
-    imatrix: str = "auto"
-    calibration: str | None = None
-    evaluation: str | None = None
-    speed: str = "pick"
-    speed_bar: str | None = None
-    score_runtime: str = "transformers"
-    full: bool = False
+    options: JobOptions = JobOptions()
 
     @property
     def key(self) -> str:
@@ -165,8 +127,9 @@ class BarResult:
     pick_artifact: str | None
     report_dir: str
     measured: list[str]
-    candidates: list[dict]  # format, status, sizes, quality, ran_on
+    candidates: list[dict]  # format, kind, status, sizes, quality, ran_on
     phases: dict
+    auto: dict | None = None  # the auto rungs: on, the standard pick, what the pick saves against it
 
     @classmethod
     def from_dict(cls, d: dict) -> BarResult:
@@ -283,6 +246,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     speed_bar = _opt(p, d, "speed_bar", str)
     score_runtime = _opt(p, d, "score_runtime", str) or "transformers"
     full = _opt(p, d, "full", bool) or False
+    auto = _opt(p, d, "auto", bool)
     ray = d.get("ray", {})
     if not isinstance(ray, dict):
         raise ConfigError(p, "ray", "expected a table ([ray] num_cpus = 1, max_retries = 3)")
@@ -312,15 +276,18 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         models=tuple(models),
         targets=tuple(resolved),
         bars=tuple(bars),
-        formats=tuple(formats) if formats is not None else None,
-        ctx=ctx,
-        imatrix=imatrix,
-        calibration=calibration,
-        evaluation=evaluation,
-        speed=speed,
-        speed_bar=speed_bar,
-        score_runtime=score_runtime,
-        full=full,
+        options=JobOptions(
+            formats=tuple(formats) if formats is not None else None,
+            ctx=ctx,
+            imatrix=imatrix,
+            calibration=calibration,
+            evaluation=evaluation,
+            speed=speed,
+            speed_bar=speed_bar,
+            score_runtime=score_runtime,
+            full=full,
+            auto=True if auto is None else auto,
+        ),
         num_cpus=float(num_cpus),
         max_retries=retries,
     )
@@ -610,17 +577,9 @@ def run_pair(
                     job.model,
                     job.target,
                     bar_text=bar,
-                    formats=list(job.formats) if job.formats else None,
-                    ctx=job.ctx,
-                    imatrix=job.imatrix,
                     out_dir=out,
-                    calibration=job.calibration,
-                    evaluation=job.evaluation,
                     progress=progress,
-                    score_runtime=job.score_runtime,
-                    full=job.full,
-                    speed=job.speed,
-                    speed_bar=job.speed_bar,
+                    **job.options.kwargs(),
                 )
                 run_dir = Path(report.run_dir)
                 bars.append(_collect(run_dir, bar, where))
@@ -667,6 +626,7 @@ def _collect(run_dir: Path, bar: str, where: dict) -> dict:
         cands.append(
             {
                 "format": c["format"],
+                "kind": c.get("kind", "standard"),
                 "status": c["status"],
                 "planned_bytes": c["planned_bytes"],
                 "size_bytes": a.get("size_bytes"),
@@ -684,6 +644,9 @@ def _collect(run_dir: Path, bar: str, where: dict) -> dict:
         "measured": d["measured_order"],
         "candidates": cands,
         "phases": d.get("phases", {}),
+        "auto": {k: auto.get(k) for k in ("enabled", "standard_pick", "saving_bytes", "saving_pct")}
+        if (auto := d.get("auto"))
+        else None,
     }
 
 
@@ -705,8 +668,9 @@ def run_serial(
     for job in spec.jobs(out):
         if job.model not in prep:
             try:
+                o = spec.options
                 prep[job.model] = prepare_model(
-                    job.model, spec.evaluation, spec.imatrix, spec.formats, spec.calibration, env, progress
+                    job.model, o.evaluation, o.imatrix, o.formats, o.calibration, env, progress
                 )
             except EdgekitError:
                 prep[job.model] = 0.0  # its jobs say why, each in one line
@@ -753,11 +717,20 @@ def markdown(report: SweepReport) -> str:
             continue
         for b in j.bars:
             lines.append(
-                f"| {j.model} | {j.target} | {b.bar} | {b.pick or 'none'} | {', '.join(b.measured)} | "
+                f"| {j.model} | {j.target} | {b.bar} | {b.pick or 'none'}{_saving(b)} | "
+                f"{', '.join(b.measured)} | "
                 f"{where} | {len(j.attempts)} | {j.wall_s:.1f} s |"
             )
     lines += ["", "Reports: `<model>-<target>/<bar>/report.md` under this directory.", ""]
     return "\n".join(lines)
+
+
+def _saving(b: BarResult) -> str:
+    """What an auto pick saves against the standard pick, for the table."""
+    a = b.auto or {}
+    if not a.get("saving_bytes"):
+        return ""
+    return f" ({a['saving_pct']:.1f} % smaller than {a['standard_pick']})"
 
 
 def _where(p: dict) -> str:

@@ -136,15 +136,16 @@ def task_resources(spec: SweepSpec, job: PairJob) -> dict[str, Any]:
         target = get_target(job.target)
         entry = peek_entry(job.model)
         if entry is not None:
-            fmts = [get_format(f) for f in spec.formats] if spec.formats else None
+            o = spec.options
+            fmts = [get_format(f) for f in o.formats] if o.formats else None
             try:
-                p = plan(entry, target, ctx=spec.ctx, formats=fmts)
+                p = plan(entry, target, ctx=o.ctx, formats=fmts)
                 totals = [r.per_device.total for r in p.rows if r.fits]
             except EdgekitError:
                 totals = []
             if totals:
                 opts["memory"] = max(totals)
-    if target.device.kind == "gpu" and spec.speed != "none":
+    if target.device.kind == "gpu" and spec.options.speed != "none":
         opts["resources"] = {device_resource(target.device.name): target.count}
     return opts
 
@@ -188,9 +189,10 @@ def run_ray(
     prepare = ray.remote(_prepare_task)
     pair = ray.remote(_pair_task)
     preps = {}
+    o = spec.options
     for m in dict.fromkeys(spec.models):
         preps[m] = prepare.options(num_cpus=spec.num_cpus, max_retries=spec.max_retries).remote(
-            m, spec.evaluation, spec.imatrix, spec.formats, spec.calibration, env
+            m, o.evaluation, o.imatrix, o.formats, o.calibration, env
         )
     jobs = spec.jobs(out)
     refs = {pair.options(**task_resources(spec, j)).remote(preps[j.model], j, env, tomls): j for j in jobs}

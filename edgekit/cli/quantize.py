@@ -99,6 +99,15 @@ from edgekit.cli import render
     help="--target: also require speed, e.g. 'decode>=40', 'prefill>=200', 'ttft<=0.5' (comma-joined): "
     "the pick is the smallest candidate meeting both bars.",
 )
+@click.option(
+    "--auto/--no-auto",
+    "auto",
+    default=True,
+    show_default=True,
+    help="--target: add gguf:auto mixes as rungs at the sizes of the standard GGUF types below the "
+    "standard pick and between them, so the pick can be an auto mix smaller than the smallest "
+    "standard type that meets --bar (only where the ladder leaves a gap below its pick).",
+)
 @click.option("--threads", type=int, default=None, help="Quantization threads [default: all cores].")
 @click.option("--force", is_flag=True, help="Rebuild even if an identical artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Exact JSON for programs.")
@@ -119,6 +128,7 @@ def quantize_cmd(
     full,
     speed,
     speed_bar,
+    auto,
     threads,
     force,
     as_json,
@@ -129,28 +139,27 @@ def quantize_cmd(
     smallest that meets --bar, and write report.json / report.md / pareto.png. With --format:
     build that one artifact.
     """
+    from edgekit.bench.mainjob import JobOptions
     from edgekit.errors import EdgekitError
     from edgekit.formats import get_format
     from edgekit.outputs import require_writable_dir
 
     if target and not fmt:
         require_writable_dir(out_dir or "runs")
-        return _main_job(
-            model,
-            target,
-            bar,
-            formats_csv,
-            ctx,
-            evaluation,
-            imatrix,
-            calibration,
-            out_dir,
-            as_json,
-            score_runtime,
-            full,
-            speed,
-            speed_bar,
+        formats = tuple(f.strip() for f in formats_csv.split(",") if f.strip()) if formats_csv else None
+        job_opts = JobOptions(
+            formats=formats or None,
+            ctx=ctx,
+            imatrix=imatrix,
+            calibration=calibration,
+            evaluation=evaluation,
+            speed=speed,
+            speed_bar=speed_bar,
+            score_runtime=score_runtime,
+            full=full,
+            auto=auto,
         )
+        return _main_job(model, target, bar, job_opts, out_dir, as_json)
     if not fmt:
         raise EdgekitError("say what to build", "give --target T to pick a format, or --format gguf:Q4_K_M")
     from edgekit.formats import BuildOptions, build
@@ -191,41 +200,12 @@ def quantize_cmd(
     c.print(f"  {'manifest':<14} {art.path.name}.manifest.json")
 
 
-def _main_job(
-    model,
-    target,
-    bar,
-    formats_csv,
-    ctx,
-    evaluation,
-    imatrix,
-    calibration,
-    out_dir,
-    as_json,
-    score_runtime="transformers",
-    full=False,
-    speed="pick",
-    speed_bar=None,
-) -> None:
+def _main_job(model, target, bar, opts, out_dir, as_json) -> None:
     from edgekit.bench.mainjob import run_main_job
 
-    formats = [f.strip() for f in formats_csv.split(",") if f.strip()] if formats_csv else None
     with render.progress_bars(not as_json) as progress:
         report = run_main_job(
-            model,
-            target,
-            bar,
-            formats,
-            ctx,
-            imatrix,
-            Path(out_dir or "runs"),
-            calibration,
-            evaluation,
-            progress,
-            score_runtime=score_runtime,
-            full=full,
-            speed=speed,
-            speed_bar=speed_bar,
+            model, target, bar, out_dir=Path(out_dir or "runs"), progress=progress, **opts.kwargs()
         )
     if as_json:
         render.emit_json(json.loads((report.run_dir / "report.json").read_text()))
@@ -256,6 +236,18 @@ def _main_job(
             cand.reason,
         )
     c.print(t)
+    if report.auto.get("rungs"):
+        from edgekit.bench.report import side_by_side
+
+        at = Table(title="standard and auto frontier")
+        for col in ("size", "standard", "KLD", "pass/fail", "auto", "KLD ", "pass/fail "):
+            at.add_column(col, justify="right" if col.startswith(("size", "KLD")) else "left")
+        for row in side_by_side(report.auto):
+            at.add_row(*row)
+        c.print(at)
+    if report.auto:
+        colour = "green" if report.auto.get("pick_is_auto") else "white"
+        c.print(f"[{colour}]{report.auto['summary']}[/{colour}]")
     if report.pick and report.pick.artifact:
         c.print(f"[bold green]pick:[/bold green] {report.pick.format} -> {report.pick.artifact['path']}")
     else:
