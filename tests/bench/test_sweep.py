@@ -59,6 +59,26 @@ def test_a_good_file_is_read_whole(sweep_dir):
     assert json.loads(json.dumps(spec.to_dict()))["bars"] == ["kld<=0.01", "kld<=0.1"]
 
 
+def test_the_main_job_options_are_one_declaration(sweep_dir):
+    """A sweep file's options are the main job's JobOptions (auto rungs included), passed to
+    every job as they are."""
+    from edgekit.bench.mainjob import JobOptions
+
+    (sweep_dir / "s.toml").write_text(GOOD + "auto = false\n")
+    spec = load_sweep(sweep_dir / "s.toml")
+    assert isinstance(spec.options, JobOptions) and spec.options.auto is False
+    assert spec.options.formats == ("gguf:Q4_K_M", "gguf:Q8_0") and spec.imatrix == "none"
+    assert all(j.options is spec.options for j in spec.jobs(sweep_dir / "out"))
+    kw = spec.options.kwargs()
+    assert kw["auto"] is False and kw["formats"] == ["gguf:Q4_K_M", "gguf:Q8_0"]
+    assert spec.to_dict()["auto"] is False
+    (sweep_dir / "s.toml").write_text(GOOD)
+    assert load_sweep(sweep_dir / "s.toml").options.auto is True  # on unless the file says so
+    (sweep_dir / "s.toml").write_text(GOOD + 'auto = "no"\n')
+    with pytest.raises(Exception, match="auto"):
+        load_sweep(sweep_dir / "s.toml")
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [
