@@ -199,6 +199,8 @@ def run_edgekit(
 ) -> tuple[Step, dict, list[str]]:
     cmd = ["quantize", str(ckpt), "--target", "cpu", "--json", "--out", str(work / "runs")]
     cmd += ["--threads", str(args.threads)]
+    if not args.auto:  # like for like: the manual workflow has no mixed-precision rungs
+        cmd += ["--no-auto"]
     if not default:
         cmd += ["--formats", ",".join(f"gguf:{t}" for t in types)]
     if args.bar != "kld<=0.03":
@@ -366,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", help="calibration text [edgekit/data/calibration.txt]")
     ap.add_argument("--windows", type=int, help=f"cut both texts to N windows of {WINDOW} tokens (N >= 2)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both workflows [2]")
+    ap.add_argument(
+        "--auto", action="store_true", help="let edgekit add gguf:auto rungs (the manual workflow has none)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory and every GGUF")
     ap.add_argument("--workdir", type=Path, help="work directory [a new temporary one]")
     ap.add_argument(
