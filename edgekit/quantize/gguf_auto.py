@@ -5,17 +5,22 @@
 2. Ladders: each quantizable tensor's standard types, by bits per weight: Q2_K Q3_K Q4_K Q5_K
    Q6_K Q8_0 F16 for rows that are a multiple of 256, else the 32-block Q4_0 Q4_1 Q5_0 Q5_1
    Q8_0 F16 (what llama.cpp falls back to).
-3. Sensitivity (edgekit.quantize.sensitivity): each tensor's KLD cost one step down and one
-   step up from the base, on a calibration slice disjoint from the evaluation text; cached.
-4. Allocation: each tensor's whole ladder is priced, the measured steps as measured and the
-   types beyond them extrapolated (a tensor's KLD taken as proportional to its quantization
-   error power, weights x 2^-2bpw, scaled by its measured moves). Every tensor starts at its
-   cheapest type; the upgrades are made convex per tensor (an upgrade that gains more per
-   byte than the one before it is merged with it) and taken greedily by KLD gained per byte
-   while the file fits the budget, an upgrade that does not fit skipped for the next ones
-   (the Lagrangian greedy of a multiple-choice knapsack: optimal up to the last upgrade that
-   did not fit); bytes left over (moves measured as no gain) go to the prior's best upgrades
-   per byte, so the file lands at the budget.
+3. Sensitivity (edgekit.quantize.sensitivity), one pass per model, importance matrix and
+   calibration text, shared by every budget (cached): every tensor's importance-weighted
+   quantization error at every type of its allocation ladder (the bytes looked up in and
+   stored to the tensor cache), and the KLD of each tensor group (a role over a quarter of the
+   layers, the token embedding, the output; MoE expert tensors by role too) moved alone from
+   the reference to each of two probe types (Q3_K and Q5_K, or Q4_0 and Q5_0 for rows that
+   are not a multiple of 256), on a calibration slice disjoint from the evaluation text.
+4. Allocation: each tensor's whole ladder is priced: its weighted error at each type times its
+   group's KLD per unit of error (least squares through the reference over the group's probes;
+   at least half its role's median). Every tensor starts at its cheapest type; the upgrades
+   are made convex per tensor (an upgrade that gains more per byte than the one before it is
+   merged with it) and taken greedily by KLD gained per byte while the file fits the budget,
+   an upgrade that does not fit skipped for the next ones (the Lagrangian greedy of a
+   multiple-choice knapsack: optimal up to the last upgrade that did not fit); bytes left over
+   (upgrades priced as no gain) go to the best upgrades by weighted error removed per byte,
+   so the file lands at the budget.
 5. Build: edgekit's one-pass converter with those types (the tensor cache serves the tensors
    other builds quantized), laid out as llama-quantize lays it out, and the recipe written
    beside it as a --tensor-type-file (edgekit.quantize.gguf_recipe): `llama-quantize
@@ -48,7 +53,10 @@ from edgekit.quantize.gguf_mix import assign_types, is_quantizable
 K_LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16")
 LEGACY_LADDER = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16")
 BASES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
-WINDOW, WINDOWS = 256, 2  # the sensitivity slice: 2 windows of 256 calibration tokens
+WINDOW, WINDOWS = 256, 2  # the sensitivity slice: 2 windows of 256 calibration tokens, one batch
+SPANS = 4  # each role's layers are measured as this many contiguous groups
+PROBES_K = ("Q3_K", "Q5_K")  # the probe types of a group: rows that are a multiple of 256
+PROBES_LEGACY = ("Q4_0", "Q5_0")  # and the others
 _UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 # metadata of a GGUF besides its tensors, for a budget given as a file size before the file
 # exists (the vocabulary mostly); the build uses the reference file's own figure
@@ -57,8 +65,9 @@ HEADER_GUESS = 4 * 1024**2
 # moved, the data section's alignment): kept free under a budget given as a file size
 HEADER_MARGIN = 4096
 METHOD = (
-    "fake-quantized llama.cpp reference, one tensor moved one type down/up; every type priced by "
-    "its importance-weighted error x the KLD per unit of it fitted to those moves"
+    "every type priced by its importance-weighted error x its group's KLD per unit of error, "
+    "measured on the fake-quantized llama.cpp reference with each group (a role over a quarter of "
+    "the layers, embedding, output) alone at two probe types"
 )
 
 
@@ -309,33 +318,50 @@ def alloc_ladder(t: Tensor) -> list[str]:
     return sorted(types, key=lambda ty: (ggml_types.tensor_nbytes(t.shape, ty), ty))
 
 
-def options_from(
-    sens: Any, sizes: Sizes, errors: Mapping[str, Mapping[str, float]]
-) -> dict[str, list[Option]]:
-    """Each tensor's choices with their predicted KLD change from the base: the tensor's
-    weighted quantization error at each type (`sensitivity.weighted_errors`) times its scale,
-    the KLD per unit of that error fitted (least squares through the base) to its measured
-    moves one step down and up; the scale is at least half its role's median (a move within
-    the slice's noise does not make every narrower type free). Options no better than a
-    cheaper one (in KLD, then error) are dropped."""
-    scale: dict[str, float] = {}
-    for t in sizes.q:
-        e, base = errors[t.name], sens.base[t.name]
-        num = den = 0.0
-        for mv in (sens.down.get(t.name), sens.up.get(t.name)):
-            if mv is not None:
-                de = e[mv.type] - e[base]
-                num, den = num + mv.dkld * de, den + de * de
-        scale[t.name] = max(num / den, 0.0) if den > 0 else 0.0
+def probes(t: Tensor) -> list[str]:
+    """The two types a tensor's group is measured at."""
+    return list(PROBES_K if t.shape[0] % 256 == 0 else PROBES_LEGACY)
+
+
+def sensitivity_groups(q: Sequence[Tensor], spans: int = SPANS) -> dict[str, list[str]]:
+    """The measured groups: each block role over `spans` contiguous ranges of layers (a
+    stacked expert tensor is one tensor of its role), each other tensor alone."""
+    layers = sorted({_layer(t.name) for t in q if _layer(t.name) >= 0})
+    span_of: dict[int, tuple[int, int]] = {}
+    n = max(1, min(spans, len(layers)))
+    for i in range(n):
+        part = layers[len(layers) * i // n : len(layers) * (i + 1) // n]
+        for layer in part:
+            span_of[layer] = (part[0], part[-1])
+    out: dict[str, list[str]] = {}
+    for t in q:
+        layer = _layer(t.name)
+        if layer < 0:
+            g = t.name
+        else:
+            lo, hi = span_of[layer]
+            g = f"blk.{lo}-{hi}.{_role(t.name)}"
+        out.setdefault(g, []).append(t.name)
+    return out
+
+
+def options_from(sens: Any, sizes: Sizes) -> dict[str, list[Option]]:
+    """Each tensor's choices with their predicted KLD: the tensor's weighted quantization
+    error at each type (`sens.errors`) times its group's scale, the KLD per unit of that
+    error fitted to the group's measured moves (`Sensitivity.scales`); the scale is at least
+    half its role's median (a group measured as no loss does not make every narrower type
+    free). Options no better than a cheaper one (in KLD, then error) are dropped."""
+    group_scale = sens.scales()
+    scale = {n: group_scale[g] for g, names in sens.groups.items() for n in names}
     by_role: dict[str, list[float]] = {}
     for name, sc in scale.items():
         by_role.setdefault(_role(name), []).append(sc)
     out: dict[str, list[Option]] = {}
     for t in sizes.q:
-        e, base = errors[t.name], sens.base[t.name]
+        e = sens.errors[t.name]
         sc = max(scale[t.name], 0.5 * statistics.median(by_role[_role(t.name)]))
         opts = sorted(
-            (Option(ty, sizes.nbytes(t, ty), sc * (err - e[base]), err) for ty, err in e.items()),
+            (Option(ty, sizes.nbytes(t, ty), sc * err, err) for ty, err in e.items()),
             key=lambda o: (o.nbytes, o.kld, o.err),
         )
         kept = [opts[0]]
@@ -426,15 +452,11 @@ def build_auto(
         im, im_path = importance_matrix(ck, imatrix, calibration, progress)
         imp = im.importances() if im else None
         base_mix = choose_base(tensors, arch, sizes, budget, im is not None)
-        base = base_types(tensors, arch, base_mix, im is not None)
         text = read_text_file(calibration, "calibration text") if calibration else default_calibration_text()
-        sens = _sensitivity(
-            ref, base, {t.name: ladder(t) for t in sizes.q}, imp, im_path, text, threads, progress
-        )
-        errors = _weighted_errors(
-            ref, {t.name: alloc_ladder(t) for t in sizes.q}, imp, im_path, threads, progress
-        )
-        options = options_from(sens, sizes, errors)
+        t_sens = time.perf_counter()
+        sens, sens_cached = _sensitivity(ref, sizes.q, imp, im_path, text, threads, progress)
+        sens_wall = round(time.perf_counter() - t_sens, 1)
+        options = options_from(sens, sizes)
         types = allocate(sizes, options, budget)
         progress.say(f"converting {ck.entry.name} to the measured mix (base {base_mix})")
         staging = staging_path(dest)
@@ -465,6 +487,7 @@ def build_auto(
             )
         gguf_recipe.write_recipe(recipe_path, types)
         predicted = sum(o.kld for t in sizes.q for o in options[t.name] if o.type == types[t.name])
+        build_seconds = round(time.perf_counter() - t0, 1)
         command = " ".join(
             ["llama-quantize", "--tensor-type-file", recipe_path.name]
             + (["--imatrix", imatrix_file.name] if imatrix_file else [])
@@ -497,14 +520,22 @@ def build_auto(
                 "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in result.tensors],
                 "sensitivity": {
                     "base": base_mix,
-                    "base_kld": round(sens.base_kld, 6),
-                    "predicted_kld": round(sens.base_kld + predicted, 6),
+                    "predicted_kld": round(predicted, 6),
                     "positions": sens.positions,
+                    "groups": len(sens.groups),
                     "evaluations": sens.evaluations,
+                    # the pass as measured (when it was), and what it cost this build: its wall,
+                    # or the cache look-up when another budget measured it already
                     "seconds": sens.seconds,
+                    "errors_seconds": sens.errors_seconds,
+                    "forward_seconds": sens.forward_seconds,
+                    "cached": sens_cached,
+                    "wall_seconds": sens_wall,
+                    "share_of_build": round(sens_wall / build_seconds, 3) if build_seconds > 0 else None,
+                    "tensor_cache": sens.tensor_cache,
                     "method": METHOD,
                 },
-                "build_seconds": round(time.perf_counter() - t0, 1),
+                "build_seconds": build_seconds,
                 "tensor_cache": result.tensor_cache.to_dict() if result.tensor_cache else None,
             },
         )
@@ -516,47 +547,39 @@ def _layer(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _sensitivity(ref, base, ladders, imp, im_path, text, threads, progress):
-    """The measurement, cached by what decides it (reference, base types, importance, slice)."""
+def _sensitivity(ref, q, imp, im_path, text, threads, progress):
+    """(the measurement, whether it came from the cache), cached by what decides it: the
+    reference, the ladders, groups and probes, the importance matrix and the slice, not the
+    budget (every budget of the model shares one pass)."""
     from edgekit import atomic
     from edgekit.paths import cache_dir
     from edgekit.quantize import sensitivity
 
-    h = hashlib.sha256(f"sensitivity 1|{ref.name}|{ref.stat().st_size}|{WINDOW}x{WINDOWS}|".encode())
-    h.update(json.dumps(base, sort_keys=True).encode() + json.dumps(ladders, sort_keys=True).encode())
+    ladders = {t.name: alloc_ladder(t) for t in q}
+    groups = sensitivity_groups(q)
+    probe = {t.name: probes(t) for t in q}
+    h = hashlib.sha256(f"sensitivity 2|{ref.name}|{ref.stat().st_size}|{WINDOW}x{WINDOWS}|".encode())
+    for part in (ladders, groups, probe):
+        h.update(json.dumps(part, sort_keys=True).encode())
     h.update(atomic.sha256_file(im_path).encode() if im_path else b"no imatrix")
     h.update(text.encode())
     path = cache_dir() / "sensitivity" / f"{h.hexdigest()[:20]}.json"
     with atomic.locked(path):
         if atomic.intact(path):
             progress.say(f"sensitivity: cached {path.name}")
-            return sensitivity.Sensitivity.from_dict(json.loads(path.read_text()))
+            return sensitivity.Sensitivity.from_dict(json.loads(path.read_text())), True
+        n = sum(len(v) for v in ladders.values())
         progress.say(
-            f"sensitivity: {2 * len(base)} one-tensor moves on {WINDOWS} calibration windows of {WINDOW}"
+            f"sensitivity: {len(q)} tensors at {n} types; {len(groups)} groups x 2 probes on "
+            f"{WINDOWS} calibration windows of {WINDOW}"
         )
-        sens = sensitivity.measure(ref, base, ladders, imp, text, WINDOW, WINDOWS, threads, progress.chunk)
+        sens = sensitivity.measure(
+            ref, ladders, groups, probe, imp, text, WINDOW, WINDOWS, threads, progress.chunk
+        )
         atomic.write_json(path, sens.to_dict())
         atomic.seal(path)
-        progress.say(f"sensitivity: {sens.evaluations} evaluations in {sens.seconds:.0f} s")
-        return sens
-
-
-def _weighted_errors(ref, ladders, imp, im_path, threads, progress):
-    """Every tensor's weighted error at every type of its ladder, cached like the measurement."""
-    from edgekit import atomic
-    from edgekit.paths import cache_dir
-    from edgekit.quantize import sensitivity
-
-    h = hashlib.sha256(f"weighted errors 1|{ref.name}|{ref.stat().st_size}|".encode())
-    h.update(json.dumps(ladders, sort_keys=True).encode())
-    h.update(atomic.sha256_file(im_path).encode() if im_path else b"no imatrix")
-    path = cache_dir() / "sensitivity" / f"errors-{h.hexdigest()[:20]}.json"
-    with atomic.locked(path):
-        if atomic.intact(path):
-            return json.loads(path.read_text())
-        n = sum(len(v) for v in ladders.values())
-        progress.say(f"sensitivity: the weighted error of {len(ladders)} tensors at {n} types")
-        errors = sensitivity.weighted_errors(ref, ladders, imp, threads, progress.chunk)
-        atomic.write_json(path, errors)
-        atomic.seal(path)
-        return errors
+        progress.say(
+            f"sensitivity: {sens.evaluations} evaluations, {sens.seconds:.0f} s (errors "
+            f"{sens.errors_seconds:.0f} s, forward passes {sens.forward_seconds:.0f} s)"
+        )
+        return sens, False
