@@ -175,8 +175,10 @@ class RunReport:
                 "per weight of every standard GGUF type of the ladder below P and midway between each of "
                 "them and the next (the last midway to P), within the range auto mixes reach; they form a "
                 "chain of their own, bisected like any other; the pick is the smallest candidate of all "
-                "chains that passes (scored on every window); none below the ladder's smallest type; "
-                "--no-auto turns them off",
+                "chains that passes (scored on every window); below the ladder's smallest type only when "
+                "the rung at its size passes (then a second chain: the smallest mix an auto budget "
+                "reaches, and a third and two thirds of the way from it up); none when the standard pick "
+                "is the ladder's smallest GGUF type; --no-auto turns them off",
                 "phases": "wall seconds and the peak RSS of edgekit's process tree (sampled every 0.2 s) "
                 "per phase: resolve (import or download), reference (reference GGUF and store), imatrix, "
                 "builds, scoring, speed",
@@ -405,7 +407,13 @@ def run_main_job(
     standard_pick = ladder[outcome.pick] if outcome.pick is not None else None
     # auto rungs: gguf:auto mixes in the gap below the standard pick, a chain of their own
     rungs: list[Candidate] = []
+    auto_chains: list[int] = []  # the sizes of the auto chains bisected
     auto_pick: Candidate | None = None
+
+    def set_complete(value: bool) -> None:
+        nonlocal complete
+        complete = value
+
     auto_error = ""
     auto_why = "" if auto else "off (--no-auto)"
     if auto and standard_pick is None:
@@ -421,20 +429,24 @@ def run_main_job(
                 + ", ".join(c.format.removeprefix(AUTO_PREFIX) for c in rungs)
             )
 
-            def measure_rung(i: int) -> QualityResult:
-                return measure_c(rungs[i])
-
             try:
-                complete = False
-                done: dict[int, object] = {i: measure_rung(i) for i in range(len(rungs))} if full else {}
-                a = search(rungs, measure_rung, bar, measured=done)
-                complete = True
-                while a.pick is not None and not _is_complete(rungs[a.pick].quality):
-                    a.measured[a.pick] = measure_rung(a.pick)
-                    a = search(rungs, measure_rung, bar, measured=a.measured)
-                auto_pick = rungs[a.pick] if a.pick is not None else None
+                auto_pick = search_auto(rungs, measure_c, bar, full, set_complete)
+                auto_chains.append(len(rungs))
+                if auto_pick is not None and auto_pick is rungs[0]:
+                    # the rung at the ladder's smallest standard size passes: the auto frontier
+                    # goes on below it, towards the smallest mix an auto budget reaches
+                    lower = floor_rungs(ck.entry, target, p.ctx, rungs[0], imatrix)
+                    lower = [c for c in lower if c.fits and not _unbuildable(ck, get_format(c.format))]
+                    if lower:
+                        progress.say(
+                            f"auto rungs below {rungs[0].format}: "
+                            + ", ".join(c.format.removeprefix(AUTO_PREFIX) for c in lower)
+                        )
+                        rungs = lower + rungs
+                        auto_chains.append(len(lower))
+                        auto_pick = search_auto(lower, measure_c, bar, full, set_complete) or auto_pick
             except EdgekitError as e:  # a failed auto build leaves the standard pick standing
-                complete = True
+                set_complete(True)
                 auto_error = e.one_line()
                 auto_pick = None
     allc = sorted(ladder + rungs, key=lambda c: c.planned_bytes)  # every chain, in size order
@@ -506,7 +518,7 @@ def run_main_job(
         + (
             [
                 f"auto rungs: measured {sum(c in measured_log for c in rungs)} of {len(rungs)} "
-                f"(bound {max_measurements(len(rungs))})"
+                f"(bound {max_measurements(auto_chains)})"
             ]
             if rungs
             else []
@@ -660,6 +672,71 @@ def auto_rungs(entry, target, ctx: int, ladder: list[Candidate], pick: Candidate
         c.chain = _chain(fmt, imatrix)
         out.append(c)
     return out, "" if out else (unreachable or "every auto rung would be within 1 % of the pick")
+
+
+def search_auto(rungs: list[Candidate], measure, bar: Bar, full: bool, set_complete) -> Candidate | None:
+    """The smallest of `rungs` (one chain, in size order) that meets the bar, scored on every
+    window: bisected with the sequential test (or, with `full`, every rung on every window),
+    the pick then scored whole, and the search gone on should that reverse it."""
+
+    def one(i: int) -> QualityResult:
+        return measure(rungs[i])
+
+    set_complete(False)
+    try:
+        done: dict[int, object] = {i: one(i) for i in range(len(rungs))} if full else {}
+        a = search(rungs, one, bar, measured=done)
+        set_complete(True)
+        while a.pick is not None and not _is_complete(rungs[a.pick].quality):
+            a.measured[a.pick] = one(a.pick)
+            a = search(rungs, one, bar, measured=a.measured)
+    finally:
+        set_complete(True)
+    return rungs[a.pick] if a.pick is not None else None
+
+
+def auto_floor_bpw(arch) -> float | None:
+    """The bits per weight of the smallest mix an auto budget reaches (every quantizable tensor
+    at the first type of its ladder), or None when gguf_auto cannot say."""
+    try:
+        from edgekit.quantize.gguf_auto import Sizes, ladder
+
+        sizes = Sizes(arch.tensors())
+        return float(sizes.measure({t.name: ladder(t)[0] for t in sizes.q})[1])
+    except (ImportError, AttributeError, TypeError, KeyError, IndexError):
+        return None
+
+
+def floor_rungs(entry, target, ctx: int, lowest: Candidate, imatrix: str) -> list[Candidate]:
+    """Auto rungs below `lowest` (the auto rung at the ladder's smallest standard size): at the
+    smallest mix an auto budget reaches and a third and two thirds of the way from it up to
+    `lowest`, each planned like any candidate (a point within 1 % of `lowest` or of the one
+    before it adds nothing)."""
+    from edgekit.formats import get_format
+    from edgekit.plan import plan
+
+    floor = auto_floor_bpw(entry.arch)
+    top = float(lowest.plan_row.get("bits_per_weight") or 0)
+    if floor is None or not top or floor >= top * 0.99:
+        return []
+    points = [math.ceil(floor * 1e4) / 1e4] + [
+        math.floor((floor + (top - floor) * k / 3) * 1e4) / 1e4 for k in (1, 2)
+    ]
+    out: list[Candidate] = []
+    last = 0.0
+    for bpw in points:
+        if bpw >= top * 0.99 or (last and bpw < last * 1.01):
+            continue
+        try:
+            fmt = get_format(f"{AUTO_PREFIX}{bpw:.4f}bpw")
+            row = plan(entry, target, ctx=ctx, formats=[fmt]).rows[0]
+        except EdgekitError:  # the floor rounded past what a mix reaches
+            continue
+        last = bpw
+        c = Candidate(fmt.id, row.weights_bytes, row.fits, row.to_dict(), kind="auto")
+        c.chain = _chain(fmt, imatrix)
+        out.append(c)
+    return out
 
 
 def _row(c: Candidate, bar: Bar) -> dict:
