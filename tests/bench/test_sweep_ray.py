@@ -209,6 +209,8 @@ def sweep_file(tmp_path_factory):
         'bars = ["kld<=0.01", "kld<=0.1"]\n'
         'formats = ["gguf:Q4_K_M", "gguf:Q8_0"]\n'
         'imatrix = "none"\nspeed = "none"\nevaluation = "eval.txt"\n'
+        # the fan-out is under test, not the auto rungs (their own tests: test_mainjob_auto)
+        "auto = false\n"
     )
     return d / "s.toml"
 
