@@ -393,26 +393,17 @@ def run_main_job(
             atomic.write_json(cached, floor)
             atomic.seal(cached)
 
+    def set_complete(value: bool) -> None:
+        nonlocal complete
+        complete = value
+
     chain_of = ladder_chains(ladder)
-    # --full: the whole measured frontier, every candidate on every window
-    frontier: dict[int, object] = {i: measure(i) for i in range(len(ladder))} if full else {}
-    outcome = search(ladder, measure, bar, chain_of=chain_of, measured=frontier)
-    # the pick is evaluated on every window; should that reverse the sequential decision (at
-    # most alpha of the time), the search goes on with the full result in hand
-    complete = True
-    while outcome.pick is not None and not _is_complete(ladder[outcome.pick].quality):
-        i = outcome.pick
-        outcome.measured[i] = measure(i)
-        outcome = search(ladder, measure, bar, chain_of=chain_of, measured=outcome.measured)
+    outcome = settled_search(ladder, measure, bar, full, set_complete, chain_of=chain_of)
     standard_pick = ladder[outcome.pick] if outcome.pick is not None else None
     # auto rungs: gguf:auto mixes in the gap below the standard pick, a chain of their own
     rungs: list[Candidate] = []
     auto_chains: list[int] = []  # the sizes of the auto chains bisected
     auto_pick: Candidate | None = None
-
-    def set_complete(value: bool) -> None:
-        nonlocal complete
-        complete = value
 
     auto_error = ""
     auto_why = "" if auto else "off (--no-auto)"
@@ -446,7 +437,6 @@ def run_main_job(
                         auto_chains.append(len(lower))
                         auto_pick = search_auto(lower, measure_c, bar, full, set_complete) or auto_pick
             except EdgekitError as e:  # a failed auto build leaves the standard pick standing
-                set_complete(True)
                 auto_error = e.one_line()
                 auto_pick = None
     allc = sorted(ladder + rungs, key=lambda c: c.planned_bytes)  # every chain, in size order
@@ -674,24 +664,29 @@ def auto_rungs(entry, target, ctx: int, ladder: list[Candidate], pick: Candidate
     return out, "" if out else (unreachable or "every auto rung would be within 1 % of the pick")
 
 
-def search_auto(rungs: list[Candidate], measure, bar: Bar, full: bool, set_complete) -> Candidate | None:
-    """The smallest of `rungs` (one chain, in size order) that meets the bar, scored on every
-    window: bisected with the sequential test (or, with `full`, every rung on every window),
-    the pick then scored whole, and the search gone on should that reverse it."""
-
-    def one(i: int) -> QualityResult:
-        return measure(rungs[i])
-
+def settled_search(items: list[Candidate], measure, bar: Bar, full: bool, set_complete, chain_of=None):
+    """The search over `items` (in size order; `measure(i)` scores item i): bisected with the
+    sequential test (with `full`, every item on every window first), then the pick scored on
+    every window; should that reverse the sequential decision (at most alpha of the time), the
+    search goes on with the full result in hand. `set_complete(flag)` tells `measure` whether
+    to score every window; it is left True."""
     set_complete(False)
     try:
-        done: dict[int, object] = {i: one(i) for i in range(len(rungs))} if full else {}
-        a = search(rungs, one, bar, measured=done)
+        done: dict[int, object] = {i: measure(i) for i in range(len(items))} if full else {}
+        a = search(items, measure, bar, chain_of=chain_of, measured=done)
         set_complete(True)
-        while a.pick is not None and not _is_complete(rungs[a.pick].quality):
-            a.measured[a.pick] = one(a.pick)
-            a = search(rungs, one, bar, measured=a.measured)
+        while a.pick is not None and not _is_complete(items[a.pick].quality):
+            a.measured[a.pick] = measure(a.pick)
+            a = search(items, measure, bar, chain_of=chain_of, measured=a.measured)
     finally:
         set_complete(True)
+    return a
+
+
+def search_auto(rungs: list[Candidate], measure, bar: Bar, full: bool, set_complete) -> Candidate | None:
+    """The smallest of `rungs` (one chain, in size order) that meets the bar, scored on every
+    window (settled_search; `measure` takes a candidate)."""
+    a = settled_search(rungs, lambda i: measure(rungs[i]), bar, full, set_complete)
     return rungs[a.pick] if a.pick is not None else None
 
 

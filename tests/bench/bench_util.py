@@ -78,3 +78,27 @@ def fake_run(
             }
         ],
     }
+
+
+def quality_result(kld: float):
+    """A constructed QualityResult with mean KLD `kld` (one window): selection logic on known figures."""
+    from edgekit.bench.quality import QualityResult
+
+    return QualityResult(
+        positions=255,
+        kld_mean=kld,
+        kld_stderr=kld / 10,
+        kld_p99=kld * 5,
+        kld_max=kld * 10,
+        same_top=0.99,
+        same_top_stderr=0.001,
+        ppl=10.0,
+        ppl_stderr=0.1,
+        ppl_ref=10.0,
+        ppl_ratio=1.0 + kld,
+        ppl_ratio_stderr=0.001,
+        tokens_per_s=100.0,
+        k=8,
+        window=512,
+        windows=1,
+    )

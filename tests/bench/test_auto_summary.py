@@ -4,37 +4,16 @@ saving when an auto mix is the pick, and each reason the rungs did not beat the 
 from __future__ import annotations
 
 from edgekit.bench.mainjob import Candidate, auto_summary
-from edgekit.bench.quality import QualityResult
 from edgekit.bench.select import parse_bar
+from tests.bench.bench_util import quality_result
 
 BAR = parse_bar("kld<=0.03")
-
-
-def _q(kld: float) -> QualityResult:
-    return QualityResult(
-        positions=255,
-        kld_mean=kld,
-        kld_stderr=kld / 20,
-        kld_p99=kld * 5,
-        kld_max=kld * 10,
-        same_top=0.9,
-        same_top_stderr=0.01,
-        ppl=15.0,
-        ppl_stderr=0.5,
-        ppl_ref=14.0,
-        ppl_ratio=1.07,
-        ppl_ratio_stderr=0.01,
-        tokens_per_s=100.0,
-        k=64,
-        window=512,
-        windows=1,
-    )
 
 
 def _c(fmt: str, size: int, kld: float | None, kind: str = "standard") -> Candidate:
     c = Candidate(fmt, size, True, {}, kind=kind)
     c.artifact = {"path": f"/x/{fmt}.gguf", "size_bytes": size, "bits_per_weight": size * 8 / 134_515_008}
-    c.quality = _q(kld) if kld is not None else None
+    c.quality = quality_result(kld) if kld is not None else None
     return c
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli.main import cli
+from tests.bench.bench_util import quality_result
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.torch]
 
@@ -155,29 +156,6 @@ def test_malformed_speed_bar_is_one_line_before_any_work(tiny_qwen3, tmp_path):
     _one_line(r, "decode>=fast")
 
 
-def _quality(kld: float):
-    from edgekit.bench.quality import QualityResult
-
-    return QualityResult(
-        positions=255,
-        kld_mean=kld,
-        kld_stderr=kld / 10,
-        kld_p99=kld * 5,
-        kld_max=kld * 10,
-        same_top=0.99,
-        same_top_stderr=0.001,
-        ppl=10.0,
-        ppl_stderr=0.1,
-        ppl_ref=10.0,
-        ppl_ratio=1.0 + kld,
-        ppl_ratio_stderr=0.001,
-        tokens_per_s=100.0,
-        k=8,
-        window=512,
-        windows=1,
-    )
-
-
 def test_speed_pick_is_the_smallest_candidate_meeting_both_bars():
     """The selection rule on constructed figures (planned ones, as the job judges a candidate
     for another device): from the quality pick up, in size order, the first that meets the
@@ -195,7 +173,7 @@ def test_speed_pick_is_the_smallest_candidate_meeting_both_bars():
 
     def quality(i):
         asked.append(("quality", i))
-        return _quality(kld[i])
+        return quality_result(kld[i])
 
     def speed(i):
         asked.append(("speed", i))
